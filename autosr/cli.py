@@ -1,0 +1,108 @@
+"""`autosr <command>`: a thin argparse layer over functions a notebook can call with the same names.
+
+Commands are listed in `COMMANDS`, an explicit registry from name to the module that implements it; each
+module provides `add_arguments(parser)` and `run(args) -> int`. Modules are imported only when their
+command runs, so `autosr --help` is instant. A user-caused `AutosrError` prints as one message with exit
+code 2; anything else keeps its traceback, because it is a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from autosr import __version__
+from autosr.errors import AutosrError
+
+# name -> (implementing module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "verify": ("autosr.dataset.verify_command", "check a raw dataset and list every problem"),
+    "convert": ("autosr.dataset_conversion.convert_command", "convert public layouts or generate synthetic data"),
+    "plan": ("autosr.planning.plan_command", "verify, fingerprint, plan and preprocess a dataset"),
+    "train": ("autosr.training.train_command", "train one fold of one configuration"),
+    "predict": ("autosr.inference.predict_command", "predict a folder of scans with a trained model"),
+    "ensemble": ("autosr.inference.ensemble_command", "average predictions of several configurations"),
+    "evaluate": ("autosr.evaluation.evaluate_command", "score predictions against references"),
+    "find-best": ("autosr.evaluation.find_best_command", "rank configurations and ensembles by cross-validation"),
+    "report": ("autosr.evaluation.report_command", "write an offline HTML report of a dataset's results"),
+    "demo": ("autosr.demo", "generate a synthetic brain dataset and run the whole pipeline on it"),
+}
+
+
+def add_path_arguments(parser: argparse.ArgumentParser) -> None:
+    """--raw/--preprocessed/--results, overriding AUTOSR_RAW/AUTOSR_PREPROCESSED/AUTOSR_RESULTS."""
+    group = parser.add_argument_group("folders (override the AUTOSR_* environment variables)")
+    group.add_argument("--raw", default=None, help="raw datasets folder (default: $AUTOSR_RAW)")
+    group.add_argument("--preprocessed", default=None, help="preprocessed data folder (default: $AUTOSR_PREPROCESSED)")
+    group.add_argument("--results", default=None, help="trained models folder (default: $AUTOSR_RESULTS)")
+
+
+def paths_from_args(args: argparse.Namespace):
+    """The `AutosrPaths` a command's flags and the environment name."""
+    from autosr.paths import AutosrPaths
+
+    return AutosrPaths.resolve(
+        raw=getattr(args, "raw", None),
+        preprocessed=getattr(args, "preprocessed", None),
+        results=getattr(args, "results", None),
+    )
+
+
+def _load_command(name: str):
+    module_name = COMMANDS[name][0]
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name is not None and module_name.startswith(e.name):
+            return None
+        raise
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="autosr",
+        description="Self-configuring paired image-to-image translation for 3D medical volumes "
+        "(plan -> train 5 folds -> predict with the fold ensemble -> evaluate).",
+    )
+    parser.add_argument("--version", action="version", version=f"autosr {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            module = _load_command(name)
+            if module is not None:
+                module.add_arguments(p)
+            else:
+                p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command not in COMMANDS:
+        command = None
+    parser = build_parser(command)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    module = _load_command(args.command)
+    if module is None:
+        print(f"autosr {args.command}: not built yet in this version", file=sys.stderr)
+        return 2
+    try:
+        code = module.run(args)
+    except AutosrError as e:
+        print(f"autosr {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"autosr {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

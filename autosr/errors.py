@@ -1,0 +1,20 @@
+"""Errors a user can cause and fix.
+
+The CLI prints an `AutosrError` as one message with exit code 2 and no traceback; anything else is a bug
+and keeps its traceback. Messages name the offending file or case and say what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class AutosrError(Exception):
+    """A problem with the user's input, data or setup, described so that they can fix it."""
+
+
+class DatasetProblems(AutosrError):
+    """Several dataset problems found in one pass, reported together (one per line)."""
+
+    def __init__(self, problems: list[str], header: str = "the dataset has problems"):
+        self.problems = list(problems)
+        lines = [f"{header} ({len(self.problems)}):"] + [f"  - {p}" for p in self.problems]
+        super().__init__("\n".join(lines))

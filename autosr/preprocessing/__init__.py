@@ -1,0 +1,1 @@
+"""Turning raw cases into network-ready arrays (resample, crop, normalize) and back."""

@@ -1,0 +1,1 @@
+"""Converters from public dataset layouts, and synthetic paired dataset generators (`autosr.dataset_conversion`)."""

@@ -1,0 +1,1 @@
+"""Fingerprint extraction and experiment planning (installed as `autosr.planning`)."""
