@@ -1,0 +1,233 @@
+"""A synthetic paired brain dataset (low-field-like input -> high-field-like target) from the MNI152 template.
+
+The MNI152 2009a symmetric T1 template and its grey/white-matter probability maps ship inside the nilearn
+wheel (`nilearn/datasets/data`), so nothing is downloaded; the files are read with SimpleITK and no nilearn
+module is imported. Each subject is a random smooth deformation (small affine + smooth displacement field)
+of the template's tissue maps. From the deformed maps:
+
+- the target is high-field-like: strong grey/white contrast, only anti-aliasing blur, little noise, on the
+  target grid (the reference grid, `target_spacing_mm`);
+- the input is low-field-like: weaker grey/white contrast, a blur matching its voxel size, a smooth
+  multiplicative bias field, Rician noise, sampled on a coarser grid covering the same physical extent;
+- the brain mask is the deformed grey + white matter + CSF map above 0.5, on the target grid.
+
+Everything is drawn from `numpy.random.default_rng(seed, case index)`, so a seed gives the same dataset
+whatever the number of processes.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+
+from autosr.dataset_conversion.raw_writer import new_dataset_folder, write_dataset_json
+from autosr.errors import AutosrError
+from autosr.io.geometry import Geometry, grid_covering
+from autosr.io.image_io import geometry_of, write_image
+from autosr.io.resampling import resample_to_geometry
+
+TEMPLATE_FILES = {
+    "t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
+    "gm": "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
+    "wm": "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz",
+}
+# T1-weighted tissue intensities (csf, gm, wm). High field: GM/WM ratio 0.55; low field: 0.71, CSF closer
+# to GM. Round numbers in the range of the contrast ratios reported for 3T vs 7T MPRAGE.
+TARGET_INTENSITY = (150.0, 550.0, 1000.0)
+INPUT_INTENSITY = (300.0, 600.0, 850.0)
+TARGET_NOISE = 5.0  # Gaussian, inside the brain only
+INPUT_RICIAN_SIGMA = 25.0  # about 3% of white matter
+BIAS_AMPLITUDE = 0.15  # the multiplicative bias field stays within about +-15%
+DISPLACEMENT_MM = 3.0  # standard deviation of the smooth displacement's control points
+MARGIN_MM = 8.0  # space kept around the brain when cropping the template
+
+
+@dataclass(frozen=True)
+class TissueTemplate:
+    """Template tissue probability maps (csf, gm, wm) on the target grid, float32 (Z, Y, X) in [0, 1]."""
+
+    csf: np.ndarray
+    gm: np.ndarray
+    wm: np.ndarray
+    geometry: Geometry
+
+
+def template_folder() -> Path:
+    """nilearn's bundled data folder, found without importing nilearn."""
+    spec = importlib.util.find_spec("nilearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise AutosrError(
+            "the synthetic brain generator needs the MNI152 template shipped with nilearn; "
+            "install it with `pip install autosr[demo]` (or `pip install nilearn`)"
+        )
+    folder = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data"
+    missing = [name for name in TEMPLATE_FILES.values() if not (folder / name).is_file()]
+    if missing:
+        raise AutosrError(
+            f"{folder}: nilearn is installed but lacks {', '.join(missing)}; "
+            "reinstall it with `pip install --force-reinstall autosr[demo]`"
+        )
+    return folder
+
+
+def load_template(target_spacing_mm: float) -> TissueTemplate:
+    """Read the 1 mm template, crop it to the brain plus a margin, and bring it onto the target grid."""
+    folder = template_folder()
+    images = {key: sitk.ReadImage(str(folder / name)) for key, name in TEMPLATE_FILES.items()}
+    geometry = geometry_of(images["t1"])
+    arrays = {key: sitk.GetArrayFromImage(image).astype(np.float32) / 255.0 for key, image in images.items()}
+    head = ndimage.binary_fill_holes(arrays["t1"] > 10 / 255.0)
+    arrays["csf"] = np.clip(head.astype(np.float32) - arrays["gm"] - arrays["wm"], 0.0, 1.0)
+    # crop to the brain's bounding box plus a margin
+    margin = int(np.ceil(MARGIN_MM / min(geometry.spacing_zyx)))
+    nonzero = np.nonzero(head)
+    low = [max(int(i.min()) - margin, 0) for i in nonzero]
+    high = [min(int(i.max()) + 1 + margin, n) for i, n in zip(nonzero, geometry.size_zyx)]
+    crop = tuple(slice(lo, hi) for lo, hi in zip(low, high))
+    origin = geometry.index_to_world(np.array(low[::-1], dtype=np.float64))[0]
+    cropped = Geometry(
+        geometry.spacing_zyx, tuple(origin), geometry.direction, tuple(h - lo for lo, h in zip(low, high))
+    )
+    target_geometry = grid_covering(cropped, (target_spacing_mm,) * 3)
+    maps = {}
+    for key in ("csf", "gm", "wm"):
+        array = arrays[key][crop]
+        sigma = [max(0.0, 0.4 * (target_spacing_mm / s - 1.0)) for s in cropped.spacing_zyx]  # anti-aliasing
+        if any(s > 0 for s in sigma):
+            array = ndimage.gaussian_filter(array, sigma)
+        maps[key] = np.clip(resample_to_geometry(array, cropped, target_geometry, order=1), 0.0, 1.0)
+    return TissueTemplate(maps["csf"], maps["gm"], maps["wm"], target_geometry)
+
+
+def smooth_random_field(shape_zyx: tuple[int, ...], rng: np.random.Generator, control_points: int = 5) -> np.ndarray:
+    """A smooth zero-mean unit-scale random field: random control points upsampled with cubic splines."""
+    control = rng.normal(size=(control_points,) * 3)
+    factors = [n / control_points for n in shape_zyx]
+    return ndimage.zoom(control, factors, order=3, mode="nearest", grid_mode=False).astype(np.float32)
+
+
+def random_deformation(template: TissueTemplate, rng: np.random.Generator) -> np.ndarray:
+    """Source coordinates (3, Z, Y, X) in voxels: a small random affine plus a smooth displacement."""
+    shape = template.geometry.size_zyx
+    spacing = np.asarray(template.geometry.spacing_zyx)
+    centre = (np.asarray(shape) - 1) / 2.0
+    angles = np.deg2rad(rng.uniform(-5, 5, size=3))
+    rotation = np.eye(3)
+    for axis, angle in enumerate(angles):
+        a, b = [i for i in range(3) if i != axis]
+        r = np.eye(3)
+        r[a, a] = r[b, b] = np.cos(angle)
+        r[a, b], r[b, a] = -np.sin(angle), np.sin(angle)
+        rotation = rotation @ r
+    matrix = rotation @ np.diag(rng.uniform(0.93, 1.07, size=3))
+    grid = np.indices(shape, dtype=np.float32).reshape(3, -1) - centre[:, None]
+    coordinates = (matrix @ grid + centre[:, None]).reshape(3, *shape).astype(np.float32)
+    for axis in range(3):
+        coordinates[axis] += smooth_random_field(shape, rng) * (DISPLACEMENT_MM / spacing[axis])
+    return coordinates
+
+
+def make_subject(
+    template: TissueTemplate, input_spacing_mm: float, rng: np.random.Generator
+) -> tuple[np.ndarray, Geometry, np.ndarray, np.ndarray]:
+    """One synthetic subject: (input, input geometry, target, mask uint8); target and mask on the template grid."""
+    coordinates = random_deformation(template, rng)
+    csf, gm, wm = (
+        ndimage.map_coordinates(m, coordinates, order=1, mode="constant", cval=0.0)
+        for m in (template.csf, template.gm, template.wm)
+    )
+    brain = ndimage.binary_fill_holes((csf + gm + wm) > 0.5)
+    target = TARGET_INTENSITY[0] * csf + TARGET_INTENSITY[1] * gm + TARGET_INTENSITY[2] * wm
+    target += brain * rng.normal(0.0, TARGET_NOISE, target.shape).astype(np.float32)
+    target = np.clip(target, 0.0, None)
+    fine_input = INPUT_INTENSITY[0] * csf + INPUT_INTENSITY[1] * gm + INPUT_INTENSITY[2] * wm
+    fine_input *= 1.0 + BIAS_AMPLITUDE * np.tanh(smooth_random_field(target.shape, rng, control_points=3))
+    fine_input *= rng.uniform(0.9, 1.1)  # scanner gain differs per session
+    spacing = np.asarray(template.geometry.spacing_zyx)
+    blur_sigma = np.maximum(0.0, 0.5 * input_spacing_mm / spacing - 0.3)  # the coarse acquisition's PSF
+    fine_input = ndimage.gaussian_filter(fine_input, blur_sigma)
+    input_geometry = grid_covering(template.geometry, (input_spacing_mm,) * 3)
+    coarse = resample_to_geometry(fine_input, template.geometry, input_geometry, order=1)
+    real = coarse + rng.normal(0.0, INPUT_RICIAN_SIGMA, coarse.shape)
+    imaginary = rng.normal(0.0, INPUT_RICIAN_SIGMA, coarse.shape)
+    noisy_input = np.sqrt(real**2 + imaginary**2).astype(np.float32)
+    return noisy_input, input_geometry, target.astype(np.float32), brain.astype(np.uint8)
+
+
+_WORKER_TEMPLATE: TissueTemplate | None = None
+
+
+def _set_worker_template(template: TissueTemplate) -> None:
+    global _WORKER_TEMPLATE
+    _WORKER_TEMPLATE = template
+
+
+def _write_subject(job: tuple[Path, str, str, int, int, float]) -> str:
+    folder, split, case_id, seed, case_index, input_spacing_mm = job
+    rng = np.random.default_rng([seed, case_index])
+    inp, input_geometry, target, mask = make_subject(_WORKER_TEMPLATE, input_spacing_mm, rng)
+    target_geometry = _WORKER_TEMPLATE.geometry
+    write_image(inp, input_geometry, folder / f"images{split}" / f"{case_id}_0000.nii.gz")
+    write_image(target, target_geometry, folder / f"targets{split}" / f"{case_id}.nii.gz")
+    write_image(mask, target_geometry, folder / f"masks{split}" / f"{case_id}.nii.gz", dtype=np.uint8)
+    return case_id
+
+
+def make_synthetic_brain_dataset(
+    raw_root: str | os.PathLike,
+    dataset_id: int,
+    name: str = "SyntheticBrain",
+    num_train: int = 20,
+    num_test: int = 4,
+    target_spacing_mm: float = 2.0,
+    input_spacing_mm: float | None = None,
+    seed: int = 0,
+    num_processes: int = max(1, min(4, os.cpu_count() or 1)),
+    overwrite: bool = False,
+) -> Path:
+    """Write `DatasetXXX_Name` under `raw_root` and return its folder.
+
+    `input_spacing_mm` defaults to 1.5 x `target_spacing_mm` (a 2 mm target gets a 3 mm input).
+    """
+    if target_spacing_mm <= 0 or (input_spacing_mm is not None and input_spacing_mm <= 0):
+        raise AutosrError("voxel sizes must be positive (--target-spacing, --input-spacing in mm)")
+    if num_train < 1 or num_test < 0:
+        raise AutosrError("--num-train must be at least 1 and --num-test at least 0")
+    input_spacing_mm = 1.5 * target_spacing_mm if input_spacing_mm is None else float(input_spacing_mm)
+    template = load_template(float(target_spacing_mm))
+    folder = new_dataset_folder(raw_root, dataset_id, name, overwrite=overwrite)
+    jobs = [
+        (folder, "Tr" if index < num_train else "Ts", f"brain_{index:03d}", seed, index, input_spacing_mm)
+        for index in range(num_train + num_test)
+    ]
+    if num_processes <= 1:
+        _set_worker_template(template)
+        for job in jobs:
+            _write_subject(job)
+    else:
+        with ProcessPoolExecutor(num_processes, initializer=_set_worker_template, initargs=(template,)) as pool:
+            list(pool.map(_write_subject, jobs))
+    write_dataset_json(
+        folder,
+        name=name,
+        channel_names={"0": "T1w_lowfield"},
+        target_name="T1w_highfield",
+        target_modality="MR",
+        file_ending=".nii.gz",
+        num_training=num_train,
+        num_test=num_test,
+        description=(
+            f"synthetic paired brains: random smooth deformations of the MNI152 2009a template; input "
+            f"low-field-like at {input_spacing_mm:g} mm, target high-field-like at {target_spacing_mm:g} mm; seed {seed}"
+        ),
+        reference="MNI ICBM152 2009a nonlinear symmetric template (Fonov et al., NeuroImage 2011), as shipped with nilearn",
+        licence="template: see the MNI ICBM152 licence (free use with attribution); generated images: same terms",
+    )
+    return folder
