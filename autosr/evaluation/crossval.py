@@ -1,0 +1,169 @@
+"""Cross-validation results of one configuration: the 5 folds' validation predictions scored together.
+
+Each fold k predicted its held-out cases into `<model_dir>/fold_k/validation/<case><ending>` (target grid,
+target units). The references are the raw dataset's `targetsTr/`, the regions its `masksTr/`. The
+baseline row of a case uses the linear map fitted on *that fold's training cases* (from `splits.json`),
+so the baseline is as out-of-sample as the model. Output: `<model_dir>/crossval_results/` with
+`cases.csv` (a `fold` column added), `summary.json` and `images/`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from autosr import __version__
+from autosr.dataset.spec import DatasetSpec, discover_cases, load_dataset_spec
+from autosr.errors import AutosrError
+from autosr.evaluation.baseline import LinearFitStatistics, linear_fit_statistics, params_from_statistics
+from autosr.evaluation.evaluate import (
+    CaseJob,
+    EvaluationSettings,
+    images_in,
+    json_safe,
+    score_cases,
+    summarize_table,
+    write_results,
+)
+from autosr.io import read_json
+
+PathLike = str | os.PathLike
+CROSSVAL_FOLDER = "crossval_results"
+
+
+def load_splits(preprocessed_dataset_dir: PathLike) -> list[dict[str, list[str]]]:
+    """The folds of `splits.json`: a list of {"train": [...], "val": [...]}."""
+    path = Path(preprocessed_dataset_dir) / "splits.json"
+    if not path.is_file():
+        raise AutosrError(f"{path}: not found; the folds are written when training starts (`autosr train`)")
+    splits = read_json(path)
+    if not isinstance(splits, list) or not all(isinstance(s, dict) and "train" in s and "val" in s for s in splits):
+        raise AutosrError(f'{path}: must hold a list of {{"train": [...], "val": [...]}} folds')
+    return splits
+
+
+def fold_of_case(splits: list[dict[str, list[str]]]) -> dict[str, int]:
+    return {case: k for k, split in enumerate(splits) for case in split["val"]}
+
+
+def fold_baseline_params(
+    raw_dataset_dir: PathLike, spec: DatasetSpec, splits: list[dict[str, list[str]]], num_folds: int | None = None
+) -> dict[int, dict[str, Any]]:
+    """{fold: baseline params fitted on that fold's training cases}; each case is read once."""
+    cases = discover_cases(raw_dataset_dir, spec, "Tr")
+    needed = sorted({c for split in splits for c in split["train"]})
+    statistics: dict[str, LinearFitStatistics] = {}
+    for case in needed:
+        files = cases.get(case)
+        if files is None or files.target is None or files.channels[0] is None:
+            raise AutosrError(f"case {case} of splits.json has no input or target in {raw_dataset_dir}")
+        statistics[case] = linear_fit_statistics(
+            files.channels[0], files.target, files.mask, modality=spec.target_modality
+        )
+    params = {}
+    for k, split in enumerate(splits[:num_folds] if num_folds else splits):
+        total = sum((statistics[c] for c in split["train"]), LinearFitStatistics())
+        params[k] = params_from_statistics(total, split["train"])
+    return params
+
+
+def score_validation_predictions(
+    predictions: dict[str, Path],
+    raw_dataset_dir: PathLike,
+    splits: list[dict[str, list[str]]],
+    out_dir: PathLike,
+    baseline_params: dict[int, dict[str, Any]] | None = None,
+    num_processes: int = 1,
+    pictures: bool = True,
+    description: dict[str, Any] | None = None,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Score {case: prediction file} against the raw training targets; the baseline per the case's fold."""
+    raw_dataset_dir = Path(raw_dataset_dir)
+    spec = load_dataset_spec(raw_dataset_dir)
+    cases = discover_cases(raw_dataset_dir, spec, "Tr")
+    folds = fold_of_case(splits)
+    expected = sorted(folds)
+    scored = [c for c in expected if c in predictions]
+    if not scored:
+        raise AutosrError(
+            f"no validation predictions found for the cases of splits.json ({len(expected)} cases); "
+            "train the folds (their validation runs at the end of training) first"
+        )
+    if baseline_params is None:
+        baseline_params = fold_baseline_params(raw_dataset_dir, spec, splits)
+    out_dir = Path(out_dir)
+    jobs = []
+    for case in scored:
+        files = cases.get(case)
+        if files is None or files.target is None:
+            raise AutosrError(f"case {case}: no target in {raw_dataset_dir / 'targetsTr'}")
+        jobs.append(
+            CaseJob(
+                case_id=case,
+                reference=files.target,
+                prediction=predictions[case],
+                mask=files.mask,
+                input_files=[files.channels[0]] if files.channels[0] is not None else None,
+                baseline_params=baseline_params.get(folds[case]),
+                picture=out_dir / "images" / f"{case}.png" if pictures else None,
+                extra={"fold": folds[case]},
+            )
+        )
+    settings = EvaluationSettings(modality="CT" if spec.target_modality.upper() == "CT" else "MR")
+    table = score_cases(jobs, settings, num_processes)
+    summary = {
+        "autosr_version": __version__,
+        **(description or {}),
+        "raw_dataset": str(raw_dataset_dir),
+        "region": "masksTr" if any(cases[c].mask for c in scored) else "each reference's foreground",
+        **settings.describe(),
+        "num_cases": len(scored),
+        "cases_missing_prediction": [c for c in expected if c not in predictions],
+        "baseline": {
+            "note": "per fold: linear map fitted on that fold's training cases",
+            "per_fold": {
+                str(k): {key: v for key, v in p.items() if key != "fitted_on"} for k, p in baseline_params.items()
+            },
+        },
+        **summarize_table(table),
+    }
+    write_results(table, summary, out_dir)
+    return table, json_safe(summary)
+
+
+def validation_predictions(model_dir: PathLike, num_folds: int) -> dict[str, Path]:
+    """{case: file} over `fold_k/validation/` of k = 0..num_folds-1 (folders that exist)."""
+    found: dict[str, Path] = {}
+    for k in range(num_folds):
+        found.update(images_in(Path(model_dir) / f"fold_{k}" / "validation"))
+    return found
+
+
+def merge_crossval(
+    model_dir: PathLike,
+    raw_dataset_dir: PathLike,
+    preprocessed_dataset_dir: PathLike,
+    num_processes: int = 1,
+    pictures: bool = True,
+    baseline_params: dict[int, dict[str, Any]] | None = None,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Merge and score the folds of one model folder into `<model_dir>/crossval_results/`."""
+    model_dir = Path(model_dir)
+    splits = load_splits(preprocessed_dataset_dir)
+    predictions = validation_predictions(model_dir, len(splits))
+    folds_present = [k for k in range(len(splits)) if (model_dir / f"fold_{k}" / "validation").is_dir()]
+    if not predictions:
+        raise AutosrError(f"{model_dir}: no fold_k/validation/ predictions; train the folds first")
+    return score_validation_predictions(
+        predictions,
+        raw_dataset_dir,
+        splits,
+        model_dir / CROSSVAL_FOLDER,
+        baseline_params,
+        num_processes,
+        pictures,
+        description={"model_dir": str(model_dir), "folds": folds_present},
+    )

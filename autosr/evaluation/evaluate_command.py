@@ -1,0 +1,112 @@
+"""`autosr evaluate REF_DIR PRED_DIR ...`: the command-line face of `evaluate_folders`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from autosr.errors import AutosrError
+from autosr.evaluation.normalization import NORMALIZATIONS
+from autosr.io import read_json
+
+DEFAULT_PROCESSES = min(4, os.cpu_count() or 1)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("ref_dir", help="reference images <case><ending> (e.g. a dataset's targetsTs/)")
+    parser.add_argument("pred_dir", help="predictions <case><ending> on the reference grids")
+    parser.add_argument(
+        "--mask-dir",
+        default=None,
+        help="masks <case><ending>: the region that counts (default: each reference's foreground)",
+    )
+    parser.add_argument(
+        "--input-dir",
+        default=None,
+        help="inputs <case>_0000<ending>: adds the no-learning baseline row and an input column to the pictures",
+    )
+    parser.add_argument(
+        "--baseline-params",
+        default=None,
+        help='JSON with the baseline\'s linear map {"a", "b", "order"} (default: fitted on the evaluated cases)',
+    )
+    parser.add_argument(
+        "--modality",
+        default="MR",
+        choices=("MR", "CT"),
+        help="target modality: picks the default normalization, data range and tissue model (default MR)",
+    )
+    parser.add_argument(
+        "--normalization",
+        default=None,
+        choices=NORMALIZATIONS,
+        help="intensity normalization of both images before scoring (default: none for MR, ct_clip for CT)",
+    )
+    parser.add_argument(
+        "--data-range",
+        nargs=2,
+        type=float,
+        metavar=("LO", "HI"),
+        default=None,
+        help="fixed intensity interval for PSNR/SSIM (for CT: the HU window); default: the reference's p0.1-p99.9 inside the region (MR), [-1024, 3000] HU (CT)",
+    )
+    parser.add_argument(
+        "--resample",
+        action="store_true",
+        help="resample predictions (B-spline) and masks/label maps (nearest) that are on another grid onto the reference grid",
+    )
+    parser.add_argument(
+        "--seg-ref", default=None, help="label maps of the references <case><ending> (with --seg-pred): Dice per label"
+    )
+    parser.add_argument(
+        "--seg-pred", default=None, help="label maps of the predictions <case><ending> (with --seg-ref)"
+    )
+    parser.add_argument("--no-pictures", action="store_true", help="skip the per-case PNGs")
+    parser.add_argument("-o", "--output", default=None, help="output folder (default: PRED_DIR/evaluation)")
+    parser.add_argument(
+        "-np",
+        "--num-processes",
+        type=int,
+        default=DEFAULT_PROCESSES,
+        help=f"cases scored in parallel (default {DEFAULT_PROCESSES})",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from autosr.evaluation.evaluate import evaluate_folders
+    from autosr.evaluation.report_text import summary_lines
+
+    if args.data_range is not None and not args.data_range[1] > args.data_range[0]:
+        raise AutosrError(f"--data-range LO HI needs LO < HI, got {args.data_range[0]:g} {args.data_range[1]:g}")
+    params = None
+    if args.baseline_params is not None:
+        if args.input_dir is None:
+            raise AutosrError("--baseline-params needs --input-dir (the baseline is computed from the inputs)")
+        path = Path(args.baseline_params)
+        if not path.is_file():
+            raise AutosrError(f"{path}: baseline parameters not found")
+        params = read_json(path)
+        if not isinstance(params, dict) or not {"a", "b"} <= set(params):
+            raise AutosrError(f"{path}: must hold a JSON object with keys 'a' and 'b' (and optionally 'order')")
+    out_dir = Path(args.output) if args.output else Path(args.pred_dir) / "evaluation"
+    _, summary = evaluate_folders(
+        args.ref_dir,
+        args.pred_dir,
+        mask_dir=args.mask_dir,
+        input_dir=args.input_dir,
+        out_dir=out_dir,
+        modality=args.modality,
+        normalization=args.normalization,
+        data_range=tuple(args.data_range) if args.data_range else None,
+        resample=args.resample,
+        seg_ref_dir=args.seg_ref,
+        seg_pred_dir=args.seg_pred,
+        baseline_params=params,
+        num_processes=max(1, args.num_processes),
+        pictures=not args.no_pictures,
+    )
+    for line in summary_lines(summary):
+        print(line)
+    print(f"per-case table, summary.json and pictures: {out_dir}")
+    return 0

@@ -1,0 +1,151 @@
+"""`autosr report DATASET`: one self-contained HTML page of a dataset's results, readable offline.
+
+It reads what the other stages wrote and computes nothing: `best.json` (ranking and predict lines), each
+model's and ensemble's `crossval_results/` (summary table, baseline vs model, per-case table, per-case
+pictures) and the training curves `fold_k/progress.png`. Pictures are embedded as base64 PNG.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from autosr.evaluation.crossval import CROSSVAL_FOLDER
+from autosr.evaluation.evaluate import BASELINE, MODEL, SUMMARY_METRICS
+from autosr.io import atomic_path, read_json
+from autosr.paths import AutosrPaths
+
+STYLE = """
+body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;margin:1em 0}
+td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}td:first-child{text-align:left}
+img{max-width:100%}code{background:#f4f4f4;padding:2px 4px}.gain{color:#070}.loss{color:#a00}
+"""
+DEFAULT_MAX_PICTURES = 6  # per model: the worst cases by SSIM, which are the ones worth looking at
+
+
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "-"
+    return f"{value:.4f}" if isinstance(value, float) else html.escape(str(value))
+
+
+def _summary_table(summary: dict[str, Any]) -> str:
+    stats = summary.get("metrics", {})
+    methods = [m for m in (MODEL, BASELINE) if m in stats]
+    gain = summary.get("gain_over_baseline", {}).get("model_minus_baseline", {})
+    head = "".join(f"<th>{m} mean &plusmn; std</th>" for m in methods) + ("<th>model - baseline</th>" if gain else "")
+    rows = []
+    metrics = [m for m in SUMMARY_METRICS if any(m in stats[x] for x in methods)]
+    metrics += sorted({k for x in methods for k in stats[x] if k.startswith(("tissue_dice", "seg_dice"))})
+    for metric in metrics:
+        cells = "".join(
+            f"<td>{_fmt(stats[m][metric]['mean'])} &plusmn; {_fmt(stats[m][metric]['std'])}</td>"
+            if metric in stats[m]
+            else "<td>-</td>"
+            for m in methods
+        )
+        if gain:
+            cells += f"<td>{_fmt(gain.get(metric))}</td>"
+        rows.append(f"<tr><td>{metric}</td>{cells}</tr>")
+    return f"<table><tr><th>metric</th>{head}</tr>{''.join(rows)}</table>"
+
+
+def _section(title: str, folder: Path, model_dir: Path | None, max_pictures: int) -> str:
+    results = folder / CROSSVAL_FOLDER if (folder / CROSSVAL_FOLDER).is_dir() else folder
+    parts = [f"<h2>{html.escape(title)}</h2>"]
+    if not (results / "summary.json").is_file():
+        return parts[0] + "<p>No cross-validation results yet: run <code>autosr find-best DATASET</code>.</p>"
+    summary = read_json(results / "summary.json")
+    parts.append(
+        f"<p>{summary.get('num_cases')} cases; normalization: {html.escape(str(summary.get('normalization_description')))}; "
+        f"data range: {html.escape(str(summary.get('data_range', {}).get('rule')))}</p>"
+    )
+    if summary.get("cases_missing_prediction"):
+        parts.append(f"<p>Missing predictions: {html.escape(', '.join(summary['cases_missing_prediction']))}</p>")
+    parts.append(_summary_table(summary))
+    if model_dir is not None:
+        curves = sorted(model_dir.glob("fold_*/progress.png"))
+        if curves:
+            parts.append(
+                "<h3>Training curves</h3>" + "".join(f"<p>{c.parent.name}</p>{_img(c, c.parent.name)}" for c in curves)
+            )
+    table_path = results / "cases.csv"
+    if table_path.is_file():
+        table = pd.read_csv(table_path)
+        shown = [c for c in ("case", "fold", "method", "ssim", "psnr", "mae", "nmse", "ms_ssim") if c in table.columns]
+        parts.append(
+            "<details><summary>Per-case table</summary>"
+            + table[shown].to_html(index=False, float_format=lambda v: f"{v:.4f}")
+            + "</details>"
+        )
+        model_rows = table[table["method"] == MODEL].sort_values("ssim") if "ssim" in table.columns else table
+        pictures = [results / "images" / f"{c}.png" for c in model_rows["case"].astype(str)]
+        pictures = [p for p in pictures if p.is_file()][:max_pictures]
+        if pictures:
+            parts.append(
+                f"<h3>Worst {len(pictures)} cases by SSIM</h3>"
+                + "".join(f"<p>{p.stem}</p>{_img(p, p.stem)}" for p in pictures)
+            )
+    return "\n".join(parts)
+
+
+def write_report(
+    dataset: str | int,
+    paths: AutosrPaths,
+    output: str | os.PathLike | None = None,
+    max_pictures: int = DEFAULT_MAX_PICTURES,
+) -> Path:
+    """Write the HTML report (default `$AUTOSR_RESULTS/<dataset>/report.html`) and return its path."""
+    dataset_name = paths.dataset_name(dataset)
+    results_dir = paths.results_dataset(dataset_name)
+    out = Path(output) if output else results_dir / "report.html"
+    body = [f"<h1>autosr results: {html.escape(dataset_name)}</h1>"]
+    best_path = results_dir / "best.json"
+    if best_path.is_file():
+        best = read_json(best_path)
+        rows = "".join(
+            f"<tr><td>{html.escape(e['name'])}</td><td>{e['kind']}</td>"
+            + "".join(f"<td>{_fmt(e['means'].get(m))}</td>" for m in ("ssim", "psnr", "mae"))
+            + "</tr>"
+            for e in best["ranking"]
+        )
+        if best.get("baseline_means"):
+            b = best["baseline_means"]
+            rows += (
+                "<tr><td>baseline (input resampled + linear map)</td><td>baseline</td>"
+                + "".join(f"<td>{_fmt(b.get(m))}</td>" for m in ("ssim", "psnr", "mae"))
+                + "</tr>"
+            )
+        commands = [*best["predict_commands"], *([best["ensemble_command"]] if best.get("ensemble_command") else [])]
+        body.append(
+            f"<h2>Ranking by {html.escape(best['metric'])} over {len(best['cases_compared'])} cases</h2>"
+            f"<table><tr><th>candidate</th><th>kind</th><th>ssim</th><th>psnr</th><th>mae</th></tr>{rows}</table>"
+            f"<p>Best: <b>{html.escape(best['best'])}</b>. Predict with:</p><pre>{html.escape(chr(10).join(commands))}</pre>"
+        )
+    else:
+        body.append("<p>No <code>best.json</code> yet: run <code>autosr find-best DATASET</code>.</p>")
+    model_dirs = (
+        sorted(p for p in results_dir.iterdir() if p.is_dir() and len(p.name.split("__")) == 3)
+        if results_dir.is_dir()
+        else []
+    )
+    for model_dir in model_dirs:
+        body.append(_section(model_dir.name, model_dir, model_dir, max_pictures))
+    ensembles = results_dir / "ensembles"
+    if ensembles.is_dir():
+        for folder in sorted(p for p in ensembles.iterdir() if p.is_dir()):
+            body.append(_section(folder.name, folder, None, max_pictures))
+    page = f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>autosr {html.escape(dataset_name)}</title><style>{STYLE}</style></head><body>{''.join(body)}</body></html>"
+    with atomic_path(out) as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    return out

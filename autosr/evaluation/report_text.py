@@ -1,0 +1,27 @@
+"""Plain-text tables of a summary for the terminal: model vs baseline, mean +- std per metric."""
+
+from __future__ import annotations
+
+from typing import Any
+
+SHOWN = ("ssim", "psnr", "mae", "nmse", "ms_ssim")
+
+
+def summary_lines(summary: dict[str, Any]) -> list[str]:
+    lines = [f"{summary.get('num_cases', '?')} cases; normalization: {summary.get('normalization')}"]
+    missing = summary.get("cases_missing_prediction") or []
+    if missing:
+        lines.append(
+            f"WARNING: {len(missing)} reference case(s) without a prediction, not scored: {', '.join(missing)}"
+        )
+    stats = summary.get("metrics", {})
+    methods = [m for m in ("model", "baseline") if m in stats]
+    lines.append(f"{'metric':<10}" + "".join(f"{m:>24}" for m in methods))
+    for metric in SHOWN:
+        cells = []
+        for method in methods:
+            s = stats[method].get(metric)
+            cells.append(f"{s['mean']:>14.4f} +- {s['std']:<6.4f}" if s else f"{'-':>24}")
+        if any(c.strip() != "-" for c in cells):
+            lines.append(f"{metric:<10}" + "".join(cells))
+    return lines

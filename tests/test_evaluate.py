@@ -1,0 +1,212 @@
+"""`evaluate_folders` / `autosr evaluate` on the phantom dataset: tables, summary, baseline, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from autosr.cli import main
+from autosr.errors import AutosrError
+from autosr.evaluation import metrics
+from autosr.evaluation.baseline import baseline_prediction, fit_linear_baseline
+from autosr.evaluation.evaluate import evaluate_folders
+from autosr.evaluation.normalization import normalize_pair
+from autosr.io import Geometry, read_image, write_image
+
+FAST = dict(ms_ssim=False, backend="scipy")
+
+
+def perturbed_copies(source: Path, destination: Path, noise: float, seed: int = 0) -> Path:
+    """The images of `source` with Gaussian noise of std `noise` added, written to `destination`."""
+    rng = np.random.default_rng(seed)
+    destination.mkdir(parents=True, exist_ok=True)
+    for path in sorted(source.glob("*.nii.gz")):
+        array, geometry = read_image(path)
+        write_image(
+            array + rng.normal(0, noise, array.shape).astype(np.float32) if noise else array,
+            geometry,
+            destination / path.name,
+        )
+    return destination
+
+
+def test_identical_predictions_score_perfectly(phantom_dataset: Path, tmp_path: Path) -> None:
+    targets = phantom_dataset / "targetsTr"
+    table, summary = evaluate_folders(
+        targets, targets, mask_dir=phantom_dataset / "masksTr", out_dir=tmp_path / "out", **FAST
+    )
+    assert len(table) == 6 and set(table["method"]) == {"model"}
+    assert np.allclose(table["ssim"], 1.0) and np.allclose(table["mae"], 0.0)
+    assert (table["psnr"] == metrics.PSNR_CAP_DB).all()
+    assert all((table[f"tissue_dice_{c}"] == 1.0).all() for c in ("low", "mid", "high"))
+    written = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert written["psnr_cap_db"] == metrics.PSNR_CAP_DB and written["normalization"] == "none"
+    assert written["num_cases"] == 6 and written["metrics"]["model"]["ssim"]["mean"] == pytest.approx(1.0)
+    assert {"data_range_lo", "data_range_hi"} <= set(pd.read_csv(tmp_path / "out" / "cases.csv").columns)
+    assert len(list((tmp_path / "out" / "images").glob("*.png"))) == 6
+
+
+def test_baseline_row_and_gain(phantom_dataset: Path, tmp_path: Path) -> None:
+    predictions = perturbed_copies(phantom_dataset / "targetsTr", tmp_path / "pred", noise=15.0)
+    table, summary = evaluate_folders(
+        phantom_dataset / "targetsTr",
+        predictions,
+        mask_dir=phantom_dataset / "masksTr",
+        input_dir=phantom_dataset / "imagesTr",
+        **FAST,
+    )
+    assert set(table["method"]) == {"model", "baseline"} and len(table) == 12
+    assert summary["baseline"]["fitted_on"] == sorted(table["case"].unique().tolist())
+    assert "in-sample" in summary["baseline"]["note"]
+    gain = summary["gain_over_baseline"]["model_minus_baseline"]
+    assert gain["ssim"] > 0 and gain["mae"] < 0
+
+
+def test_linear_baseline_recovers_a_known_map(tmp_path: Path) -> None:
+    geometry = Geometry((1, 1, 1), (0, 0, 0), (1, 0, 0, 0, 1, 0, 0, 0, 1), (12, 12, 12))
+    pairs = []
+    for i in range(2):
+        x = np.random.default_rng(i).random((12, 12, 12)).astype(np.float32) * 100
+        write_image(x, geometry, tmp_path / f"c{i}_0000.nii.gz")
+        write_image(3 * x - 7, geometry, tmp_path / f"c{i}.nii.gz")
+        pairs.append((tmp_path / f"c{i}_0000.nii.gz", tmp_path / f"c{i}.nii.gz", None))
+    params = fit_linear_baseline(pairs)
+    assert params["a"] == pytest.approx(3.0, rel=1e-5) and params["b"] == pytest.approx(-7.0, abs=1e-3)
+    guess = baseline_prediction([tmp_path / "c0_0000.nii.gz"], geometry, params)
+    assert np.allclose(guess, read_image(tmp_path / "c0.nii.gz")[0], atol=1e-3)
+
+
+def test_missing_prediction_is_listed_and_others_scored(phantom_dataset: Path, tmp_path: Path) -> None:
+    predictions = perturbed_copies(phantom_dataset / "targetsTr", tmp_path / "pred", noise=10.0)
+    (predictions / "phantom_002.nii.gz").unlink()
+    table, summary = evaluate_folders(phantom_dataset / "targetsTr", predictions, **FAST)
+    assert summary["cases_missing_prediction"] == ["phantom_002"]
+    assert summary["num_cases"] == 5 and "phantom_002" not in set(table["case"])
+
+
+def test_different_grid_is_named_and_resample_fixes_it(phantom_dataset: Path, tmp_path: Path) -> None:
+    predictions = perturbed_copies(phantom_dataset / "targetsTr", tmp_path / "pred", noise=0.0)
+    array, geometry = read_image(predictions / "phantom_001.nii.gz")
+    shifted = Geometry(geometry.spacing_zyx, (0.5, 0.0, 0.0), geometry.direction, geometry.size_zyx)
+    write_image(array, shifted, predictions / "phantom_001.nii.gz")
+    with pytest.raises(AutosrError, match=r"phantom_001.*different grid.*--resample"):
+        evaluate_folders(phantom_dataset / "targetsTr", predictions, **FAST)
+    table, summary = evaluate_folders(
+        phantom_dataset / "targetsTr", predictions, resample=True, tissue_agreement=False, **FAST
+    )
+    assert summary["resampled_predictions"] is True
+    row = table.set_index("case").loc["phantom_001"]
+    assert 0.5 < row["ssim"] < 1.0
+
+
+def test_empty_mask_names_the_case(phantom_dataset: Path, tmp_path: Path) -> None:
+    mask, geometry = read_image(phantom_dataset / "masksTr" / "phantom_003.nii.gz")
+    write_image(np.zeros_like(mask), geometry, phantom_dataset / "masksTr" / "phantom_003.nii.gz", dtype=np.uint8)
+    targets = phantom_dataset / "targetsTr"
+    with pytest.raises(AutosrError, match=r"phantom_003.*mask.*empty"):
+        evaluate_folders(targets, targets, mask_dir=phantom_dataset / "masksTr", **FAST)
+
+
+def test_no_matching_files(phantom_dataset: Path, tmp_path: Path) -> None:
+    other = tmp_path / "pred"
+    other.mkdir()
+    shutil.copy(phantom_dataset / "targetsTr" / "phantom_000.nii.gz", other / "something_else.nii.gz")
+    with pytest.raises(AutosrError, match="no matching files"):
+        evaluate_folders(phantom_dataset / "targetsTr", other, **FAST)
+    with pytest.raises(AutosrError, match="no reference images"):
+        evaluate_folders(tmp_path / "pred" / "..", other, **FAST)
+
+
+def test_user_segmentations_and_ct(tmp_path: Path) -> None:
+    from autosr.dataset_conversion.phantom import make_phantom_dataset
+
+    ct = make_phantom_dataset(tmp_path, dataset_id=998, name="CT", num_train=2, num_test=0, modality="CT")
+    labels = tmp_path / "labels"
+    for path in sorted((ct / "targetsTr").glob("*.nii.gz")):
+        array, geometry = read_image(path)
+        write_image((array > 500).astype(np.uint8) + (array > 0), geometry, labels / path.name, dtype=np.uint8)
+    table, summary = evaluate_folders(
+        ct / "targetsTr", ct / "targetsTr", modality="CT", seg_ref_dir=labels, seg_pred_dir=labels, **FAST
+    )
+    assert summary["normalization"] == "ct_clip" and summary["data_range"]["window_hu"] == [-1024.0, 3000.0]
+    assert (table["data_range_hi"] == 4024.0).all()
+    assert (table["seg_dice_1"] == 1.0).all() and (table["seg_dice_2"] == 1.0).all()
+    assert (table["tissue_dice_bone"] == 1.0).all()
+
+
+def test_cli_end_to_end(phantom_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    predictions = perturbed_copies(phantom_dataset / "targetsTr", tmp_path / "pred", noise=10.0)
+    (predictions / "phantom_005.nii.gz").unlink()
+    out = tmp_path / "eval"
+    code = main(
+        [
+            "evaluate",
+            str(phantom_dataset / "targetsTr"),
+            str(predictions),
+            "--mask-dir",
+            str(phantom_dataset / "masksTr"),
+            "--input-dir",
+            str(phantom_dataset / "imagesTr"),
+            "--normalization",
+            "zscore",
+            "--data-range",
+            "-3",
+            "4",
+            "-o",
+            str(out),
+            "-np",
+            "2",
+        ]
+    )
+    printed = capsys.readouterr().out
+    assert code == 0 and "phantom_005" in printed and "ssim" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["normalization"] == "zscore" and summary["data_range"]["lo"] == -3.0
+    assert summary["cases_missing_prediction"] == ["phantom_005"]
+    assert len(list((out / "images").glob("*.png"))) == 5
+    assert main(["evaluate", str(tmp_path / "nowhere"), str(predictions)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_baseline_params_and_no_pictures(phantom_dataset: Path, tmp_path: Path) -> None:
+    params = tmp_path / "baseline.json"
+    params.write_text(json.dumps({"a": 1.25, "b": -50.0, "order": 1}))
+    out = tmp_path / "eval"
+    targets = str(phantom_dataset / "targetsTr")
+    args = [
+        "evaluate",
+        targets,
+        targets,
+        "--input-dir",
+        str(phantom_dataset / "imagesTr"),
+        "--no-pictures",
+        "-o",
+        str(out),
+        "-np",
+        "1",
+    ]
+    assert main(args + ["--baseline-params", str(params)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["baseline"]["a"] == 1.25 and "--baseline-params" in summary["baseline"]["note"]
+    assert not (out / "images").exists()
+    params.write_text(json.dumps({"a": 1.0}))
+    assert main(args + ["--baseline-params", str(params)]) == 2
+
+
+def test_normalizations() -> None:
+    rng = np.random.default_rng(0)
+    reference = rng.random((8, 8, 8)) * 500 + 100
+    mask = np.ones(reference.shape, dtype=bool)
+    pred, ref = normalize_pair(2 * reference + 7, reference, mask, "zscore")
+    assert np.allclose(pred, ref, atol=1e-5) and abs(ref.mean()) < 1e-5
+    pred, ref = normalize_pair(2 * reference + 7, reference, mask, "percentile")
+    assert np.allclose(pred, ref, atol=1e-5) and np.percentile(ref, 0.1) == pytest.approx(0.0, abs=1e-6)
+    pred, ref = normalize_pair(np.full(3, 5000.0), np.full(3, -3000.0), np.ones(3, bool), "ct_clip")
+    assert pred.tolist() == [4024.0] * 3 and ref.tolist() == [0.0] * 3
+    with pytest.raises(ValueError, match="unknown normalization"):
+        normalize_pair(reference, reference, mask, "minmax")
