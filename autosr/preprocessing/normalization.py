@@ -1,0 +1,131 @@
+"""Intensity normalization schemes, each with an exact inverse.
+
+A scheme is chosen per input channel and for the target in plans.json (`normalization`). Parameters are
+plain JSON: dataset-level ones live in the plans, per-image ones in each case's properties. Schemes:
+
+- `zscore` (MR and anything without physical units): per image, subtract the mean and divide by the
+  standard deviation of the voxels inside the mask (or the foreground). For an MR *target* the per-image
+  parameters are used in training only; predictions are mapped back with the dataset's typical target
+  mean/std (`export_mean`, `export_std` in plans), because an unseen scan has no target to take them from.
+  MR intensities are arbitrary units, so "the dataset's typical target scale" is the honest promise.
+- `ct` (CT in HU): clip to the dataset's p0.5/p99.5 (`clip_low`, `clip_high`), then subtract the dataset
+  mean and divide by the dataset std (all from the fingerprint). The inverse is exact inside the clip
+  window; values outside it come back as the window's edges (the only loss, and it is deliberate).
+- `none`: identity, for data that is already normalized.
+
+Documentation: documentation/normalization.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from autosr.errors import AutosrError
+
+EPSILON = 1e-8
+
+
+class ZScore:
+    """Per-image z-score inside a mask."""
+
+    name = "zscore"
+
+    @staticmethod
+    def fit_image(image: np.ndarray, mask: np.ndarray | None) -> dict[str, float]:
+        values = image[mask > 0] if mask is not None and np.any(mask) else image[image != 0]
+        if values.size == 0:
+            values = image.ravel()
+        return {"mean": float(values.mean()), "std": float(max(values.std(), EPSILON))}
+
+    @staticmethod
+    def normalize(image: np.ndarray, params: dict[str, float]) -> np.ndarray:
+        return ((image - params["mean"]) / params["std"]).astype(np.float32)
+
+    @staticmethod
+    def invert(image: np.ndarray, params: dict[str, float]) -> np.ndarray:
+        return (image.astype(np.float64) * params["std"] + params["mean"]).astype(np.float32)
+
+
+class CTClip:
+    """Global clip to dataset percentiles, then global z-score; every parameter is dataset-level."""
+
+    name = "ct"
+
+    @staticmethod
+    def fit_image(image: np.ndarray, mask: np.ndarray | None) -> dict[str, float]:
+        return {}
+
+    @staticmethod
+    def normalize(image: np.ndarray, params: dict[str, float]) -> np.ndarray:
+        clipped = np.clip(image, params["clip_low"], params["clip_high"])
+        return ((clipped - params["mean"]) / params["std"]).astype(np.float32)
+
+    @staticmethod
+    def invert(image: np.ndarray, params: dict[str, float]) -> np.ndarray:
+        return (image.astype(np.float64) * params["std"] + params["mean"]).astype(np.float32)
+
+
+class NoNormalization:
+    name = "none"
+
+    @staticmethod
+    def fit_image(image: np.ndarray, mask: np.ndarray | None) -> dict[str, float]:
+        return {}
+
+    @staticmethod
+    def normalize(image: np.ndarray, params: dict[str, float]) -> np.ndarray:
+        return image.astype(np.float32, copy=True)
+
+    @staticmethod
+    def invert(image: np.ndarray, params: dict[str, float]) -> np.ndarray:
+        return image.astype(np.float32, copy=True)
+
+
+NORMALIZATION_SCHEMES: dict[str, type] = {"zscore": ZScore, "ct": CTClip, "none": NoNormalization}
+
+
+def scheme(name: str):
+    """The scheme class called `name`, or an error listing the valid names."""
+    if name not in NORMALIZATION_SCHEMES:
+        raise AutosrError(
+            f"unknown normalization scheme '{name}' (valid: {', '.join(NORMALIZATION_SCHEMES)}); "
+            "fix dataset.json 'normalization' or plans.json"
+        )
+    return NORMALIZATION_SCHEMES[name]
+
+
+def normalize_image(image: np.ndarray, entry: dict[str, Any], mask: np.ndarray | None) -> tuple[np.ndarray, dict]:
+    """Normalize one image with a plans entry {"scheme", dataset-level params}; returns it and its parameters.
+
+    The returned parameters merge dataset-level and per-image ones, so `invert_image(x, params)` is all an
+    inverse needs.
+    """
+    cls = scheme(entry["scheme"])
+    params = {k: v for k, v in entry.items() if k != "scheme"}
+    params.update(cls.fit_image(image, mask))
+    return cls.normalize(image, params), {"scheme": entry["scheme"], **params}
+
+
+def invert_image(image: np.ndarray, params: dict[str, Any]) -> np.ndarray:
+    return scheme(params["scheme"]).invert(image, params)
+
+
+def target_export_parameters(target_entry: dict[str, Any]) -> dict[str, Any]:
+    """Parameters that map a normalized prediction back to target units for a scan without a target.
+
+    `zscore`: the dataset's typical target mean/std; `ct` and `none`: the dataset-level parameters.
+    """
+    name = target_entry["scheme"]
+    if name == "zscore":
+        return {"scheme": name, "mean": target_entry["export_mean"], "std": target_entry["export_std"]}
+    return dict(target_entry)
+
+
+def choose_scheme(modality_or_name: str) -> str:
+    """Default scheme for a channel or target from its modality/name: CT -> 'ct', everything else 'zscore'."""
+    text = modality_or_name.upper()
+    if text == "CT" or text.startswith("CT_") or text.endswith("_CT") or text in ("HU", "CBCT_HU"):
+        return "ct"
+    return "zscore"

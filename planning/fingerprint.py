@@ -1,0 +1,147 @@
+"""The dataset fingerprint: what the planner needs to know about the data, measured once.
+
+Per case: input and target spacings, shapes and physical extents, the shape after cropping to the
+non-zero input region (on the target grid), the target's mean/std inside the mask, and the correlation
+of input channel 0 and target inside the mask (input resampled onto the target grid, linear). Pooled:
+intensity statistics (p0.5, p99.5, mean, std, median) of every input channel and of the target, from up
+to `SAMPLES_PER_CASE` voxels per case inside the mask (or the foreground when there is no mask).
+
+A case whose input/target correlation falls far below the dataset's median is named in `warnings`: a
+cheap alarm for a misregistered or swapped pair (the threshold is `CORRELATION_ALARM_DROP` below the
+median).
+"""
+
+from __future__ import annotations
+
+import os
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from autosr.dataset.spec import CaseFiles, DatasetSpec, discover_cases, load_dataset_spec
+from autosr.errors import AutosrError
+from autosr.io import read_channels, read_image, resample_to_geometry
+
+SAMPLES_PER_CASE = 10_000
+# A correlation this far below the dataset median flags a case (co-registered synthetic pairs sit within
+# 0.1 of each other; a pair shifted by a quarter of the field of view drops by more than 0.3).
+CORRELATION_ALARM_DROP = 0.3
+CT_FOREGROUND_HU = -500.0
+
+
+def foreground_of(target: np.ndarray, modality: str) -> np.ndarray:
+    """Where the target has signal, used when a dataset has no masks: above -500 HU for CT, non-zero else."""
+    if modality.upper() == "CT":
+        return target > CT_FOREGROUND_HU
+    return target > 0
+
+
+def nonzero_bbox(mask: np.ndarray) -> list[list[int]]:
+    """[[z0, z1], [y0, y1], [x0, x1]] (half-open) of the non-zero voxels; the whole array if there are none."""
+    if not np.any(mask):
+        return [[0, int(n)] for n in mask.shape]
+    box = []
+    for axis in range(mask.ndim):
+        other = tuple(a for a in range(mask.ndim) if a != axis)
+        present = np.flatnonzero(np.any(mask, axis=other))
+        box.append([int(present[0]), int(present[-1]) + 1])
+    return box
+
+
+def _case_fingerprint(args: tuple[CaseFiles, str, int]) -> dict[str, Any]:
+    case, modality, seed = args
+    inputs, input_geometry = read_channels(case.channels)
+    target, target_geometry = read_image(case.target)
+    if case.mask is not None:
+        mask = read_image(case.mask)[0] > 0
+    else:
+        mask = foreground_of(target, modality)
+    inputs_on_target = resample_to_geometry(inputs, input_geometry, target_geometry, order=1)
+    crop = nonzero_bbox(np.any(inputs_on_target != 0, axis=0))
+    rng = np.random.default_rng(seed)
+    inside = np.flatnonzero(mask)
+    if inside.size == 0:
+        raise AutosrError(
+            f"case {case.case_id}: the mask (or target foreground) is empty; fix {case.mask or case.target}"
+        )
+    picked = rng.choice(inside, size=min(SAMPLES_PER_CASE, inside.size), replace=False)
+    target_values = target.ravel()[picked]
+    input_values = [c.ravel()[picked] for c in inputs_on_target]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        correlation = float(np.corrcoef(input_values[0], target_values)[0, 1])
+    target_inside = target[mask]
+    return {
+        "case_id": case.case_id,
+        "input_spacing_zyx": list(input_geometry.spacing_zyx),
+        "input_shape_zyx": list(input_geometry.size_zyx),
+        "input_extent_mm_zyx": list(input_geometry.physical_extent_zyx),
+        "target_spacing_zyx": list(target_geometry.spacing_zyx),
+        "target_shape_zyx": list(target_geometry.size_zyx),
+        "target_extent_mm_zyx": list(target_geometry.physical_extent_zyx),
+        "cropped_shape_zyx": [b - a for a, b in crop],
+        "mask_voxels": int(inside.size),
+        "target_mean_in_mask": float(target_inside.mean()),
+        "target_std_in_mask": float(target_inside.std()),
+        "input_target_correlation": correlation if np.isfinite(correlation) else None,
+        "_samples": {"inputs": input_values, "target": target_values},
+    }
+
+
+def _statistics(values: np.ndarray) -> dict[str, float]:
+    values = values.astype(np.float64)
+    return {
+        "p00_5": float(np.percentile(values, 0.5)),
+        "p99_5": float(np.percentile(values, 99.5)),
+        "mean": float(values.mean()),
+        "std": float(values.std()),
+        "median": float(np.median(values)),
+        "min": float(values.min()),
+        "max": float(values.max()),
+    }
+
+
+def extract_fingerprint(raw_dataset_dir: str | os.PathLike, num_processes: int = 1, progress: bool = True) -> dict:
+    """Measure the training cases of a raw dataset (assumed verified) and return the fingerprint dict."""
+    raw_dataset_dir = Path(raw_dataset_dir)
+    spec: DatasetSpec = load_dataset_spec(raw_dataset_dir)
+    cases = [c for c in discover_cases(raw_dataset_dir, spec, "Tr").values() if c.target is not None]
+    if not cases:
+        raise AutosrError(f"{raw_dataset_dir}: no training cases with a target; run `autosr verify` first")
+    jobs = [(c, spec.target_modality, i) for i, c in enumerate(cases)]
+    bar = dict(total=len(jobs), desc="fingerprint", unit="case", disable=not progress)
+    if num_processes > 1:
+        with get_context("spawn").Pool(min(num_processes, len(jobs))) as pool:
+            records = list(tqdm(pool.imap(_case_fingerprint, jobs), **bar))
+    else:
+        records = [_case_fingerprint(j) for j in tqdm(jobs, **bar)]
+    samples = [r.pop("_samples") for r in records]
+    channel_stats = {
+        str(i): _statistics(np.concatenate([s["inputs"][i] for s in samples])) for i in range(spec.num_channels)
+    }
+    target_stats = _statistics(np.concatenate([s["target"] for s in samples]))
+    correlations = [r["input_target_correlation"] for r in records if r["input_target_correlation"] is not None]
+    warnings = []
+    if correlations:
+        median_corr = float(np.median(correlations))
+        for r in records:
+            c = r["input_target_correlation"]
+            if c is None or c < median_corr - CORRELATION_ALARM_DROP:
+                warnings.append(
+                    f"case {r['case_id']}: input/target correlation inside the mask is "
+                    f"{'undefined' if c is None else f'{c:.2f}'} against a dataset median of {median_corr:.2f}; "
+                    "check that input and target are co-registered and belong together"
+                )
+    return {
+        "dataset_name": raw_dataset_dir.name,
+        "num_training_cases": len(records),
+        "num_input_channels": spec.num_channels,
+        "target_modality": spec.target_modality,
+        "cases": records,
+        "intensity_statistics": {"input_channels": channel_stats, "target": target_stats},
+        "median_target_mean_in_mask": float(np.median([r["target_mean_in_mask"] for r in records])),
+        "median_target_std_in_mask": float(np.median([r["target_std_in_mask"] for r in records])),
+        "warnings": warnings,
+    }

@@ -1,0 +1,284 @@
+"""The experiment planner: from a fingerprint to plans.json, by explicit rules (documentation/planning.md).
+
+1. Target spacing: the median of the training targets' spacings per axis. Anisotropy rule: when the
+   coarsest median axis is more than `ANISOTROPY_THRESHOLD` times the finest, that axis takes the
+   `ANISOTROPIC_PERCENTILE`th percentile of its spacings instead, so a few thick-slice scans do not make
+   everyone's grid coarser.
+2. Topology for a patch: stages pool an axis (stride 2) while its feature map stays at least
+   2 x `MIN_FEATURE_MAP` voxels and its current spacing is at most twice the finest current spacing; so a
+   thick-slice axis is pooled only once the in-plane axes have caught up. Kernels are 3 along an axis,
+   1 where its current spacing is more than twice the finest (convolve in-plane first). Features start at
+   `BASE_FEATURES` and double per stage up to `MAX_FEATURES[dims]`. At most `MAX_STAGES[dims]` stages.
+3. Patch and batch: the patch starts at the median (cropped, resampled) shape, rounded up to the network's
+   total stride; while the memory model says a batch of 2 exceeds the budget, the axis whose patch is
+   largest relative to the median shape shrinks by one stride unit (topology recomputed each time). When
+   the patch is the whole median shape, the batch grows while it fits, but a batch never covers more than
+   `MAX_BATCH_COVERAGE` of all training voxels; at least `MIN_BATCH_SIZE`.
+4. Configurations: `3d_fullres`, `2d` (patches are (y, x) slices of the same preprocessed data) and
+   `3d_lowres` when the full-resolution patch covers less than `LOWRES_TRIGGER_COVERAGE` of the median
+   volume: its spacing grows by `LOWRES_SPACING_STEP` until the patch covers at least that fraction.
+5. Normalization per input channel and for the target from the modality/channel names, with dataset.json
+   `normalization` overrides ({"0": "zscore", "target": "ct"}).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+
+from autosr import __version__
+from autosr.dataset.spec import DatasetSpec
+from autosr.errors import AutosrError
+from autosr.planning.memory_model import estimate_training_bytes
+from autosr.planning.plans import CONFIGURATION_NAMES, Plans, validate_plans_dict
+from autosr.preprocessing.normalization import NORMALIZATION_SCHEMES, choose_scheme
+
+PLANS_NAME = "autosrPlans"
+ANISOTROPY_THRESHOLD = 3.0
+ANISOTROPIC_PERCENTILE = 10
+MIN_FEATURE_MAP = 4
+BASE_FEATURES = 32
+MAX_FEATURES = {2: 512, 3: 320}
+MAX_STAGES = {2: 7, 3: 6}
+MIN_BATCH_SIZE = 2
+MAX_BATCH_COVERAGE = 0.05
+LOWRES_TRIGGER_COVERAGE = 0.25
+LOWRES_SPACING_STEP = 1.5
+LOWRES_MAX_STEPS = 6
+DEFAULT_GPU_MEMORY_GB = 8.0
+# Decoder upsampling written into new plans: interpolation + convolution, which avoided the checkerboard
+# artefacts of transposed convolutions at equal validation L1 (documentation/training.md, "Upsampling").
+DEFAULT_UPSAMPLING = "interp_conv"
+
+
+def planned_spacing(fingerprint: dict) -> tuple[list[float], bool]:
+    """Full-resolution target spacing (z, y, x) and whether the anisotropy rule was applied."""
+    spacings = np.array([c["target_spacing_zyx"] for c in fingerprint["cases"]], dtype=np.float64)
+    spacing = np.median(spacings, axis=0)
+    anisotropic = spacing.max() / spacing.min() > ANISOTROPY_THRESHOLD
+    if anisotropic:
+        axis = int(np.argmax(spacing))
+        spacing[axis] = np.percentile(spacings[:, axis], ANISOTROPIC_PERCENTILE)
+    return [float(s) for s in spacing], bool(anisotropic)
+
+
+def median_shape_at(fingerprint: dict, spacing_zyx: list[float]) -> list[int]:
+    """Median cropped shape of the cases once resampled to `spacing_zyx`."""
+    shapes = []
+    for c in fingerprint["cases"]:
+        extent = np.array(c["cropped_shape_zyx"]) * np.array(c["target_spacing_zyx"])
+        shapes.append(np.maximum(1, np.round(extent / np.array(spacing_zyx))))
+    return [int(v) for v in np.median(np.array(shapes), axis=0)]
+
+
+def topology(patch_size: list[int], spacing: list[float], dims: int) -> dict[str, Any]:
+    """Strides, kernels and features for a patch at a spacing, by the rules in the module docstring."""
+    current_spacing, current_size = list(spacing), list(patch_size)
+
+    def kernel() -> list[int]:
+        finest = min(current_spacing)
+        return [3 if s <= 2 * finest else 1 for s in current_spacing]
+
+    strides, kernels = [[1] * dims], [kernel()]
+    while len(strides) < MAX_STAGES[dims]:
+        finest = min(current_spacing)
+        stride = [
+            2 if (size >= 2 * MIN_FEATURE_MAP and s <= 2 * finest) else 1
+            for size, s in zip(current_size, current_spacing)
+        ]
+        if all(s == 1 for s in stride):
+            break
+        current_size = [size // st for size, st in zip(current_size, stride)]
+        current_spacing = [s * st for s, st in zip(current_spacing, stride)]
+        strides.append(stride)
+        kernels.append(kernel())
+    n = len(strides)
+    features = [min(BASE_FEATURES * 2**i, MAX_FEATURES[dims]) for i in range(n)]
+    return {
+        "architecture": "PlainConvUNet",
+        "dims": dims,
+        "features_per_stage": features,
+        "kernel_sizes": kernels,
+        "strides": strides,
+        "n_conv_per_stage": [2] * n,
+        "n_conv_per_stage_decoder": [2] * (n - 1),
+        "upsampling": DEFAULT_UPSAMPLING,
+        "deep_supervision": True,
+    }
+
+
+def total_stride(network: dict[str, Any]) -> list[int]:
+    return [int(v) for v in np.prod(np.array(network["strides"]), axis=0)]
+
+
+def _round_up(patch: list[int], stride: list[int]) -> list[int]:
+    return [int(np.ceil(p / s) * s) for p, s in zip(patch, stride)]
+
+
+def fit_patch_and_network(
+    median_shape: list[int], spacing: list[float], dims: int, budget_bytes: float, in_channels: int
+) -> tuple[list[int], dict[str, Any]]:
+    """The largest patch (from the median shape down) whose network fits the budget at batch 2."""
+    patch = [max(1, s) for s in median_shape]
+    while True:
+        network = topology(patch, spacing, dims)
+        rounded = _round_up(patch, total_stride(network))
+        network = topology(rounded, spacing, dims)
+        rounded = _round_up(rounded, total_stride(network))
+        if estimate_training_bytes(network, rounded, MIN_BATCH_SIZE, in_channels) <= budget_bytes:
+            return rounded, network
+        stride = total_stride(network)
+        ratios = [p / m for p, m in zip(patch, median_shape)]
+        order = sorted(range(dims), key=lambda a: (ratios[a], patch[a]), reverse=True)
+        for axis in order:
+            step = max(stride[axis], 1)
+            if patch[axis] - step >= 2 * MIN_FEATURE_MAP:
+                patch[axis] -= step
+                break
+        else:
+            raise AutosrError(
+                f"no patch of at least {2 * MIN_FEATURE_MAP} voxels per axis fits {budget_bytes / 1024**3:.1f} GB "
+                "by the memory model; raise --gpu-memory-gb"
+            )
+
+
+def choose_batch_size(
+    network: dict[str, Any],
+    patch: list[int],
+    median_shape: list[int],
+    num_cases: int,
+    budget_bytes: float,
+    in_channels: int,
+    dims: int,
+) -> int:
+    """Batch 2, grown while it fits when the patch spans the whole median shape, capped by dataset coverage."""
+    volume_voxels = float(np.prod(median_shape)) * max(num_cases, 1)
+    patch_voxels = float(np.prod(patch))
+    cap = max(MIN_BATCH_SIZE, int(MAX_BATCH_COVERAGE * volume_voxels / patch_voxels))
+    median_plane = median_shape[-dims:]
+    whole = all(p >= m for p, m in zip(patch, median_plane))
+    batch = MIN_BATCH_SIZE
+    if whole or dims == 2:
+        while batch < cap and estimate_training_bytes(network, patch, batch + 1, in_channels) <= budget_bytes:
+            batch += 1
+    return batch
+
+
+def plan_configuration(
+    name: str, fingerprint: dict, spacing: list[float], budget_bytes: float, in_channels: int, anisotropic: bool
+) -> dict[str, Any]:
+    dims = 2 if name == "2d" else 3
+    median_shape = median_shape_at(fingerprint, spacing)
+    shape_for_patch = median_shape[1:] if dims == 2 else median_shape
+    spacing_for_topology = spacing[1:] if dims == 2 else spacing
+    patch, network = fit_patch_and_network(shape_for_patch, spacing_for_topology, dims, budget_bytes, in_channels)
+    batch = choose_batch_size(
+        network, patch, median_shape, fingerprint["num_training_cases"], budget_bytes, in_channels, dims
+    )
+    order = 1 if anisotropic else 3
+    data_name = "3d_lowres" if name == "3d_lowres" else "3d_fullres"
+    return {
+        "data_identifier": f"{PLANS_NAME}_{data_name}",
+        "spacing_zyx": spacing,
+        "patch_size": patch,
+        "batch_size": batch,
+        "median_shape_zyx": median_shape,
+        "resampling": {"input_order": order, "target_order": order, "mask_order": 0},
+        "network": network,
+        "estimated_vram_gb": round(estimate_training_bytes(network, patch, batch, in_channels) / 1024**3, 2),
+    }
+
+
+def _patch_coverage(config: dict[str, Any]) -> float:
+    patch = config["patch_size"]
+    shape = config["median_shape_zyx"][-len(patch) :]
+    return float(np.prod([min(p, s) for p, s in zip(patch, shape)]) / np.prod(shape))
+
+
+def normalization_entries(fingerprint: dict, spec: DatasetSpec) -> dict[str, Any]:
+    """Scheme and dataset-level parameters per input channel and for the target."""
+    stats = fingerprint["intensity_statistics"]
+
+    def entry(scheme_name: str, channel_stats: dict[str, float], is_target: bool) -> dict[str, Any]:
+        if scheme_name not in NORMALIZATION_SCHEMES:
+            raise AutosrError(
+                f"dataset.json 'normalization' names unknown scheme '{scheme_name}' "
+                f"(valid: {', '.join(NORMALIZATION_SCHEMES)})"
+            )
+        e: dict[str, Any] = {"scheme": scheme_name}
+        if scheme_name == "ct":
+            e.update(
+                clip_low=channel_stats["p00_5"],
+                clip_high=channel_stats["p99_5"],
+                mean=channel_stats["mean"],
+                std=max(channel_stats["std"], 1e-8),
+            )
+        if is_target:
+            if scheme_name == "zscore":
+                e.update(
+                    export_mean=fingerprint["median_target_mean_in_mask"],
+                    export_std=fingerprint["median_target_std_in_mask"],
+                )
+            e["background"] = channel_stats["p00_5"] if scheme_name == "ct" else 0.0
+        return e
+
+    inputs = []
+    for i in spec.channel_indices:
+        name = spec.normalization.get(str(i)) or choose_scheme(spec.channel_names[str(i)])
+        inputs.append(entry(name, stats["input_channels"][str(i)], is_target=False))
+    target_name = spec.normalization.get("target") or choose_scheme(spec.target_modality)
+    return {"input": inputs, "target": entry(target_name, stats["target"], is_target=True)}
+
+
+def plan_experiment(
+    fingerprint: dict,
+    spec: DatasetSpec,
+    gpu_memory_gb: float = DEFAULT_GPU_MEMORY_GB,
+    configurations: list[str] | None = None,
+) -> Plans:
+    """Plans for a fingerprinted dataset. `configurations` None plans 2d, 3d_fullres and (if needed) 3d_lowres."""
+    if gpu_memory_gb <= 0:
+        raise AutosrError(f"--gpu-memory-gb must be positive, got {gpu_memory_gb}")
+    unknown = [c for c in configurations or [] if c not in CONFIGURATION_NAMES]
+    if unknown:
+        raise AutosrError(f"unknown configuration(s) {', '.join(unknown)} (valid: {', '.join(CONFIGURATION_NAMES)})")
+    budget = gpu_memory_gb * 1024**3
+    in_channels = spec.num_channels
+    spacing, anisotropic = planned_spacing(fingerprint)
+    planned: dict[str, Any] = {}
+    wanted = configurations or ["2d", "3d_fullres", "3d_lowres"]
+    fullres = plan_configuration("3d_fullres", fingerprint, spacing, budget, in_channels, anisotropic)
+    if "2d" in wanted:
+        planned["2d"] = plan_configuration("2d", fingerprint, spacing, budget, in_channels, anisotropic)
+    if "3d_fullres" in wanted:
+        planned["3d_fullres"] = fullres
+    if "3d_lowres" in wanted:
+        lowres_needed = _patch_coverage(fullres) < LOWRES_TRIGGER_COVERAGE
+        if lowres_needed or (configurations and "3d_lowres" in configurations):
+            low_spacing, config = list(spacing), fullres
+            for _ in range(LOWRES_MAX_STEPS):
+                finest = min(low_spacing)
+                low_spacing = [s * LOWRES_SPACING_STEP if s < 2 * finest else s for s in low_spacing]
+                config = plan_configuration("3d_lowres", fingerprint, low_spacing, budget, in_channels, anisotropic)
+                if _patch_coverage(config) >= LOWRES_TRIGGER_COVERAGE:
+                    break
+            planned["3d_lowres"] = config
+    raw = {
+        "plans_name": PLANS_NAME,
+        "dataset_name": fingerprint["dataset_name"],
+        "autosr_version": __version__,
+        "gpu_memory_gb": float(gpu_memory_gb),
+        "num_input_channels": in_channels,
+        "input_channel_names": [spec.channel_names[str(i)] for i in spec.channel_indices],
+        "target_name": spec.target_name,
+        "target_modality": spec.target_modality,
+        "anisotropy_rule_applied": anisotropic,
+        "normalization": normalization_entries(fingerprint, spec),
+        "configurations": planned,
+    }
+    problems = validate_plans_dict(copy.deepcopy(raw))
+    if problems:  # a planner bug, not a user error
+        raise RuntimeError("the planner produced invalid plans: " + "; ".join(problems))
+    return Plans(raw)

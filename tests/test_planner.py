@@ -1,0 +1,161 @@
+"""The planner's decision rules, on fingerprints written by hand (no data, no GPU)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from autosr.dataset.spec import parse_dataset_spec
+from autosr.errors import AutosrError
+from autosr.network import build_network
+from autosr.network.memory import activation_memory
+from autosr.planning.memory_model import BYTES_PER_ACTIVATION, counted_activations, estimate_training_bytes
+from autosr.planning.planner import plan_experiment
+
+SPEC = parse_dataset_spec(
+    {
+        "name": "X",
+        "channel_names": {"0": "T1w_3T"},
+        "target_name": "T1w_7T",
+        "target_modality": "MR",
+        "file_ending": ".nii.gz",
+    }
+)
+
+
+def fingerprint(spacing_zyx, shape_zyx, num_cases=20, jitter=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    cases = []
+    for i in range(num_cases):
+        spacing = [s * (1 + rng.uniform(-jitter, jitter)) for s in spacing_zyx]
+        cases.append(
+            {
+                "case_id": f"c{i}",
+                "target_spacing_zyx": spacing,
+                "target_shape_zyx": list(shape_zyx),
+                "cropped_shape_zyx": list(shape_zyx),
+            }
+        )
+    stats = {"p00_5": 0.0, "p99_5": 1000.0, "mean": 500.0, "std": 200.0, "median": 500.0}
+    return {
+        "dataset_name": "Dataset900_X",
+        "num_training_cases": num_cases,
+        "cases": cases,
+        "intensity_statistics": {"input_channels": {"0": stats}, "target": stats},
+        "median_target_mean_in_mask": 500.0,
+        "median_target_std_in_mask": 200.0,
+    }
+
+
+def test_isotropic_and_thick_slice_get_different_plans():
+    iso = plan_experiment(fingerprint((1.0, 1.0, 1.0), (160, 192, 160)), SPEC).configuration("3d_fullres")
+    thick = plan_experiment(fingerprint((4.0, 1.0, 1.0), (40, 192, 160)), SPEC).configuration("3d_fullres")
+    assert iso.spacing_zyx == (1.0, 1.0, 1.0)
+    assert thick.spacing_zyx == (4.0, 1.0, 1.0)
+    assert iso.network["strides"][1] == [2, 2, 2]
+    assert iso.network["kernel_sizes"][0] == [3, 3, 3]
+    # thick slices: convolve and pool in-plane first
+    assert thick.network["kernel_sizes"][0] == [1, 3, 3]
+    assert thick.network["strides"][1] == [1, 2, 2]
+    assert thick.resampling["input_order"] == 1  # no B-spline ringing across thick slices
+
+
+def test_anisotropy_rule_takes_a_finer_percentile_on_the_coarse_axis():
+    fp = fingerprint((4.0, 1.0, 1.0), (40, 192, 160))
+    for i, case in enumerate(fp["cases"]):
+        case["target_spacing_zyx"][0] = 3.0 if i < 5 else 5.0  # median 5, 10th percentile 3
+    plans = plan_experiment(fp, SPEC)
+    assert plans.raw["anisotropy_rule_applied"]
+    assert plans.configuration("3d_fullres").spacing_zyx[0] == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize(
+    "spacing,shape",
+    [((1.0, 1.0, 1.0), (160, 192, 160)), ((4.0, 0.8, 0.8), (40, 256, 256)), ((2.0, 2.0, 2.0), (80, 96, 80))],
+)
+def test_more_memory_never_shrinks_patch_or_batch_and_plans_fit(spacing, shape):
+    fp = fingerprint(spacing, shape)
+    previous = None
+    for budget in (2, 4, 8, 16, 32):
+        plans = plan_experiment(fp, SPEC, gpu_memory_gb=budget, configurations=["2d", "3d_fullres"])
+        current = {}
+        for name in ("2d", "3d_fullres"):
+            c = plans.configuration(name)
+            estimate = estimate_training_bytes(c.network, c.patch_size, c.batch_size, 1)
+            assert estimate <= budget * 1024**3, (name, budget)
+            total = np.prod([s for s in np.prod(c.network["strides"], axis=0)])
+            assert all(p % s == 0 for p, s in zip(c.patch_size, np.prod(c.network["strides"], axis=0))), total
+            current[name] = (c.patch_size, c.batch_size)
+        if previous is not None:
+            for name in current:
+                assert all(a >= b for a, b in zip(current[name][0], previous[name][0])), (name, budget)
+                assert current[name][1] >= previous[name][1], (name, budget)
+        previous = current
+
+
+def test_lowres_configuration_appears_only_when_the_patch_covers_little():
+    small = plan_experiment(fingerprint((1.0, 1.0, 1.0), (64, 64, 64)), SPEC, gpu_memory_gb=8)
+    large = plan_experiment(fingerprint((0.5, 0.5, 0.5), (400, 480, 400)), SPEC, gpu_memory_gb=8)
+    assert "3d_lowres" not in small.configuration_names
+    assert "3d_lowres" in large.configuration_names
+    low, full = large.configuration("3d_lowres"), large.configuration("3d_fullres")
+    assert all(a > b for a, b in zip(low.spacing_zyx, full.spacing_zyx))
+    assert low.data_identifier != full.data_identifier
+
+
+def test_unknown_configuration_and_bad_budget_are_clear():
+    with pytest.raises(AutosrError, match="unknown configuration.*3d_huge"):
+        plan_experiment(fingerprint((1, 1, 1), (32, 32, 32)), SPEC, configurations=["3d_huge"])
+    with pytest.raises(AutosrError, match="gpu-memory-gb"):
+        plan_experiment(fingerprint((1, 1, 1), (32, 32, 32)), SPEC, gpu_memory_gb=0)
+
+
+def test_normalization_follows_modality_and_overrides():
+    ct_spec = parse_dataset_spec(
+        {
+            "name": "X",
+            "channel_names": {"0": "MR", "1": "CT_prior"},
+            "target_name": "CT",
+            "target_modality": "CT",
+            "file_ending": ".nii.gz",
+            "normalization": {"0": "none"},
+        }
+    )
+    fp = fingerprint((1, 1, 1), (32, 32, 32))
+    fp["intensity_statistics"]["input_channels"]["1"] = fp["intensity_statistics"]["input_channels"]["0"]
+    norm = plan_experiment(fp, ct_spec).raw["normalization"]
+    assert [e["scheme"] for e in norm["input"]] == ["none", "ct"]
+    assert norm["target"]["scheme"] == "ct" and norm["target"]["clip_low"] == 0.0
+    mr = plan_experiment(fp, SPEC).raw["normalization"]["target"]
+    assert mr["scheme"] == "zscore" and mr["export_mean"] == 500.0
+
+
+@pytest.mark.parametrize("upsampling", ["interp_conv", "transposed"])
+def test_memory_model_matches_the_real_network(upsampling):
+    """The counted activations times BYTES_PER_ACTIVATION bound the bytes autograd really saves (fp32, CPU)."""
+    torch.set_num_threads(1)
+    for features, strides, patch in itertools.islice(
+        [
+            ([8, 16, 32], [[1, 1, 1], [2, 2, 2], [2, 2, 2]], [32, 32, 32]),
+            ([8, 16, 32, 64], [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]], [16, 32, 32]),
+        ],
+        None,
+    ):
+        n = len(features)
+        plan = {
+            "architecture": "PlainConvUNet",
+            "dims": 3,
+            "features_per_stage": features,
+            "kernel_sizes": [[3, 3, 3]] * n,
+            "strides": strides,
+            "n_conv_per_stage": [2] * n,
+            "n_conv_per_stage_decoder": [2] * (n - 1),
+            "upsampling": upsampling,
+            "deep_supervision": True,
+        }
+        measured = activation_memory(build_network(plan, 1, 1), [1, 1, *patch])["saved_for_backward_bytes"]
+        modelled = counted_activations(patch, features, strides, [2] * n, [2] * (n - 1)) * BYTES_PER_ACTIVATION
+        assert 0.6 * modelled <= measured <= modelled
