@@ -1,0 +1,161 @@
+"""Convolution building blocks of the dynamic U-Net: conv + instance norm + leaky ReLU, residual blocks.
+
+The blocks are dimension-agnostic: `dims` (2 or 3) picks Conv2d/Conv3d and friends, so one code path builds
+the 2d and the 3d configurations. Kernel sizes and strides are per axis, so anisotropic plans such as
+kernel (1, 3, 3) with stride (1, 2, 2) (thick-slice data) work unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+LEAKY_RELU_SLOPE = 0.01  # the usual leaky-ReLU slope of self-configuring U-Nets; not tuned here
+
+
+def conv_class(dims: int) -> type[nn.Module]:
+    return {2: nn.Conv2d, 3: nn.Conv3d}[dims]
+
+
+def transposed_conv_class(dims: int) -> type[nn.Module]:
+    return {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}[dims]
+
+
+def norm_class(dims: int) -> type[nn.Module]:
+    return {2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}[dims]
+
+
+def same_padding(kernel_size: Sequence[int]) -> list[int]:
+    """Padding that keeps the spatial size for odd kernels (and stride 1)."""
+    return [k // 2 for k in kernel_size]
+
+
+class ConvNormAct(nn.Sequential):
+    """Conv -> InstanceNorm (affine) -> LeakyReLU; `act=False` leaves the activation out (residual branch end)."""
+
+    def __init__(
+        self,
+        dims: int,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: Sequence[int],
+        stride: Sequence[int],
+        act: bool = True,
+    ):
+        layers: list[nn.Module] = [
+            conv_class(dims)(
+                in_channels,
+                out_channels,
+                kernel_size=tuple(kernel_size),
+                stride=tuple(stride),
+                padding=tuple(same_padding(kernel_size)),
+                bias=True,
+            ),
+            norm_class(dims)(out_channels, eps=1e-5, affine=True),
+        ]
+        if act:
+            layers.append(nn.LeakyReLU(LEAKY_RELU_SLOPE, inplace=True))
+        super().__init__(*layers)
+
+
+class PlainStage(nn.Sequential):
+    """`n_convs` ConvNormAct layers; the first one carries the stage's stride (strided-conv downsampling)."""
+
+    def __init__(
+        self,
+        dims: int,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: Sequence[int],
+        stride: Sequence[int],
+        n_convs: int,
+    ):
+        layers = [ConvNormAct(dims, in_channels, out_channels, kernel_size, stride)]
+        layers += [ConvNormAct(dims, out_channels, out_channels, kernel_size, [1] * dims) for _ in range(n_convs - 1)]
+        super().__init__(*layers)
+
+
+class ResidualBlock(nn.Module):
+    """Two convolutions with an identity (or 1x1 projection) shortcut, activation after the sum.
+
+    When the block changes resolution or width, the shortcut is average pooling followed by a 1x1 conv and
+    norm, so the skip path does not throw away three quarters of the voxels as a strided 1x1 conv would.
+    """
+
+    def __init__(
+        self,
+        dims: int,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: Sequence[int],
+        stride: Sequence[int],
+    ):
+        super().__init__()
+        self.conv1 = ConvNormAct(dims, in_channels, out_channels, kernel_size, stride)
+        self.conv2 = ConvNormAct(dims, out_channels, out_channels, kernel_size, [1] * dims, act=False)
+        self.act = nn.LeakyReLU(LEAKY_RELU_SLOPE, inplace=True)
+        shortcut: list[nn.Module] = []
+        if any(s != 1 for s in stride):
+            pool = {2: nn.AvgPool2d, 3: nn.AvgPool3d}[dims]
+            shortcut.append(pool(kernel_size=tuple(stride), stride=tuple(stride)))
+        if in_channels != out_channels or shortcut:
+            shortcut.append(conv_class(dims)(in_channels, out_channels, kernel_size=1, bias=False))
+            shortcut.append(norm_class(dims)(out_channels, eps=1e-5, affine=True))
+        self.shortcut = nn.Sequential(*shortcut) if shortcut else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.conv2(self.conv1(x)) + self.shortcut(x))
+
+
+class ResidualStage(nn.Sequential):
+    """`n_blocks` residual blocks; the first carries the stage's stride."""
+
+    def __init__(
+        self,
+        dims: int,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: Sequence[int],
+        stride: Sequence[int],
+        n_blocks: int,
+    ):
+        blocks = [ResidualBlock(dims, in_channels, out_channels, kernel_size, stride)]
+        blocks += [
+            ResidualBlock(dims, out_channels, out_channels, kernel_size, [1] * dims) for _ in range(n_blocks - 1)
+        ]
+        super().__init__(*blocks)
+
+
+class TransposedUpsample(nn.Module):
+    """Learned upsampling by a transposed convolution with kernel = stride (no overlap)."""
+
+    def __init__(self, dims: int, in_channels: int, out_channels: int, stride: Sequence[int]):
+        super().__init__()
+        self.up = transposed_conv_class(dims)(
+            in_channels, out_channels, kernel_size=tuple(stride), stride=tuple(stride), bias=False
+        )
+
+    def forward(self, x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+        return self.up(x)
+
+
+class InterpConvUpsample(nn.Module):
+    """(Bi/tri)linear interpolation to the skip's size, then a 1x1 conv to the skip's width.
+
+    Interpolation cannot produce the periodic checkerboard a transposed conv can when its kernels are
+    uneven; the 1x1 conv only mixes channels. The decoder's following convs do the spatial work.
+    """
+
+    def __init__(self, dims: int, in_channels: int, out_channels: int, stride: Sequence[int]):
+        super().__init__()
+        self.mode = {2: "bilinear", 3: "trilinear"}[dims]
+        self.proj = conv_class(dims)(in_channels, out_channels, kernel_size=1, bias=False)
+
+    def forward(self, x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+        x = nn.functional.interpolate(x, size=tuple(size), mode=self.mode, align_corners=False)
+        return self.proj(x)
+
+
+UPSAMPLERS: dict[str, type[nn.Module]] = {"transposed": TransposedUpsample, "interp_conv": InterpConvUpsample}

@@ -1,0 +1,117 @@
+"""The dynamic U-Net: encoder and decoder shaped by a plan, with a linear regression head.
+
+Stage `s` of the encoder has `features_per_stage[s]` channels, `kernel_sizes[s]` kernels and downsamples by
+`strides[s]` (the first stride is all ones). The decoder mirrors it, upsampling by the stride of the stage
+below, concatenating the skip, and applying `n_conv_per_stage_decoder[s]` convolutions. Every decoder stage
+has a 1x1 head; the heads are always built (so state dicts do not depend on the deep-supervision switch),
+and `deep_supervision` only decides whether `forward` returns all of them or the full-resolution one.
+
+Regression: the heads are plain 1x1 convolutions with a bias and no nonlinearity, because the normalized
+target is unbounded (z-scores, CT in scaled HU).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from autosr.network.blocks import UPSAMPLERS, PlainStage, ResidualStage, conv_class
+
+
+class DynamicUNet(nn.Module):
+    """A U-Net whose depth, widths, kernels and strides come from the plan; see the module docstring."""
+
+    def __init__(
+        self,
+        dims: int,
+        in_channels: int,
+        out_channels: int,
+        features_per_stage: Sequence[int],
+        kernel_sizes: Sequence[Sequence[int]],
+        strides: Sequence[Sequence[int]],
+        n_conv_per_stage: Sequence[int],
+        n_conv_per_stage_decoder: Sequence[int],
+        residual_encoder: bool = False,
+        upsampling: str = "interp_conv",
+        deep_supervision: bool = False,
+    ):
+        super().__init__()
+        n_stages = len(features_per_stage)
+        self.dims = dims
+        self.deep_supervision = bool(deep_supervision)
+        self.strides = [list(s) for s in strides]
+        stage_class = ResidualStage if residual_encoder else PlainStage
+        self.encoder = nn.ModuleList()
+        width_in = in_channels
+        for s in range(n_stages):
+            self.encoder.append(
+                stage_class(
+                    dims, width_in, features_per_stage[s], kernel_sizes[s], strides[s], int(n_conv_per_stage[s])
+                )
+            )
+            width_in = features_per_stage[s]
+        upsampler = UPSAMPLERS[upsampling]
+        self.upsamplers = nn.ModuleList()
+        self.decoder = nn.ModuleList()
+        self.heads = nn.ModuleList()
+        # decoder index d = 0 is the deepest decoder stage (resolution of encoder stage n_stages - 2)
+        for s in range(n_stages - 2, -1, -1):
+            self.upsamplers.append(upsampler(dims, features_per_stage[s + 1], features_per_stage[s], strides[s + 1]))
+            self.decoder.append(
+                PlainStage(
+                    dims,
+                    2 * features_per_stage[s],
+                    features_per_stage[s],
+                    kernel_sizes[s],
+                    [1] * dims,
+                    int(n_conv_per_stage_decoder[s]),
+                )
+            )
+            self.heads.append(conv_class(dims)(features_per_stage[s], out_channels, kernel_size=1, bias=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        skips = []
+        for stage in self.encoder:
+            x = stage(x)
+            skips.append(x)
+        x = skips.pop()
+        outputs = []
+        last = len(self.decoder) - 1
+        for d, (up, stage, head) in enumerate(zip(self.upsamplers, self.decoder, self.heads)):
+            skip = skips.pop()
+            x = stage(torch.cat([up(x, skip.shape[2:]), skip], dim=1))
+            if self.deep_supervision or d == last:
+                outputs.append(head(x))
+        if self.deep_supervision:
+            return outputs[::-1]  # [full resolution, half, quarter, ...]
+        return outputs[-1]
+
+    def output_scales(self) -> list[list[float]]:
+        """Per deep-supervision output, its size relative to the input per axis ([1,1,1], [0.5,0.5,0.5], ...)."""
+        scales = []
+        factor = [1.0] * self.dims
+        for s in range(len(self.decoder)):
+            if s > 0:
+                factor = [f / st for f, st in zip(factor, self.strides[s])]
+            scales.append(list(factor))
+        return scales
+
+
+class PlainConvUNet(DynamicUNet):
+    """Encoder stages of plain ConvNormAct layers (the first strided)."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(residual_encoder=False, **kwargs)
+
+
+class ResEncUNet(DynamicUNet):
+    """Encoder stages of residual blocks; `n_conv_per_stage[s]` counts blocks (two convs each)."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(residual_encoder=True, **kwargs)
+
+
+ARCHITECTURES: dict[str, type[DynamicUNet]] = {"PlainConvUNet": PlainConvUNet, "ResEncUNet": ResEncUNet}

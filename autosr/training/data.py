@@ -1,0 +1,215 @@
+"""Patch sampling from preprocessed cases and the (multi-process) loader around it.
+
+Each batch draws `batch_size` cases at random; a fraction (`foreground_fraction`, default 1/3) of the
+patches is centred on a random voxel inside the case's mask, the rest anywhere in the volume. A region
+somewhat larger than the patch is cut (so rotation does not rotate padding into view), augmented per
+sample (augmentation.py), and the batch is returned as
+
+    {"input": (B, C, *patch), "target": (B, 1, *patch), "mask": (B, 1, *patch), "cases": [...]}
+
+numpy float32 arrays (mask as 0/1 float). For 2D configurations a patch is one Z slice: the volume's axis
+0 is the slice axis and the patch is (Y, X).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from batchgenerators.dataloading.data_loader import DataLoader
+from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
+from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
+
+from autosr.errors import AutosrError
+from autosr.preprocessing.case_store import load_case
+from autosr.training.augmentation import sample_enlargement, training_transforms
+
+# Share of each batch centred inside the mask: the remaining 2/3 still see background and borders, so
+# the network learns to leave the background alone. Standard choice, not tuned here.
+FOREGROUND_FRACTION = 1 / 3
+NUM_WORKERS_ENV = "AUTOSR_NUM_WORKERS"
+
+
+def default_num_workers() -> int:
+    """AUTOSR_NUM_WORKERS, else the machine's cores minus one for the training process (at most 12)."""
+    value = os.environ.get(NUM_WORKERS_ENV)
+    if value:
+        if not value.isdigit():
+            raise AutosrError(f"{NUM_WORKERS_ENV} must be a non-negative integer, got '{value}'")
+        return int(value)
+    return max(0, min(12, (os.cpu_count() or 1) - 1))
+
+
+def crop_padded(array: np.ndarray, start: Sequence[int], size: Sequence[int]) -> np.ndarray:
+    """array[:, start:start+size] over the trailing axes, zero-padded where the window leaves the array."""
+    spatial = array.shape[1:]
+    out = np.zeros((array.shape[0], *size), dtype=np.float32)
+    src, dst = [slice(None)], [slice(None)]
+    for s, n, dim in zip(start, size, spatial):
+        lo, hi = max(s, 0), min(s + n, dim)
+        if hi <= lo:
+            return out
+        src.append(slice(lo, hi))
+        dst.append(slice(lo - s, hi - s))
+    out[tuple(dst)] = array[tuple(src)]
+    return out
+
+
+def patch_start(centre: Sequence[int], patch_size: Sequence[int], shape: Sequence[int]) -> list[int]:
+    """Start of a patch around `centre`, shifted so the patch stays inside the volume where it fits (and is
+    centred on the volume where it does not): training then sees what sliding-window inference sees,
+    volume content rather than padding, and the centre voxel stays inside the patch."""
+    start = []
+    for c, p, n in zip(centre, patch_size, shape):
+        lo, hi = min(0, n - p), max(0, n - p)
+        if n < p:
+            lo = hi = (n - p) // 2
+        start.append(int(np.clip(c - p // 2, lo, hi)))
+    return start
+
+
+class CaseCache:
+    """Memory-mapped cases plus each case's list of mask voxel coordinates (sampled, computed once)."""
+
+    MAX_FOREGROUND_POINTS = 10000
+
+    def __init__(self, folder: Path, case_ids: Sequence[str]):
+        self.folder = Path(folder)
+        self.case_ids = list(case_ids)
+        self._cases: dict[str, object] = {}
+        self._foreground: dict[str, np.ndarray] = {}
+
+    def get(self, case_id: str):
+        if case_id not in self._cases:
+            case = load_case(self.folder, case_id, mmap=True)
+            if case.target is None:
+                raise AutosrError(f"{self.folder}: case '{case_id}' has no target; re-run `autosr plan`")
+            self._cases[case_id] = case
+        return self._cases[case_id]
+
+    def foreground(self, case_id: str, rng: np.random.RandomState) -> np.ndarray:
+        if case_id not in self._foreground:
+            case = self.get(case_id)
+            if case.mask is None:
+                points = np.zeros((0, 3), dtype=np.int64)
+            else:
+                points = np.argwhere(np.asarray(case.mask[0]) > 0)
+                if len(points) > self.MAX_FOREGROUND_POINTS:
+                    points = points[rng.choice(len(points), self.MAX_FOREGROUND_POINTS, replace=False)]
+            self._foreground[case_id] = points
+        return self._foreground[case_id]
+
+
+class PatchLoader(DataLoader):
+    """batchgenerators DataLoader that samples, crops and augments one batch of patches per call."""
+
+    def __init__(
+        self,
+        folder: Path,
+        case_ids: Sequence[str],
+        patch_size: Sequence[int],
+        batch_size: int,
+        augment: bool = True,
+        mirror_axes: Sequence[int] = (0, 1, 2),
+        foreground_fraction: float = FOREGROUND_FRACTION,
+        num_threads: int = 1,
+        seed: int | None = None,
+    ):
+        if not case_ids:
+            raise AutosrError(f"{folder}: no cases to sample patches from")
+        super().__init__(list(case_ids), batch_size, num_threads, seed, infinite=True)
+        self.cache = CaseCache(folder, case_ids)
+        self.patch_size = [int(p) for p in patch_size]
+        self.dims = len(self.patch_size)
+        self.foreground_fraction = foreground_fraction
+        self.augment = augment
+        self.sample_size = sample_enlargement(self.patch_size, rotate=augment)
+        self.transforms = training_transforms(self.patch_size, mirror_axes) if augment else None
+        self.seed = seed
+        self.rng = np.random.RandomState(seed)
+        self._rng_pid = os.getpid()
+
+    def _reseed_in_worker(self) -> None:
+        """Worker processes are forks: without this they would all draw the same patches and flips."""
+        if self._rng_pid == os.getpid():
+            return
+        self._rng_pid = os.getpid()
+        worker_seed = (0 if self.seed is None else self.seed) * 1000 + self.thread_id + 1
+        self.rng = np.random.RandomState(worker_seed)
+        np.random.seed(worker_seed)
+        torch.manual_seed(worker_seed)
+
+    def _centre(self, case_id: str, shape: Sequence[int], on_foreground: bool) -> list[int]:
+        points = self.cache.foreground(case_id, self.rng) if on_foreground else None
+        if points is not None and len(points):
+            return [int(v) for v in points[self.rng.randint(len(points))]]
+        return [int(self.rng.randint(0, s)) for s in shape]
+
+    def sample(self, case_id: str, on_foreground: bool) -> dict[str, np.ndarray]:
+        """One (augmented) patch of `case_id` as {'input', 'target', 'mask'} (C, *patch) arrays."""
+        case = self.cache.get(case_id)
+        shape = case.input.shape[1:]
+        centre = self._centre(case_id, shape, on_foreground)
+        mask = case.mask if case.mask is not None else np.ones((1, *shape), dtype=np.uint8)
+        if self.dims == 2:  # one slice: keep the Z index, sample (Y, X) around the centre
+            z = centre[0]
+            arrays = [case.input[:, z], case.target[:, z], mask[:, z]]
+            centre = centre[1:]
+        else:
+            arrays = [case.input, case.target, mask]
+        start = patch_start(centre, self.patch_size, arrays[0].shape[1:])
+        size = self.sample_size
+        start = [s - (n - p) // 2 for s, n, p in zip(start, size, self.patch_size)]
+        inp, tgt, msk = (crop_padded(a, start, size) for a in arrays)
+        if self.transforms is None:
+            start = [(s - p) // 2 for s, p in zip(size, self.patch_size)]
+            inp, tgt, msk = (crop_padded(a, start, self.patch_size) for a in (inp, tgt, msk))
+            return {"input": inp, "target": tgt, "mask": msk}
+        out = self.transforms(
+            image=torch.from_numpy(inp), regression_target=torch.from_numpy(np.concatenate([tgt, msk]))
+        )
+        regression = out["regression_target"]
+        return {
+            "input": out["image"].numpy(),
+            "target": regression[:1].numpy(),
+            "mask": (regression[1:2] > 0.5).float().numpy(),
+        }
+
+    def generate_train_batch(self) -> dict[str, object]:
+        self._reseed_in_worker()
+        cases = [self._data[i] for i in self.rng.randint(0, len(self._data), self.batch_size)]
+        n_foreground = int(round(self.batch_size * self.foreground_fraction))
+        samples = [self.sample(c, on_foreground=i < n_foreground) for i, c in enumerate(cases)]
+        return {
+            "input": np.stack([s["input"] for s in samples]).astype(np.float32),
+            "target": np.stack([s["target"] for s in samples]).astype(np.float32),
+            "mask": np.stack([s["mask"] for s in samples]).astype(np.float32),
+            "cases": cases,
+        }
+
+
+def make_batch_iterator(
+    folder: Path,
+    case_ids: Sequence[str],
+    patch_size: Sequence[int],
+    batch_size: int,
+    num_workers: int,
+    augment: bool = True,
+    mirror_axes: Sequence[int] = (0, 1, 2),
+    seed: int = 0,
+):
+    """An infinite batch iterator: single-process for `num_workers == 0`, else batchgenerators'
+    NonDetMultiThreadedAugmenter with `num_workers` processes, each seeded differently."""
+    if num_workers <= 0:
+        loader = PatchLoader(folder, case_ids, patch_size, batch_size, augment, mirror_axes, seed=seed)
+        return SingleThreadedAugmenter(loader, None)
+    loader = PatchLoader(
+        folder, case_ids, patch_size, batch_size, augment, mirror_axes, num_threads=num_workers, seed=seed
+    )
+    seeds = [seed * 1000 + i for i in range(num_workers)]
+    return NonDetMultiThreadedAugmenter(
+        loader, None, num_workers, num_cached=max(2, num_workers), seeds=seeds, pin_memory=torch.cuda.is_available()
+    )

@@ -1,0 +1,126 @@
+"""Regression losses: masked L1, an SSIM term, and deep-supervision weighting.
+
+All losses take (prediction, target, mask) with shapes (B, 1, *spatial); the mask (0/1 float) selects the
+voxels that count. Deep supervision compares lower-resolution outputs with the target and mask
+downsampled by average pooling (a low-resolution image is the local mean of the high-resolution one;
+nearest-neighbour subsampling would alias fine detail into the coarse targets).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def masked_l1(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean |prediction - target| over voxels with mask > 0 (all voxels when mask is None)."""
+    diff = (prediction.float() - target.float()).abs()
+    if mask is None:
+        return diff.mean()
+    weight = mask.float()
+    return (diff * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+def _gaussian_window(dims: int, sigma: float = 1.5, radius: int = 3, device=None) -> torch.Tensor:
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32, device=device)
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    return g / g.sum()
+
+
+def _blur(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian blur over the spatial axes of (B, 1, *spatial), 'same' size by reflection."""
+    dims = x.ndim - 2
+    radius = (len(g) - 1) // 2
+    conv = {2: F.conv2d, 3: F.conv3d}[dims]
+    for axis in range(dims):
+        shape = [1, 1] + [1] * dims
+        shape[2 + axis] = len(g)
+        pad = [0, 0] * dims
+        pad[2 * (dims - 1 - axis)] = radius
+        pad[2 * (dims - 1 - axis) + 1] = radius
+        mode = "reflect" if x.shape[2 + axis] > radius else "replicate"
+        x = conv(F.pad(x, pad, mode=mode), g.view(shape))
+    return x
+
+
+def masked_ssim(
+    prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None, data_range: float = 4.0
+) -> torch.Tensor:
+    """Mean local SSIM (Gaussian window sigma 1.5) over the mask. `data_range` is in normalized units
+    (4 covers about +-2 standard deviations of a z-scored target)."""
+    p, t = prediction.float(), target.float()
+    g = _gaussian_window(p.ndim - 2, device=p.device)
+    mu_p, mu_t = _blur(p, g), _blur(t, g)
+    var_p = _blur(p * p, g) - mu_p**2
+    var_t = _blur(t * t, g) - mu_t**2
+    cov = _blur(p * t, g) - mu_p * mu_t
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    ssim = ((2 * mu_p * mu_t + c1) * (2 * cov + c2)) / ((mu_p**2 + mu_t**2 + c1) * (var_p + var_t + c2))
+    if mask is None:
+        return ssim.mean()
+    w = mask.float()
+    return (ssim * w).sum() / w.sum().clamp_min(1.0)
+
+
+class L1Loss(nn.Module):
+    """Masked L1: robust to the outliers of MR intensity (vessels, fat) and sharper than L2."""
+
+    def forward(self, prediction, target, mask):
+        return masked_l1(prediction, target, mask)
+
+
+class L1SSIMLoss(nn.Module):
+    """Masked L1 + `ssim_weight` * (1 - masked SSIM)."""
+
+    def __init__(self, ssim_weight: float = 0.5):
+        super().__init__()
+        self.ssim_weight = ssim_weight
+
+    def forward(self, prediction, target, mask):
+        return masked_l1(prediction, target, mask) + self.ssim_weight * (1 - masked_ssim(prediction, target, mask))
+
+
+def downsample_like(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Average-pool (B, C, *spatial) down to `size` (integer factors per axis)."""
+    if tuple(x.shape[2:]) == tuple(size):
+        return x
+    factors = [s // t for s, t in zip(x.shape[2:], size)]
+    pool = {2: F.avg_pool2d, 3: F.avg_pool3d}[x.ndim - 2]
+    return pool(x, kernel_size=factors, stride=factors)
+
+
+def deep_supervision_weights(n_outputs: int) -> list[float]:
+    """Weights 1, 1/2, 1/4, ... normalized to sum 1 (the coarsest of several outputs gets no weight)."""
+    weights = [0.5**i for i in range(n_outputs)]
+    if n_outputs > 2:
+        weights[-1] = 0.0
+    total = sum(weights)
+    return [w / total for w in weights]
+
+
+class DeepSupervisionLoss(nn.Module):
+    """Weighted sum of `base` over a list of outputs [full, half, ...]; a single tensor passes through."""
+
+    def __init__(self, base: nn.Module):
+        super().__init__()
+        self.base = base
+
+    def forward(self, outputs, target: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        if isinstance(outputs, torch.Tensor):
+            return self.base(outputs, target, mask)
+        total = outputs[0].new_zeros((), dtype=torch.float32)
+        for w, out in zip(deep_supervision_weights(len(outputs)), outputs):
+            if w == 0:
+                continue
+            size = out.shape[2:]
+            m = downsample_like(mask, size) if mask is not None else None
+            if m is not None:
+                m = (m > 0.5).float()  # a coarse voxel counts when most of its fine voxels count
+            total = total + w * self.base(out, downsample_like(target, size), m)
+        return total
+
+
+LOSSES: dict[str, type[nn.Module]] = {"l1": L1Loss, "l1_ssim": L1SSIMLoss}

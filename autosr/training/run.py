@@ -1,0 +1,200 @@
+"""`train_fold`: resolve folders, plans, splits and device for one fold, then run its trainer.
+
+Model folder: `$AUTOSR_RESULTS/DatasetXXX_Name/<Trainer>__<plans_name>__<configuration>/fold_<k>/`, with
+copies of plans.json, dataset.json and fingerprint.json one level up so the model folder predicts on its
+own. Nothing already trained is overwritten: a fold with a checkpoint refuses to start again unless
+`continue_training` is set.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from autosr.errors import AutosrError
+from autosr.io.atomic import atomic_path, read_json
+from autosr.paths import AutosrPaths
+from autosr.planning.plans import Plans
+from autosr.preprocessing.case_store import list_cases
+from autosr.training.data import default_num_workers
+from autosr.training.device import choose_device, init_distributed
+from autosr.training.splits import cases_of_fold, load_or_create_splits, parse_fold
+from autosr.training.trainer import Trainer, TrainingContext
+from autosr.training.trainers import get_trainer_class
+from autosr.training.validation import validate_fold
+
+MODEL_FOLDER_FILES = ("plans.json", "dataset.json", "fingerprint.json")
+
+
+def model_folder_name(trainer: str, plans_name: str, configuration: str) -> str:
+    return f"{trainer}__{plans_name}__{configuration}"
+
+
+def _copy_planning_files(preprocessed_dir: Path, model_dir: Path) -> None:
+    """Copy plans/dataset/fingerprint JSON into the model folder; refuse if plans changed under trained folds."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    for name in MODEL_FOLDER_FILES:
+        source, dest = preprocessed_dir / name, model_dir / name
+        if not source.is_file():
+            continue
+        if dest.is_file():
+            if name == "plans.json" and read_json(dest) != read_json(source):
+                raise AutosrError(
+                    f"{dest} differs from {source}: the dataset was re-planned after folds of this model were "
+                    "trained; delete the model folder to retrain all folds with the new plans, or restore the old plans.json"
+                )
+            continue
+        with atomic_path(dest) as tmp:
+            shutil.copyfile(source, tmp)
+
+
+def _check_fold_folder(fold_dir: Path, continue_training: bool) -> None:
+    final, latest = fold_dir / "checkpoint_final.pt", fold_dir / "checkpoint_latest.pt"
+    if continue_training:
+        return
+    if final.is_file():
+        raise AutosrError(
+            f"{final} exists: this fold is already trained. Delete {fold_dir} to train it again, "
+            "or pass --continue to (re)run its final validation"
+        )
+    if latest.is_file():
+        raise AutosrError(
+            f"{latest} exists: an earlier run of this fold stopped part way. Pass --continue to resume it, "
+            f"or delete {fold_dir} to start over"
+        )
+
+
+@dataclass
+class FoldRun:
+    """A trainer ready to fit (or already restored from a checkpoint), and where its fold lives."""
+
+    runner: Trainer
+    fold_dir: Path
+    data_folder: Path
+    val_cases: list[str]
+    patch_size: tuple[int, ...]
+    finished: bool
+
+
+def prepare_fold(
+    dataset: str | int,
+    configuration: str,
+    fold: int | str,
+    trainer: str = "Trainer",
+    paths: AutosrPaths | None = None,
+    device: str | None = None,
+    continue_training: bool = False,
+    epochs: int | None = None,
+    iters_per_epoch: int | None = None,
+    num_workers: int | None = None,
+) -> FoldRun:
+    """Resolve everything for one fold and build its trainer; with `continue_training`, restore the latest
+    (or final) checkpoint. Arguments as in `train_fold`."""
+    paths = paths or AutosrPaths.resolve()
+    fold = parse_fold(fold)
+    trainer_class = get_trainer_class(trainer)
+    for name, value in (("epochs", epochs), ("iters_per_epoch", iters_per_epoch)):
+        if value is not None and value < 1:
+            raise AutosrError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    preprocessed_dir = paths.preprocessed_dataset(dataset)
+    plans = Plans.load(preprocessed_dir / "plans.json")
+    config = plans.configuration(configuration)
+    data_folder = preprocessed_dir / config.data_identifier
+    case_ids = list_cases(data_folder)
+    if not case_ids:
+        raise AutosrError(
+            f"{data_folder}: no preprocessed cases for configuration '{configuration}'; "
+            f"run `autosr plan {preprocessed_dir.name}` (with preprocessing) first"
+        )
+    splits = load_or_create_splits(preprocessed_dir, case_ids)
+    train_cases, val_cases = cases_of_fold(splits, fold, case_ids)
+
+    model_dir = paths.results_dataset(preprocessed_dir.name) / model_folder_name(
+        trainer, plans.plans_name, configuration
+    )
+    fold_dir = model_dir / f"fold_{fold}"
+    _check_fold_folder(fold_dir, continue_training)
+
+    rank, world_size, device_obj = init_distributed(choose_device(device))
+    if rank == 0:
+        _copy_planning_files(preprocessed_dir, model_dir)
+    ctx = TrainingContext(
+        plans=plans,
+        configuration=configuration,
+        fold=fold,
+        output_folder=fold_dir,
+        data_folder=data_folder,
+        train_cases=train_cases,
+        val_cases=val_cases,
+        device=device_obj,
+        num_workers=default_num_workers() if num_workers is None else num_workers,
+        num_epochs=epochs,
+        iters_per_epoch=iters_per_epoch,
+        rank=rank,
+        world_size=world_size,
+    )
+    runner = trainer_class(ctx)
+    final, latest = fold_dir / "checkpoint_final.pt", fold_dir / "checkpoint_latest.pt"
+    finished = False
+    if continue_training and final.is_file():
+        runner.load(final)
+        runner.logger.print(f"{final} exists: training is complete; running the final validation only")
+        finished = True
+    elif continue_training and latest.is_file():
+        runner.load(latest)
+    elif continue_training:
+        runner.logger.print(f"--continue: no {latest.name} in {fold_dir}, starting this fold from scratch")
+    return FoldRun(runner, fold_dir, data_folder, val_cases, config.patch_size, finished)
+
+
+def train_fold(
+    dataset: str | int,
+    configuration: str,
+    fold: int | str,
+    trainer: str = "Trainer",
+    paths: AutosrPaths | None = None,
+    device: str | None = None,
+    continue_training: bool = False,
+    epochs: int | None = None,
+    iters_per_epoch: int | None = None,
+    num_workers: int | None = None,
+) -> Path:
+    """Train (or resume) one fold, then predict and score its validation cases; returns the fold folder.
+
+    `dataset`: id, name or path; `fold`: 0-4 or 'all'; `trainer`: a name in `TRAINERS`; `device`: None
+    picks CUDA, else MPS, else CPU; `epochs`/`iters_per_epoch` override the fixed schedule (quick runs);
+    `num_workers`: data loading processes (None: $AUTOSR_NUM_WORKERS, else from the CPU count).
+    """
+    run = prepare_fold(
+        dataset, configuration, fold, trainer, paths, device, continue_training, epochs, iters_per_epoch, num_workers
+    )
+    runner = run.runner
+    if not run.finished:
+        runner.fit()
+    if runner.is_main and run.val_cases:
+        summary = validate_fold(
+            runner.network, run.patch_size, run.data_folder, run.val_cases, run.fold_dir / "validation", runner.device
+        )
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in summary["mean"].items() if k in ("mae", "psnr", "ssim"))
+        runner.logger.print(f"validation of {len(run.val_cases)} cases (normalized space): {shown}")
+    if runner.ctx.world_size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+    return run.fold_dir
+
+
+def spawn_torchrun(num_gpus: int, argv: list[str]) -> int:
+    """Re-launch `autosr train ...` under torchrun with `num_gpus` processes on this machine."""
+    import subprocess
+    import sys
+
+    if os.environ.get("WORLD_SIZE"):
+        raise AutosrError("--num-gpus is for launching; under torchrun already, leave it out")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={num_gpus}"]
+    cmd += ["-m", "autosr.cli", "train", *argv]
+    print("launching:", " ".join(cmd), flush=True)
+    return subprocess.call(cmd)
