@@ -1,0 +1,171 @@
+"""The mechanics of predicting a folder of scans: which cases, which are done, which part is ours.
+
+Prediction runs over thousands of scans, on several machines, and gets interrupted, so:
+
+- a case is finished when its output file exists (outputs are written atomically, so a present file is
+  complete) and is skipped unless `overwrite`;
+- `num_parts`/`part_id` take every `num_parts`-th case of the sorted case list, starting at `part_id`:
+  the parts never overlap and together cover the folder, and each gets a mix of early and late names;
+- problems of one case (a missing channel, more channels than the model was trained on, an unreadable
+  file) are that case's failure, reported at the end, never a reason to stop the others;
+- `prefetch` runs the next cases' preprocessing (disk reads, resampling) in a background thread while the
+  current case is on the network.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Generic, TypeVar
+
+from autosr.dataset.spec import CHANNEL_SUFFIX, CaseFiles, discover_input_cases
+from autosr.errors import AutosrError
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+UNCERTAINTY_FOLDER = "uncertainty"
+
+
+@dataclass
+class FolderSummary:
+    """What a folder run did: case ids predicted, skipped as already done, and failed (with the reason)."""
+
+    predicted: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def describe(self) -> str:
+        lines = [
+            f"{len(self.predicted)} predicted, {len(self.skipped)} already done (skipped), {len(self.failed)} failed"
+        ]
+        if self.failed:
+            lines.append("failed cases (fix them and run the same command again; finished cases are kept):")
+            lines.extend(f"  - {case}: {reason}" for case, reason in sorted(self.failed.items()))
+        return "\n".join(lines)
+
+
+@dataclass
+class InputCase:
+    """One case to predict: its channel files in channel order, or the reason it cannot be predicted."""
+
+    case_id: str
+    channel_files: list[Path]
+    problem: str | None = None
+
+
+def discover_prediction_cases(input_dir: str | os.PathLike, file_ending: str, num_channels: int) -> list[InputCase]:
+    """Every `<case>_<XXXX><ending>` case in `input_dir`, sorted, with per-case problems attached.
+
+    Raises when the folder is missing or holds no file of the expected form, naming what was expected.
+    """
+    input_dir = Path(input_dir)
+    if not input_dir.is_dir():
+        raise AutosrError(f"{input_dir}: input folder not found")
+    grouped = discover_input_cases(input_dir, file_ending, num_channels)
+    extra_channels = _channels_beyond(input_dir, file_ending, num_channels)
+    if not grouped:
+        present = sorted(p.name for p in input_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+        shown = ", ".join(present[:5]) + (", ..." if len(present) > 5 else "") if present else "no files"
+        raise AutosrError(
+            f"{input_dir}: no input files named <case>_<XXXX>{file_ending} (e.g. scan01_0000{file_ending}, one "
+            f"file per channel, {num_channels} channel{'s' if num_channels > 1 else ''} for this model); "
+            f"found: {shown}. Rename the files or convert them to {file_ending}"
+        )
+    cases = []
+    for case_id, files in grouped.items():
+        cases.append(InputCase(case_id, [p for p in files.channels if p is not None], _problem_of(files)))
+        if case_id in extra_channels and cases[-1].problem is None:
+            cases[-1].problem = (
+                f"has channel files {', '.join(extra_channels[case_id])} but the model was trained on "
+                f"{num_channels} channel{'s' if num_channels > 1 else ''} (_0000 to _{num_channels - 1:04d})"
+            )
+    return cases
+
+
+def _problem_of(files: CaseFiles) -> str | None:
+    if not files.missing_channels:
+        return None
+    missing = ", ".join(f"_{i:04d}" for i in files.missing_channels)
+    return f"missing channel file(s) {missing} (every case needs one file per channel the model was trained on)"
+
+
+def _channels_beyond(input_dir: Path, file_ending: str, num_channels: int) -> dict[str, list[str]]:
+    """Channel files whose index is not below `num_channels`, by case (discovery ignores them)."""
+    extra: dict[str, list[str]] = {}
+    for p in sorted(input_dir.iterdir()):
+        if not (p.is_file() and p.name.endswith(file_ending)) or p.name.startswith("."):
+            continue
+        match = CHANNEL_SUFFIX.match(p.name[: -len(file_ending)])
+        if match and int(match.group("channel")) >= num_channels:
+            extra.setdefault(match.group("case"), []).append(f"_{match.group('channel')}")
+    return extra
+
+
+def select_part(case_ids: Sequence[str], num_parts: int, part_id: int) -> list[str]:
+    """Part `part_id` of `num_parts` of the sorted case ids (every num_parts-th one); parts never overlap."""
+    if num_parts < 1:
+        raise AutosrError(f"--num-parts must be at least 1, got {num_parts}")
+    if not 0 <= part_id < num_parts:
+        raise AutosrError(f"--part-id must be between 0 and {num_parts - 1} for --num-parts {num_parts}, got {part_id}")
+    return sorted(case_ids)[part_id::num_parts]
+
+
+def output_file(output_dir: str | os.PathLike, case_id: str, file_ending: str) -> Path:
+    return Path(output_dir) / f"{case_id}{file_ending}"
+
+
+def uncertainty_file(output_dir: str | os.PathLike, case_id: str, file_ending: str) -> Path:
+    """Uncertainty maps live in a subfolder, so the output folder holds predictions only (for evaluate)."""
+    return Path(output_dir) / UNCERTAINTY_FOLDER / f"{case_id}{file_ending}"
+
+
+def is_finished(output_dir: str | os.PathLike, case_id: str, file_ending: str) -> bool:
+    """A case is finished when its prediction exists (written last and atomically, so it is complete)."""
+    return output_file(output_dir, case_id, file_ending).is_file()
+
+
+@dataclass
+class Prefetched(Generic[T, R]):
+    """An item and the result of the background work on it, or the exception that work raised."""
+
+    item: T
+    result: R | None
+    error: BaseException | None
+
+
+def prefetch(items: Iterable[T], work: Callable[[T], R], depth: int = 1) -> Iterator[Prefetched[T, R]]:
+    """Yield `work(item)` for each item in order while the next `depth` items are worked on in a thread.
+
+    A thread, not a process: preprocessing is SimpleITK and numpy, which release the GIL, and a thread
+    hands arrays over without copying or pickling them. `depth` bounds the memory held by finished but
+    not yet consumed results.
+    """
+    iterator = iter(items)
+    pending: deque[tuple[T, Future]] = deque()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="autosr-prefetch") as pool:
+        try:
+            for item in iterator:
+                pending.append((item, pool.submit(work, item)))
+                if len(pending) > depth:
+                    yield _collect(*pending.popleft())
+            while pending:
+                yield _collect(*pending.popleft())
+        finally:
+            for _, future in pending:
+                future.cancel()
+
+
+def _collect(item: T, future: Future) -> Prefetched:
+    try:
+        return Prefetched(item, future.result(), None)
+    except Exception as e:  # noqa: BLE001 - reported per case by the caller
+        return Prefetched(item, None, e)

@@ -1,0 +1,393 @@
+"""`Predictor`: the fold ensemble of a trained model, predicting arrays, cases and folders.
+
+The ensemble is averaged in normalized space (where the networks were trained and their errors are
+comparable), then the preprocessing is inverted once: intensities back to the target's units, the
+cropped planned grid back onto the planned spacing over the input's whole physical extent (or onto the
+input grid itself). Members are the folds x mirrorings; with uncertainty on, their per-voxel standard
+deviation is tracked with Welford's algorithm (two volumes of memory, whatever the number of members).
+
+    predictor = Predictor.from_trained(model_dir, folds=(0, 1, 2, 3, 4))
+    predictor.predict_folder("new_scans/", "predictions/")            # what `autosr predict` runs
+    predictor.predict_case([path_0000], "out.nii.gz")                # one case
+    pred, geometry = predictor.predict_array(array_czyx, geometry)   # arrays from Python
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from autosr.dataset.spec import DatasetSpec, load_dataset_spec
+from autosr.errors import AutosrError
+from autosr.inference.folder import (
+    FolderSummary,
+    InputCase,
+    discover_prediction_cases,
+    is_finished,
+    output_file,
+    prefetch,
+    select_part,
+    uncertainty_file,
+)
+from autosr.inference.mirroring import mirror_combinations, normalize_mirror_axes
+from autosr.inference.model_folder import configuration_of, load_checkpoint, require_checkpoints
+from autosr.inference.running_stats import RunningMeanStd
+from autosr.inference.sliding_window import DEFAULT_STEP_FRACTION, predict_sliding_window
+from autosr.io import Geometry, write_image
+from autosr.planning.plans import Plans
+
+NetworkBuilder = Callable[[dict, int, int], nn.Module]
+
+
+def choose_device(requested: str | torch.device | None = None) -> torch.device:
+    """The requested device, else CUDA when present, else Apple MPS, else the CPU."""
+    if requested is not None:
+        device = torch.device(requested)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise AutosrError(f"--device {requested}: CUDA is not available on this machine (use --device cpu)")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def _default_builder() -> NetworkBuilder:
+    from autosr.network import build_network
+
+    return build_network
+
+
+class Predictor:
+    """A fold ensemble plus everything needed to go from scan files to exported predictions.
+
+    `networks` are ready modules (weights loaded); most users call `Predictor.from_trained` instead.
+    `patch_size` is the inference tile (default: the training patch; larger tiles divisible by the total
+    stride are accepted, but instance normalization makes them a different prediction: measured worse,
+    documentation/inference.md). `tile_batch_size` defaults to the configuration's training batch size.
+    """
+
+    def __init__(
+        self,
+        networks: Sequence[nn.Module],
+        plans: Plans,
+        configuration: str,
+        dataset_spec: DatasetSpec | None = None,
+        device: str | torch.device | None = None,
+        step_fraction: float = DEFAULT_STEP_FRACTION,
+        use_mirroring: bool = True,
+        mirror_axes: Sequence[int] | None = None,
+        tile_batch_size: int | None = None,
+        patch_size: Sequence[int] | None = None,
+    ):
+        if not networks:
+            raise ValueError("a Predictor needs at least one network")
+        self.plans = plans
+        self.configuration_name = configuration
+        self.configuration = plans.configuration(configuration)
+        self.dataset_spec = dataset_spec
+        self.device = choose_device(device)
+        self.networks = [self._prepare(n) for n in networks]
+        self.step_fraction = float(step_fraction)
+        # default: the training batch size, which the planner's memory model fits on the GPU with gradients;
+        # inference at the same batch needs less
+        self.tile_batch_size = int(tile_batch_size or self.configuration.batch_size)
+        dims = self.configuration.dims
+        self.mirror_axes = normalize_mirror_axes(mirror_axes, dims) if use_mirroring else ()
+        self.patch_size = tuple(int(p) for p in (patch_size or self.configuration.patch_size))
+        if len(self.patch_size) != dims:
+            raise AutosrError(
+                f"patch size {self.patch_size} does not match the {dims}D configuration '{configuration}'"
+            )
+        self._check_divisible(self.patch_size)
+
+    # --- construction --------------------------------------------------------------------------------
+    @classmethod
+    def from_trained(
+        cls,
+        model_dir: str | os.PathLike,
+        folds: Sequence[int] = (0, 1, 2, 3, 4),
+        checkpoint: str = "final",
+        device: str | torch.device | None = None,
+        step_fraction: float = DEFAULT_STEP_FRACTION,
+        use_mirroring: bool = True,
+        tile_batch_size: int | None = None,
+        patch_size: Sequence[int] | None = None,
+        network_builder: NetworkBuilder | None = None,
+    ) -> Predictor:
+        """Load the folds of a model folder (`<Trainer>__<plans>__<configuration>`).
+
+        Checkpoints load with `weights_only=True`. Test-time mirroring uses the axes the checkpoint says
+        training mirrored (`mirror_axes`), else the configuration's, else every spatial axis.
+        `network_builder(network_plan, in_channels, out_channels)` defaults to `autosr.network.build_network`;
+        pass another for an architecture registered outside autosr.
+        """
+        model_dir = Path(model_dir)
+        files = require_checkpoints(model_dir, list(folds), checkpoint)
+        plans = Plans.load(model_dir / "plans.json")
+        spec = load_dataset_spec(model_dir) if (model_dir / "dataset.json").is_file() else None
+        checkpoints = {fold: load_checkpoint(path) for fold, path in files.items()}
+        first = next(iter(checkpoints.values()))
+        configuration = configuration_of(model_dir, first, plans.configuration_names)
+        network_plan = plans.configuration(configuration).network
+        builder = network_builder or _default_builder()
+        networks = []
+        for fold, ckpt in checkpoints.items():
+            network = builder(network_plan, plans.num_input_channels, 1)
+            try:
+                network.load_state_dict(ckpt["network_weights"])
+            except RuntimeError as e:
+                raise AutosrError(
+                    f"{files[fold]}: its weights do not fit the network described by {model_dir / 'plans.json'} "
+                    f"(was plans.json edited after training?): {str(e).splitlines()[0]}"
+                ) from e
+            networks.append(network)
+        mirror_axes = first.get("mirror_axes", plans.configuration(configuration).raw.get("mirror_axes"))
+        return cls(
+            networks,
+            plans,
+            configuration,
+            dataset_spec=spec,
+            device=device,
+            step_fraction=step_fraction,
+            use_mirroring=use_mirroring,
+            mirror_axes=mirror_axes,
+            tile_batch_size=tile_batch_size,
+            patch_size=patch_size,
+        )
+
+    def _prepare(self, network: nn.Module) -> nn.Module:
+        if hasattr(network, "deep_supervision"):
+            network.deep_supervision = False
+        return network.to(self.device).eval()
+
+    def _check_divisible(self, patch_size: tuple[int, ...]) -> None:
+        strides = self.configuration.network.get("strides")
+        if not strides:
+            return
+        total = [int(np.prod([s[a] for s in strides])) for a in range(len(patch_size))]
+        if any(p % t for p, t in zip(patch_size, total)):
+            raise AutosrError(
+                f"inference patch size {patch_size} must be divisible by the network's total stride {total}"
+            )
+
+    @property
+    def num_input_channels(self) -> int:
+        return self.plans.num_input_channels
+
+    @property
+    def file_ending(self) -> str:
+        return self.dataset_spec.file_ending if self.dataset_spec is not None else ".nii.gz"
+
+    @property
+    def num_members(self) -> int:
+        """Ensemble members per case: folds x mirrorings."""
+        return len(self.networks) * len(mirror_combinations(self.mirror_axes))
+
+    # --- normalized space ----------------------------------------------------------------------------
+    def predict_preprocessed(
+        self, input_array: np.ndarray | torch.Tensor, with_uncertainty: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Ensemble prediction of a preprocessed (C, Z, Y, X) input, in normalized target space.
+
+        Returns `(prediction (Z, Y, X) float32, uncertainty (Z, Y, X) float32 or None)`; the uncertainty is
+        the standard deviation over folds x mirrorings, in normalized units.
+        """
+        if isinstance(input_array, np.ndarray):
+            input_array = np.ascontiguousarray(input_array, dtype=np.float32)  # memory-mapped or flipped views
+        image = torch.as_tensor(input_array)
+        if image.ndim != 4 or image.shape[0] != self.num_input_channels:
+            raise AutosrError(
+                f"input of shape {tuple(image.shape)} does not fit the model: it wants "
+                f"({self.num_input_channels}, Z, Y, X), one channel per trained input"
+            )
+        image = image.float()  # the sliding window moves it to the device when it fits there
+        stats = RunningMeanStd(track_spread=with_uncertainty)
+        dims = len(self.patch_size)
+        for network in self.networks:
+            if not with_uncertainty:
+                stats.update(self._sliding_window(network, image, self.mirror_axes))
+                continue
+            # each mirroring is its own member: flip the whole volume, predict, flip back
+            for mirror in mirror_combinations(self.mirror_axes):
+                volume_dims = tuple(1 + (3 - dims) + a for a in mirror)
+                flipped = torch.flip(image, volume_dims) if mirror else image
+                member = self._sliding_window(network, flipped, ())
+                stats.update(torch.flip(member, volume_dims) if mirror else member)
+        prediction = stats.mean[0].cpu().numpy()
+        uncertainty = stats.std()[0].cpu().numpy() if with_uncertainty else None
+        return prediction, uncertainty
+
+    def _sliding_window(self, network: nn.Module, image: torch.Tensor, mirror_axes: Sequence[int]) -> torch.Tensor:
+        return predict_sliding_window(
+            network,
+            image,
+            self.patch_size,
+            step_fraction=self.step_fraction,
+            tile_batch_size=self.tile_batch_size,
+            mirror_axes=mirror_axes,
+            device=self.device,
+        )
+
+    # --- cases ---------------------------------------------------------------------------------------
+    def preprocess(self, channel_files: Sequence[str | os.PathLike]) -> tuple[np.ndarray, dict[str, Any]]:
+        """Read, resample, crop and normalize one case's channel files exactly as in training."""
+        from autosr.preprocessing.preprocess import preprocess_for_inference
+
+        if len(channel_files) != self.num_input_channels:
+            raise AutosrError(
+                f"got {len(channel_files)} channel file(s) but the model was trained on {self.num_input_channels}"
+            )
+        return preprocess_for_inference([Path(p) for p in channel_files], self.plans, self.configuration_name)
+
+    def export(
+        self,
+        prediction: np.ndarray,
+        properties: dict[str, Any],
+        on_input_grid: bool = False,
+        uncertainty: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, Geometry, np.ndarray | None]:
+        """Invert the preprocessing: (array in target units, its Geometry, uncertainty in target units).
+
+        The uncertainty is exported as revert(mean + std) - revert(mean), which carries it through the same
+        resampling and scales it by the target normalization's scale (exact for the affine schemes).
+        """
+        from autosr.preprocessing.inverse import revert_prediction
+
+        array, geometry = revert_prediction(
+            prediction, properties, self.plans, self.configuration_name, on_input_grid=on_input_grid
+        )
+        spread = None
+        if uncertainty is not None:
+            upper, _ = revert_prediction(
+                prediction + uncertainty, properties, self.plans, self.configuration_name, on_input_grid=on_input_grid
+            )
+            spread = np.abs(upper - array).astype(np.float32)
+        return np.asarray(array, dtype=np.float32), geometry, spread
+
+    def predict_case(
+        self,
+        channel_files: Sequence[str | os.PathLike],
+        output_path: str | os.PathLike,
+        uncertainty_path: str | os.PathLike | None = None,
+        on_input_grid: bool = False,
+    ) -> Path:
+        """Predict one case from its channel files and write it (atomically) to `output_path`."""
+        input_array, properties = self.preprocess(channel_files)
+        return self._predict_and_write(input_array, properties, output_path, uncertainty_path, on_input_grid)
+
+    def _predict_and_write(
+        self,
+        input_array: np.ndarray,
+        properties: dict[str, Any],
+        output_path: str | os.PathLike,
+        uncertainty_path: str | os.PathLike | None,
+        on_input_grid: bool,
+    ) -> Path:
+        prediction, uncertainty = self.predict_preprocessed(input_array, with_uncertainty=uncertainty_path is not None)
+        array, geometry, spread = self.export(prediction, properties, on_input_grid, uncertainty)
+        if uncertainty_path is not None:
+            write_image(spread, geometry, uncertainty_path)  # first: the prediction marks the case finished
+        write_image(array, geometry, output_path)
+        return Path(output_path)
+
+    def predict_array(
+        self, array: np.ndarray, geometry: Geometry, on_input_grid: bool = False
+    ) -> tuple[np.ndarray, Geometry]:
+        """Predict a (C, Z, Y, X) or (Z, Y, X) array with its geometry from Python; returns (array, Geometry).
+
+        The channels are written to a temporary folder and go through the same file path as every other
+        prediction, so results are identical to `predict_case` on the same scan.
+        """
+        array = np.asarray(array, dtype=np.float32)
+        if array.ndim == 3:
+            array = array[None]
+        with tempfile.TemporaryDirectory(prefix="autosr-predict-") as tmp:
+            files = []
+            for c, channel in enumerate(array):
+                path = Path(tmp) / f"case_{c:04d}.nii.gz"
+                write_image(channel, geometry, path, compress=False)
+                files.append(path)
+            input_array, properties = self.preprocess(files)
+        prediction, _ = self.predict_preprocessed(input_array)
+        exported, exported_geometry, _ = self.export(prediction, properties, on_input_grid)
+        return exported, exported_geometry
+
+    # --- folders -------------------------------------------------------------------------------------
+    def predict_folder(
+        self,
+        input_dir: str | os.PathLike,
+        output_dir: str | os.PathLike,
+        overwrite: bool = False,
+        num_parts: int = 1,
+        part_id: int = 0,
+        uncertainty: bool = False,
+        on_input_grid: bool = False,
+        progress: bool = True,
+    ) -> FolderSummary:
+        """Predict every case of `input_dir` into `output_dir` as `<case><ending>`; see `autosr.inference.folder`.
+
+        Finished cases are skipped unless `overwrite`; the next case is preprocessed in the background while
+        the current one is predicted; a case that fails is recorded and the run goes on.
+        """
+        from tqdm import tqdm
+
+        ending = self.file_ending
+        cases = discover_prediction_cases(input_dir, ending, self.num_input_channels)
+        mine = set(select_part([c.case_id for c in cases], num_parts, part_id))
+        summary = FolderSummary()
+        todo: list[InputCase] = []
+        for case in cases:
+            if case.case_id not in mine:
+                continue
+            if not overwrite and is_finished(output_dir, case.case_id, ending):
+                summary.skipped.append(case.case_id)
+            else:
+                todo.append(case)
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        bar = tqdm(total=len(todo), desc="predict", unit="case", disable=not progress, file=sys.stderr)
+        last = time.perf_counter()
+        for item in prefetch(todo, self._preprocess_case):
+            case = item.item
+            try:
+                if item.error is not None:
+                    raise item.error
+                input_array, properties = item.result
+                self._predict_and_write(
+                    input_array,
+                    properties,
+                    output_file(output_dir, case.case_id, ending),
+                    uncertainty_file(output_dir, case.case_id, ending) if uncertainty else None,
+                    on_input_grid,
+                )
+                summary.predicted.append(case.case_id)
+            except Exception as e:  # noqa: BLE001 - one bad scan must not stop a run over thousands
+                summary.failed[case.case_id] = _describe_failure(e)
+                bar.write(f"autosr predict: {case.case_id} failed: {summary.failed[case.case_id]}")
+            now = time.perf_counter()  # wall time per case, preprocessing overlap included
+            bar.set_postfix_str(f"{case.case_id} {now - last:.1f}s", refresh=False)
+            last = now
+            bar.update(1)
+        bar.close()
+        return summary
+
+    def _preprocess_case(self, case: InputCase) -> tuple[np.ndarray, dict[str, Any]]:
+        if case.problem is not None:
+            raise AutosrError(case.problem)
+        return self.preprocess(case.channel_files)
+
+
+def _describe_failure(error: BaseException) -> str:
+    if isinstance(error, AutosrError):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
