@@ -14,10 +14,12 @@ import numpy as np
 import pytest
 import torch
 
+from autosr.dataset_conversion.phantom import make_phantom_dataset
 from autosr.errors import AutosrError
 from autosr.paths import AutosrPaths
+from autosr.planning.plan_command import plan_dataset
 from autosr.planning.plans import Plans
-from autosr.preprocessing.case_store import save_case
+from autosr.preprocessing.preprocess import preprocess_dataset
 from autosr.training.checkpoint import load_checkpoint
 from autosr.training.run import prepare_fold, train_fold
 
@@ -37,43 +39,16 @@ NET_2D = {**NET_3D, "dims": 2, "kernel_sizes": [[3, 3]] * 3, "strides": [[1, 1],
 
 
 def make_tiny_dataset(paths: AutosrPaths, n_cases: int = 5, shape=(20, 24, 24)) -> Path:
-    """Preprocessed cases written directly with the case store, and a hand-written valid plans.json."""
+    """A small phantom dataset planned and preprocessed by the real planner, with tiny networks and patches
+    written into plans.json (as a user's edit would), so training runs in seconds."""
+    make_phantom_dataset(paths.raw, 901, "Tiny", num_train=n_cases, num_test=0, shape_zyx=shape)
+    plans = plan_dataset(DATASET, paths, configurations=["2d", "3d_fullres"], preprocess=False, progress=False)
+    for name, patch, batch, network in (("3d_fullres", [16, 16, 16], 2, NET_3D), ("2d", [16, 16], 3, NET_2D)):
+        config = plans.raw["configurations"][name]
+        config.update(patch_size=patch, batch_size=batch, network=network)
     pre = paths.preprocessed / DATASET
-    folder = pre / "autosrPlans_3d_fullres"
-    rng = np.random.RandomState(0)
-    z, y, x = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
-    mask = (np.sqrt(x**2 + y**2 + z**2) < 0.8).astype(np.uint8)
-    for i in range(n_cases):
-        target = np.sin(5 * x + i) * np.cos(3 * y) * mask
-        inp = 0.5 * target + 0.1 * rng.randn(*shape)
-        save_case(folder, f"case_{i:03d}", inp[None], {"case": i}, target[None], mask[None])
-    configurations = {
-        "3d_fullres": {
-            "data_identifier": "autosrPlans_3d_fullres",
-            "spacing_zyx": [1.0, 1.0, 1.0],
-            "patch_size": [16, 16, 16],
-            "batch_size": 2,
-            "network": NET_3D,
-        },
-        "2d": {
-            "data_identifier": "autosrPlans_3d_fullres",
-            "spacing_zyx": [1.0, 1.0, 1.0],
-            "patch_size": [16, 16],
-            "batch_size": 3,
-            "network": NET_2D,
-        },
-    }
-    plans = {
-        "plans_name": "autosrPlans",
-        "dataset_name": DATASET,
-        "num_input_channels": 1,
-        "target_modality": "MR",
-        "normalization": {"input": [{"scheme": "zscore"}], "target": {"scheme": "zscore"}},
-        "configurations": configurations,
-    }
-    Plans(plans).save(pre / "plans.json")
-    (pre / "dataset.json").write_text(json.dumps({"name": "Tiny"}))
-    (pre / "fingerprint.json").write_text(json.dumps({"cases": n_cases}))
+    plans.save(pre / "plans.json")
+    preprocess_dataset(paths.raw / DATASET, pre, Plans.load(pre / "plans.json"), ["3d_fullres"], progress=False)
     return pre
 
 
@@ -94,7 +69,14 @@ def test_end_to_end_writes_everything(tiny: AutosrPaths) -> None:
     assert (fold_dir / "progress.png").read_bytes()[:4] == b"\x89PNG"
     assert (tiny.preprocessed / DATASET / "splits.json").is_file()
     summary = json.loads((fold_dir / "validation" / "summary.json").read_text())
-    assert summary["num_cases"] == 1 and np.isfinite(summary["mean"]["mae"])
+    assert summary["num_cases"] == 1 and summary["fold"] == 0
+    assert np.isfinite(summary["metrics"]["model"]["mae"]["mean"])
+    assert "baseline" in summary["metrics"]  # the no-learning row, fitted on this fold's training cases
+    (case,) = [p for p in (fold_dir / "validation").glob("*.nii.gz")]
+    from autosr.io import read_image
+
+    _, geometry = read_image(case)
+    assert geometry == read_image(tiny.raw / DATASET / "targetsTr" / case.name)[1]  # on the target grid
     ckpt = torch.load(fold_dir / "checkpoint_final.pt", map_location="cpu", weights_only=True)
     for key in (
         "format_version",
@@ -108,6 +90,7 @@ def test_end_to_end_writes_everything(tiny: AutosrPaths) -> None:
         "logger_state",
         "extra_networks",
         "extra_optimizers",
+        "mirror_axes",
     ):
         assert key in ckpt, key
     assert ckpt["epoch"] == 2 and ckpt["trainer"] == "Trainer" and ckpt["configuration"] == "3d_fullres"

@@ -76,6 +76,9 @@ class FoldRun:
     val_cases: list[str]
     patch_size: tuple[int, ...]
     finished: bool
+    fold: int | str
+    splits: list[dict[str, list[str]]]
+    raw_dataset_dir: Path
 
 
 def prepare_fold(
@@ -146,7 +149,15 @@ def prepare_fold(
         runner.load(latest)
     elif continue_training:
         runner.logger.print(f"--continue: no {latest.name} in {fold_dir}, starting this fold from scratch")
-    return FoldRun(runner, fold_dir, data_folder, val_cases, config.patch_size, finished)
+    raw_dataset_dir = paths.raw_dataset(preprocessed_dir.name) if paths.raw else None
+    if val_cases and raw_dataset_dir is None:
+        raise AutosrError(
+            "the raw folder is not set: validation scores predictions against the raw targets; "
+            "export AUTOSR_RAW or pass --raw"
+        )
+    return FoldRun(
+        runner, fold_dir, data_folder, val_cases, config.patch_size, finished, fold, splits, raw_dataset_dir
+    )
 
 
 def train_fold(
@@ -175,10 +186,25 @@ def train_fold(
         runner.fit()
     if runner.is_main and run.val_cases:
         summary = validate_fold(
-            runner.network, run.patch_size, run.data_folder, run.val_cases, run.fold_dir / "validation", runner.device
+            runner.network,
+            runner.ctx.plans,
+            configuration,
+            run.fold,
+            run.splits,
+            run.data_folder,
+            run.raw_dataset_dir,
+            run.fold_dir / "validation",
+            runner.device,
+            runner.mirror_axes(),
         )
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in summary["mean"].items() if k in ("mae", "psnr", "ssim"))
-        runner.logger.print(f"validation of {len(run.val_cases)} cases (normalized space): {shown}")
+        model = summary.get("metrics", {}).get("model", {})
+        baseline = summary.get("metrics", {}).get("baseline", {})
+        shown = ", ".join(
+            f"{k} {model[k]['mean']:.4f} (baseline {baseline[k]['mean']:.4f})"
+            for k in ("mae", "psnr", "ssim")
+            if k in model and k in baseline
+        )
+        runner.logger.print(f"validation of {len(run.val_cases)} cases (target units, target grid): {shown}")
     if runner.ctx.world_size > 1:
         import torch.distributed as dist
 

@@ -84,7 +84,9 @@ class Trainer:
         self.is_main = ctx.rank == 0
         self.num_epochs = int(ctx.num_epochs or type(self).num_epochs)
         self.iters_per_epoch = int(ctx.iters_per_epoch or type(self).iters_per_epoch)
-        self.val_iters_per_epoch = max(1, min(type(self).val_iters_per_epoch, self.iters_per_epoch))
+        # validation batches keep the default schedule's ratio (50 per 250) when the schedule is shortened
+        ratio = type(self).val_iters_per_epoch / type(self).iters_per_epoch
+        self.val_iters_per_epoch = max(1, round(ratio * self.iters_per_epoch))
         self.batch_size = max(1, math.ceil(self.config.batch_size / ctx.world_size))
         self.network = self.build_network().to(self.device)
         self.loss = self.build_loss()
@@ -165,6 +167,7 @@ class Trainer:
             "epoch": self.current_epoch,
             "num_epochs": self.num_epochs,
             "iters_per_epoch": self.iters_per_epoch,
+            "mirror_axes": list(self.mirror_axes()),
             "network_weights": self.network.state_dict(),
             "optimizer_state": self.optimizer.state_dict(),
             "grad_scaler_state": self.precision.state_dict(),

@@ -1,17 +1,17 @@
-"""End-of-fold validation: predict each validation case as a whole volume and score it.
+"""End-of-fold validation: predict each validation case as a whole volume, export it, score it.
 
-Today this scores in the **normalized** space of the preprocessed data (cropped, planned spacing), with the
-trained network in memory, the project's sliding window (`autosr.inference.sliding_window`, Gaussian
-weighting, mirroring off) and the project's metrics (`autosr.evaluation.metrics.image_metrics`) inside the
-case mask. `data_range` for PSNR/SSIM is the reference's range inside the mask (normalized units) and is
-written per case. Exporting predictions in target units on the original grid (via
-`autosr.preprocessing.inverse.revert_prediction` and the fold's `Predictor`) is the next step: see
-documentation/training.md, "End-of-fold validation".
+The fold's network goes through the same `Predictor` users run (sliding window with Gaussian weighting,
+test-time mirroring over the axes the trainer mirrored) and the same export (`revert_prediction`: target
+units, the case's original target grid), into `fold_k/validation/<case><ending>`. The predictions are then
+scored against the raw targets with the evaluation package (`score_validation_predictions`), next to the
+no-learning baseline fitted on this fold's training cases, into `fold_k/validation/summary.json` and
+`cases.csv`. So the cross-validation table is exactly what a user of `autosr predict` would have got.
+
+Predictions already on disk are not recomputed, so a killed validation resumes.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,56 +20,58 @@ import numpy as np
 import torch
 from torch import nn
 
-from autosr.io.atomic import atomic_write_json
+from autosr.dataset.spec import load_dataset_spec
+from autosr.io import write_image
+from autosr.planning.plans import Plans
 from autosr.preprocessing.case_store import load_case
 
 SUMMARY_FILE = "summary.json"
 
 
-def _score(prediction: np.ndarray, reference: np.ndarray, mask: np.ndarray | None) -> dict[str, Any]:
-    from autosr.evaluation.metrics import image_metrics
-
-    inside = reference[mask > 0] if mask is not None and mask.any() else reference
-    data_range = float(inside.max() - inside.min()) or 1.0
-    scores = image_metrics(prediction, reference, mask, data_range=data_range, with_ms_ssim=False)
-    scores["data_range"] = data_range
-    return scores
-
-
 def validate_fold(
     network: nn.Module,
-    patch_size: Sequence[int],
+    plans: Plans,
+    configuration: str,
+    fold: int,
+    splits: list[dict[str, list[str]]],
     data_folder: Path,
-    case_ids: Sequence[str],
+    raw_dataset_dir: Path,
     output_folder: Path,
     device: torch.device,
+    mirror_axes: Sequence[int],
+    progress: bool = True,
 ) -> dict[str, Any]:
-    """Predict `case_ids` from `data_folder` with `network`, write `output_folder/summary.json`, return it."""
-    from autosr.inference.sliding_window import predict_sliding_window
+    """Predict, export and score fold `fold`'s validation cases; returns the summary written."""
+    from autosr.evaluation.crossval import fold_baseline_params, score_validation_predictions
+    from autosr.inference.predictor import Predictor
 
     output_folder = Path(output_folder)
+    spec = load_dataset_spec(raw_dataset_dir)
+    val_cases = list(splits[fold]["val"])
     was_ds = getattr(network, "deep_supervision", False)
-    network.deep_supervision = False
-    network.eval()
-    per_case: dict[str, dict[str, Any]] = {}
+    predictor = Predictor([network], plans, configuration, dataset_spec=spec, device=device, mirror_axes=mirror_axes)
+    files: dict[str, Path] = {}
     try:
-        for case_id in case_ids:
+        for case_id in val_cases:
+            out = output_folder / f"{case_id}{spec.file_ending}"
+            files[case_id] = out
+            if out.is_file():
+                continue
             case = load_case(data_folder, case_id, mmap=False)
-            image = torch.from_numpy(np.ascontiguousarray(case.input, dtype=np.float32))
-            with torch.no_grad():
-                pred = predict_sliding_window(network, image, list(patch_size), device=device)
-            prediction = pred[0].float().cpu().numpy()
-            mask = case.mask[0] > 0 if case.mask is not None else None
-            per_case[case_id] = _score(prediction, np.asarray(case.target[0], dtype=np.float32), mask)
+            prediction, _ = predictor.predict_preprocessed(np.asarray(case.input, dtype=np.float32))
+            array, geometry, _ = predictor.export(prediction, case.properties)
+            write_image(array, geometry, out)
     finally:
         network.deep_supervision = was_ds
-    keys = [k for k, v in next(iter(per_case.values()), {}).items() if isinstance(v, float)]
-    mean = {k: float(np.mean([c[k] for c in per_case.values()])) for k in keys}
-    summary = {
-        "space": "normalized (preprocessed grid, inside the mask)",
-        "num_cases": len(per_case),
-        "mean": {k: v for k, v in mean.items() if math.isfinite(v)},
-        "per_case": per_case,
-    }
-    atomic_write_json(summary, output_folder / SUMMARY_FILE)
+    baseline = fold_baseline_params(raw_dataset_dir, spec, [splits[fold]])[0]
+    # pad the split list so the fold column of the table says `fold`
+    scoring_splits = [{"train": [], "val": []}] * fold + [splits[fold]]
+    _, summary = score_validation_predictions(
+        files,
+        raw_dataset_dir,
+        scoring_splits,
+        output_folder,
+        baseline_params={fold: baseline},
+        description={"fold": fold, "configuration": configuration},
+    )
     return summary
