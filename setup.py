@@ -45,7 +45,7 @@ setup(
         "matplotlib>=3.7",
     ],
     extras_require={
-        "test": ["pytest>=7", "ruff>=0.5", "scikit-image>=0.21"],
+        "test": ["pytest>=7", "ruff==0.17.6", "scikit-image>=0.21"],
         "demo": ["nilearn>=0.10"],
     },
     entry_points={"console_scripts": ["autosr=autosr.cli:main"]},

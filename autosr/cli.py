@@ -81,6 +81,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--write-commands-doc"] and len(argv) == 2:
+        from autosr.io.atomic import atomic_path
+
+        with atomic_path(argv[1]) as tmp:
+            tmp.write_text(commands_markdown(), encoding="utf-8")
+        return 0
     command = next((a for a in argv if not a.startswith("-")), None)
     if command not in COMMANDS:
         command = None
@@ -102,6 +108,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"autosr {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     return int(code or 0)
+
+
+def commands_markdown() -> str:
+    """documentation/commands.md: every command's `--help`, generated so the page cannot drift from the CLI.
+
+    Regenerate with `python -m autosr.cli --write-commands-doc documentation/commands.md`; a test compares.
+    """
+    import os
+
+    previous = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "100"  # argparse wraps at the terminal width; fix it for a stable page
+    try:
+        parts = [
+            "# Commands\n",
+            "Every command's `--help`, generated from the code (`python -m autosr.cli --write-commands-doc "
+            "documentation/commands.md`). Folders default to `$AUTOSR_RAW`, `$AUTOSR_PREPROCESSED` and "
+            "`$AUTOSR_RESULTS`; a dataset is named by id (`901`), full name (`Dataset901_Brain`) or path.\n",
+        ]
+        for name in COMMANDS:
+            parser = build_parser(name)
+            action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+            sub = action.choices[name]
+            parts.append(f"## autosr {name}\n\n```\n{sub.format_help().rstrip()}\n```\n")
+            nested = [a for a in sub._actions if isinstance(a, argparse._SubParsersAction)]
+            for kind_action in nested:
+                for kind, kind_parser in kind_action.choices.items():
+                    parts.append(f"### autosr {name} {kind}\n\n```\n{kind_parser.format_help().rstrip()}\n```\n")
+        return "\n".join(parts)
+    finally:
+        if previous is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = previous
 
 
 if __name__ == "__main__":
