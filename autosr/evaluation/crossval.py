@@ -79,8 +79,13 @@ def score_validation_predictions(
     num_processes: int = 1,
     pictures: bool = True,
     description: dict[str, Any] | None = None,
+    precomputed: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Score {case: prediction file} against the raw training targets; the baseline per the case's fold."""
+    """Score {case: prediction file} against the raw training targets; the baseline per the case's fold.
+
+    `precomputed`: rows already scored (e.g. by each fold's end-of-training validation) for some of the
+    cases; those cases are not scored again.
+    """
     raw_dataset_dir = Path(raw_dataset_dir)
     spec = load_dataset_spec(raw_dataset_dir)
     cases = discover_cases(raw_dataset_dir, spec, "Tr")
@@ -95,8 +100,9 @@ def score_validation_predictions(
     if baseline_params is None:
         baseline_params = fold_baseline_params(raw_dataset_dir, spec, splits)
     out_dir = Path(out_dir)
+    done = set(precomputed["case"]) if precomputed is not None and len(precomputed) else set()
     jobs = []
-    for case in scored:
+    for case in (c for c in scored if c not in done):
         files = cases.get(case)
         if files is None or files.target is None:
             raise AutosrError(f"case {case}: no target in {raw_dataset_dir / 'targetsTr'}")
@@ -113,7 +119,11 @@ def score_validation_predictions(
             )
         )
     settings = EvaluationSettings(modality="CT" if spec.target_modality.upper() == "CT" else "MR")
-    table = score_cases(jobs, settings, num_processes)
+    table = score_cases(jobs, settings, num_processes) if jobs else None
+    if done:
+        kept = precomputed[precomputed["case"].isin(scored)]
+        table = kept if table is None else pd.concat([kept, table], ignore_index=True)
+        table = table.sort_values(["case", "method"], kind="stable").reset_index(drop=True)
     summary = {
         "autosr_version": __version__,
         **(description or {}),
@@ -157,6 +167,7 @@ def merge_crossval(
     folds_present = [k for k in range(len(splits)) if (model_dir / f"fold_{k}" / "validation").is_dir()]
     if not predictions:
         raise AutosrError(f"{model_dir}: no fold_k/validation/ predictions; train the folds first")
+    precomputed = _fold_tables(model_dir, folds_present, model_dir / CROSSVAL_FOLDER / "images" if pictures else None)
     return score_validation_predictions(
         predictions,
         raw_dataset_dir,
@@ -166,4 +177,30 @@ def merge_crossval(
         num_processes,
         pictures,
         description={"model_dir": str(model_dir), "folds": folds_present},
+        precomputed=precomputed,
     )
+
+
+def _fold_tables(model_dir: Path, folds: list[int], pictures_dir: Path | None) -> pd.DataFrame | None:
+    """Rows the folds' own validation already scored, where still current (newer than every prediction of
+    that fold, and for the same cases); their pictures are copied next to the merged table."""
+    import shutil
+
+    tables = []
+    for k in folds:
+        folder = model_dir / f"fold_{k}" / "validation"
+        csv = folder / "cases.csv"
+        predictions = images_in(folder)
+        if not csv.is_file() or not predictions:
+            continue
+        table = pd.read_csv(csv)
+        newest = max(p.stat().st_mtime for p in predictions.values())
+        if set(table["case"].astype(str)) != set(predictions) or csv.stat().st_mtime < newest:
+            continue
+        table["case"] = table["case"].astype(str)
+        tables.append(table)
+        if pictures_dir is not None:
+            pictures_dir.mkdir(parents=True, exist_ok=True)
+            for png in (folder / "images").glob("*.png"):
+                shutil.copyfile(png, pictures_dir / png.name)
+    return pd.concat(tables, ignore_index=True) if tables else None
