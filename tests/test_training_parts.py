@@ -20,7 +20,7 @@ from autosr.training import trainers
 from autosr.training.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
 from autosr.training.data import PatchLoader, default_num_workers
 from autosr.training.logger import TrainingLogger
-from autosr.training.loss import DeepSupervisionLoss, L1Loss, masked_l1, masked_ssim
+from autosr.training.loss import OUTSIDE_MASK_WEIGHT, DeepSupervisionLoss, L1Loss, masked_l1, masked_ssim
 from autosr.training.run import train_fold
 from autosr.training.splits import cases_of_fold, load_or_create_splits
 from autosr.training.trainer import Trainer
@@ -61,8 +61,9 @@ def test_masked_l1_and_deep_supervision_average_pooling() -> None:
     pred, target = torch.zeros(1, 1, 4, 4, 4), torch.ones(1, 1, 4, 4, 4)
     mask = torch.zeros_like(pred)
     mask[..., :2] = 1
-    target[..., 2:] = 100.0  # outside the mask: must not count
-    assert masked_l1(pred, target, mask).item() == pytest.approx(1.0)
+    target[..., 2:] = 100.0  # outside the mask: counts with OUTSIDE_MASK_WEIGHT only
+    w = OUTSIDE_MASK_WEIGHT
+    assert masked_l1(pred, target, mask).item() == pytest.approx((1.0 + w * 100.0) / (1.0 + w))
     # a checkerboard target: average pooling gives 0.5 at half resolution (nearest would give 0 or 1)
     checker = (torch.arange(4)[:, None, None] + torch.arange(4)[None, :, None] + torch.arange(4)[None, None, :]) % 2
     checker = checker.float()[None, None]

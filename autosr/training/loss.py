@@ -1,7 +1,10 @@
 """Regression losses: masked L1, an SSIM term, and deep-supervision weighting.
 
-All losses take (prediction, target, mask) with shapes (B, 1, *spatial); the mask (0/1 float) selects the
-voxels that count. Deep supervision compares lower-resolution outputs with the target and mask
+All losses take (prediction, target, mask) with shapes (B, 1, *spatial); the mask (0/1 float) marks the
+voxels that count. Voxels outside the mask still get a small weight, `OUTSIDE_MASK_WEIGHT`: with a strictly
+masked loss the network never sees what the background should be, and predicted an unconstrained, bright
+background around the brain on the demo's synthetic data (documentation/training.md, "Loss outside the
+mask"). Evaluation stays strictly inside the mask. Deep supervision compares lower-resolution outputs with the target and mask
 downsampled by average pooling (a low-resolution image is the local mean of the high-resolution one;
 nearest-neighbour subsampling would alias fine detail into the coarse targets).
 """
@@ -14,14 +17,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# Relative weight of voxels outside the mask in every loss (inside: 1).
+OUTSIDE_MASK_WEIGHT = 0.1
+
+
+def voxel_weights(mask: torch.Tensor) -> torch.Tensor:
+    """1 inside the mask, `OUTSIDE_MASK_WEIGHT` outside (fractional masks from average pooling interpolate)."""
+    m = mask.float()
+    return m + OUTSIDE_MASK_WEIGHT * (1.0 - m)
+
 
 def masked_l1(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Mean |prediction - target| over voxels with mask > 0 (all voxels when mask is None)."""
+    """Weighted mean |prediction - target|: weight 1 inside the mask, `OUTSIDE_MASK_WEIGHT` outside (plain mean
+    when mask is None)."""
     diff = (prediction.float() - target.float()).abs()
     if mask is None:
         return diff.mean()
-    weight = mask.float()
-    return (diff * weight).sum() / weight.sum().clamp_min(1.0)
+    weight = voxel_weights(mask)
+    return (diff * weight).sum() / weight.sum().clamp_min(1e-6)
 
 
 def _gaussian_window(dims: int, sigma: float = 1.5, radius: int = 3, device=None) -> torch.Tensor:
@@ -49,7 +62,7 @@ def _blur(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
 def masked_ssim(
     prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None, data_range: float = 4.0
 ) -> torch.Tensor:
-    """Mean local SSIM (Gaussian window sigma 1.5) over the mask. `data_range` is in normalized units
+    """Mean local SSIM (Gaussian window sigma 1.5), weighted like `masked_l1`. `data_range` is in normalized units
     (4 covers about +-2 standard deviations of a z-scored target)."""
     p, t = prediction.float(), target.float()
     g = _gaussian_window(p.ndim - 2, device=p.device)
@@ -61,8 +74,8 @@ def masked_ssim(
     ssim = ((2 * mu_p * mu_t + c1) * (2 * cov + c2)) / ((mu_p**2 + mu_t**2 + c1) * (var_p + var_t + c2))
     if mask is None:
         return ssim.mean()
-    w = mask.float()
-    return (ssim * w).sum() / w.sum().clamp_min(1.0)
+    w = voxel_weights(mask)
+    return (ssim * w).sum() / w.sum().clamp_min(1e-6)
 
 
 class L1Loss(nn.Module):

@@ -155,9 +155,7 @@ def prepare_fold(
             "the raw folder is not set: validation scores predictions against the raw targets; "
             "export AUTOSR_RAW or pass --raw"
         )
-    return FoldRun(
-        runner, fold_dir, data_folder, val_cases, config.patch_size, finished, fold, splits, raw_dataset_dir
-    )
+    return FoldRun(runner, fold_dir, data_folder, val_cases, config.patch_size, finished, fold, splits, raw_dataset_dir)
 
 
 def train_fold(
