@@ -29,8 +29,11 @@ class TrainerSGD(Trainer):
     optimizer_name = "sgd"
 
 
+from autosr.training.adversarial.trainer import AdversarialTrainer  # noqa: E402 - after the variants above
+
 TRAINERS: dict[str, type[Trainer]] = {
     "Trainer": Trainer,
+    "AdversarialTrainer": AdversarialTrainer,
     "TrainerSSIMLoss": TrainerSSIMLoss,
     "TrainerNoMirroring": TrainerNoMirroring,
     "TrainerSGD": TrainerSGD,

@@ -1,0 +1,1 @@
+"""The adversarial trainer: the planned U-Net as generator, a conditional patch discriminator beside it."""
