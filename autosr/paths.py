@@ -121,3 +121,14 @@ def find_dataset_folder(identifier: str | int | os.PathLike, root: Path | None, 
         f"no dataset '{text}' in the {which} folder {root} (available: {available}); "
         "name it by id (901), full name (Dataset901_Brain) or path"
     )
+
+
+def ensure_writable_folder(folder: Path, env_var: str) -> Path:
+    """Create `folder` if needed and check it is writable; the error says which variable points at it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise AutosrError(f"{folder}: cannot be created ({e}); fix the path or point {env_var} elsewhere") from e
+    if not os.access(folder, os.W_OK):
+        raise AutosrError(f"{folder}: is not writable; fix its permissions or point {env_var} elsewhere")
+    return folder

@@ -10,24 +10,12 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-from pathlib import Path
 
 from autosr.cli import add_path_arguments, paths_from_args
 from autosr.errors import AutosrError
 from autosr.io.atomic import atomic_write_json, read_json
-from autosr.paths import AutosrPaths
+from autosr.paths import AutosrPaths, ensure_writable_folder
 from autosr.planning.plans import CONFIGURATION_NAMES, Plans
-
-
-def _ensure_writable(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise AutosrError(
-            f"{folder}: cannot be created ({e}); fix the path or point AUTOSR_PREPROCESSED elsewhere"
-        ) from e
-    if not os.access(folder, os.W_OK):
-        raise AutosrError(f"{folder}: is not writable; fix its permissions or point AUTOSR_PREPROCESSED elsewhere")
 
 
 def plans_table(plans: Plans) -> str:
@@ -72,7 +60,7 @@ def plan_dataset(
     out_dir = paths.require("preprocessed") / raw_dir.name
     verify_dataset(raw_dir, num_processes=num_processes).raise_if_problems()
     spec = load_dataset_spec(raw_dir)
-    _ensure_writable(out_dir)
+    ensure_writable_folder(out_dir, "AUTOSR_PREPROCESSED")
     shutil.copyfile(raw_dir / "dataset.json", out_dir / ".dataset.json.tmp")
     os.replace(out_dir / ".dataset.json.tmp", out_dir / "dataset.json")
 

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from autosr.dataset.spec import CaseFiles, discover_cases, load_dataset_spec
 from autosr.errors import AutosrError
 from autosr.io import Geometry, grid_covering, read_channels, read_image, resample_to_geometry
+from autosr.paths import ensure_writable_folder
 from autosr.planning.fingerprint import foreground_of, nonzero_bbox
 from autosr.planning.plans import Plans
 from autosr.preprocessing.case_store import case_paths, is_complete, save_case
@@ -181,14 +182,7 @@ def preprocess_dataset(
             continue
         seen_identifiers.add(config.data_identifier)
         out_dir = preprocessed_dataset_dir / config.data_identifier
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise AutosrError(
-                f"{out_dir}: cannot create the preprocessed folder ({e}); check the path and permissions"
-            ) from e
-        if not os.access(out_dir, os.W_OK):
-            raise AutosrError(f"{out_dir}: not writable; fix the permissions or point AUTOSR_PREPROCESSED elsewhere")
+        ensure_writable_folder(out_dir, "AUTOSR_PREPROCESSED")
         expected = preprocessing_hash(plans, name)
         todo = [c for c in cases if not _up_to_date(out_dir, c.case_id, expected)]
         jobs = [(c, plans.raw, name, str(out_dir)) for c in todo]
