@@ -156,12 +156,17 @@ class Plans:
             with open(path, encoding="utf-8") as f:
                 raw = json.load(f)
         except json.JSONDecodeError as e:
-            raise AutosrError(f"{path}: is not valid JSON ({e}); fix the edit or re-run `autosr plan`") from e
+            raise AutosrError(
+                f"{path}: is not valid JSON ({e}); fix the edit, or plan again with `autosr plan DATASET --replan`"
+            ) from e
         problems = validate_plans_dict(raw)
         if problems:
             from autosr.errors import DatasetProblems
 
-            raise DatasetProblems(problems, header=f"{path} is not valid (fix the edit or re-run `autosr plan`)")
+            raise DatasetProblems(
+                problems,
+                header=f"{path} is not valid (fix the edit, or plan again with `autosr plan DATASET --replan`)",
+            )
         return cls(raw)
 
 

@@ -210,3 +210,22 @@ def test_normalizations() -> None:
     assert pred.tolist() == [4024.0] * 3 and ref.tolist() == [0.0] * 3
     with pytest.raises(ValueError, match="unknown normalization"):
         normalize_pair(reference, reference, mask, "minmax")
+
+
+def test_resample_leaves_out_reference_voxels_the_prediction_does_not_cover(
+    phantom_dataset: Path, tmp_path: Path
+) -> None:
+    """A prediction covering only part of the reference (a new scan's own field of view) is scored where it
+    exists, not against zeros elsewhere."""
+    predictions = perturbed_copies(phantom_dataset / "targetsTr", tmp_path / "pred", noise=0.0)
+    options = dict(mask_dir=phantom_dataset / "masksTr", resample=True, tissue_agreement=False, **FAST)
+    whole, _ = evaluate_folders(phantom_dataset / "targetsTr", predictions, **options)
+    array, geometry = read_image(predictions / "phantom_001.nii.gz")
+    kept = array[8:-8]  # 16 slices fewer (into the head), same physical positions for the rest
+    origin = geometry.index_to_world([[0, 0, 8]])[0]
+    cropped = Geometry(geometry.spacing_zyx, tuple(origin), geometry.direction, kept.shape)
+    write_image(kept, cropped, predictions / "phantom_001.nii.gz")
+    part, _ = evaluate_folders(phantom_dataset / "targetsTr", predictions, **options)
+    before, after = whole.set_index("case").loc["phantom_001"], part.set_index("case").loc["phantom_001"]
+    assert after["num_voxels"] < before["num_voxels"]
+    assert after["mae"] == pytest.approx(0.0, abs=1e-3)  # identical where it exists, no zeros scored

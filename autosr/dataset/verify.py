@@ -200,7 +200,7 @@ def verify_dataset(dataset_dir: str | os.PathLike, num_folds: int = 5, num_proce
     if 0 < num_training < num_folds:
         report.problems.append(
             f"imagesTr: {num_training} training cases, fewer than the {num_folds} cross-validation folds; "
-            f"add cases (at least {num_folds}) or train with fewer folds"
+            f"add cases (at least {num_folds}): every fold needs its own validation cases"
         )
     if spec.num_training is not None and spec.num_training != num_training:
         report.problems.append(

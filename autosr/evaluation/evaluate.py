@@ -126,8 +126,8 @@ def _on_reference_grid(
         raise AutosrError(
             f"case {case_id}: the {what} {path} is on a different grid ({geometry.describe()}, origin "
             f"{tuple(round(v, 3) for v in geometry.origin_xyz)}) than the reference ({reference.describe()}, origin "
-            f"{tuple(round(v, 3) for v in reference.origin_xyz)}); export it on the reference grid or pass --resample "
-            "to resample it onto the reference grid"
+            f"{tuple(round(v, 3) for v in reference.origin_xyz)}); pass --resample to resample it onto the "
+            "reference grid (voxels outside the prediction's field of view are then left out)"
         )
     return resample_to_geometry(array, geometry, reference, order=order)
 
@@ -167,6 +167,11 @@ def evaluate_case(job: CaseJob, settings: EvaluationSettings) -> list[dict[str, 
     """Rows for one case: the model's, and the baseline's when `job` has inputs and baseline params."""
     reference, ref_geometry = read_image(job.reference)
     prediction, pred_geometry = read_image(job.prediction)
+    # reference voxels outside the prediction's field of view (a new scan's grid may cover less than its
+    # target's) are left out of every score, the baseline's too, rather than scored against zeros
+    covered = None
+    if not pred_geometry.same_grid(ref_geometry) and settings.resample:
+        covered = resample_to_geometry(np.ones(pred_geometry.size_zyx, np.float32), pred_geometry, ref_geometry, 0) > 0
     prediction = _on_reference_grid(
         prediction, pred_geometry, ref_geometry, "prediction", job.prediction, job.case_id, settings.resample, 3
     )
@@ -185,6 +190,12 @@ def evaluate_case(job: CaseJob, settings: EvaluationSettings) -> list[dict[str, 
         mask = foreground_mask(reference, settings.modality)
         if not mask.any():
             raise AutosrError(f"case {job.case_id}: the reference {job.reference} has no foreground; pass a mask")
+    if covered is not None:
+        mask = mask & covered
+        if not mask.any():
+            raise AutosrError(
+                f"case {job.case_id}: the prediction {job.prediction} does not overlap its reference's mask"
+            )
     base = {"case": job.case_id, **job.extra}
     row, pred_n, ref_n, window = _score(prediction, reference, mask, settings, job.case_id)
     if job.seg_reference is not None and job.seg_prediction is not None:

@@ -108,5 +108,5 @@ def run(args: argparse.Namespace) -> int:
     )
     for line in summary_lines(summary):
         print(line)
-    print(f"per-case table, summary.json and pictures: {out_dir}")
+    print(f"per-case table and summary.json{'' if args.no_pictures else ' and pictures'}: {out_dir}")
     return 0
