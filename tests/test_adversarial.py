@@ -104,7 +104,7 @@ def test_end_to_end_checkpoint_and_prediction(autosr_roots: AutosrPaths) -> None
     for name in ("train_loss", "val_loss", "g_adv_loss", "d_loss", "adv_weight"):
         assert len(curves[name]) == 3, name
     assert curves["adv_weight"][0] == 0.0 and curves["adv_weight"][2] > 0
-    assert curves["g_adv_loss"][2] > 0
+    assert all(v > 0 for v in curves["g_adv_loss"])  # logged during warm-up too (not applied)
     assert (fold_dir / "progress.png").read_bytes()[:4] == b"\x89PNG"
     assert (fold_dir / "validation" / "summary.json").is_file()
     _predict_one(fold_dir.parent, pre, 0)
