@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-SHOWN = ("ssim", "psnr", "mae", "nmse", "ms_ssim")
+SHOWN = ("ssim", "psnr", "mae", "nmse", "ms_ssim", "tissue_dice_low", "tissue_dice_mid", "tissue_dice_high")
 
 
 def summary_lines(summary: dict[str, Any]) -> list[str]:
@@ -16,12 +16,12 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
         )
     stats = summary.get("metrics", {})
     methods = [m for m in ("model", "baseline") if m in stats]
-    lines.append(f"{'metric':<10}" + "".join(f"{m:>24}" for m in methods))
+    lines.append(f"{'metric':<17}" + "".join(f"{m:>24}" for m in methods))
     for metric in SHOWN:
         cells = []
         for method in methods:
             s = stats[method].get(metric)
             cells.append(f"{s['mean']:>14.4f} +- {s['std']:<6.4f}" if s else f"{'-':>24}")
         if any(c.strip() != "-" for c in cells):
-            lines.append(f"{metric:<10}" + "".join(cells))
+            lines.append(f"{metric:<17}" + "".join(cells))
     return lines
