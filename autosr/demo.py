@@ -43,7 +43,7 @@ class DemoSchedule:
 
 
 # Quick: sized on the 2-core CPU machine of documentation/benchmark.md ("Demo") so the whole demo ends
-# within about 15 minutes there. On that machine one epoch of 10 iterations took 5 s for the 2d
+# within 15 minutes there (measured: 669 s). On that machine one epoch of 10 iterations took 5 s for the 2d
 # configuration (batch 16 of 80x56 slices) and 30 s for 3d_fullres (batch 2 of 56x80x56), so quick mode
 # trains the 2d configuration.
 QUICK = DemoSchedule(
@@ -263,7 +263,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="CPU-sized run: 3 mm voxels, the 2d configuration, narrow network, short schedule (~15 min on 2 cores)",
+        help="CPU-sized run: 3 mm voxels, the 2d configuration, narrow network, short schedule (11 min measured on 2 CPU cores)",
     )
     parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
     parser.add_argument("-np", "--num-processes", type=int, default=None, help="worker processes for data steps")
