@@ -3,17 +3,12 @@ phantoms (train, checkpoint contents, resume after a real kill, prediction with 
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from test_training import DATASET, NET_2D, NET_3D, make_tiny_dataset
+from test_training import DATASET, NET_2D, NET_3D, kill_training_after_first_checkpoint, make_tiny_dataset
 
 from autosr.inference.predictor import Predictor
 from autosr.paths import AutosrPaths
@@ -115,20 +110,8 @@ def test_continue_after_kill_restores_both_networks(autosr_roots: AutosrPaths) -
     pre = make_tiny_dataset(autosr_roots, n_cases=5)
     fold_dir = autosr_roots.results / DATASET / MODEL / "fold_1"
     latest = fold_dir / "checkpoint_latest.pt"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "AUTOSR_NUM_WORKERS": "0"}
-    cmd = [sys.executable, "-m", "autosr.cli", "train", "901", "3d_fullres", "1", "--device", "cpu"]
-    cmd += ["--trainer", "AdversarialTrainer", "--epochs", "40", "--iters-per-epoch", "2"]
-    process = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.time() + 120
-        while not latest.is_file():
-            assert process.poll() is None, process.stderr.read().decode()
-            assert time.time() < deadline, "no checkpoint_latest.pt within 120 s"
-            time.sleep(0.05)
-        time.sleep(0.3)
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+    train_args = ["901", "3d_fullres", "1", "--trainer", "AdversarialTrainer", "--epochs", "40"]
+    kill_training_after_first_checkpoint(train_args + ["--iters-per-epoch", "2"], latest)
     assert not (fold_dir / "checkpoint_final.pt").exists()
     saved = load_checkpoint(latest)
     epoch = saved["epoch"]

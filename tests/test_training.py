@@ -150,20 +150,7 @@ def test_continue_after_kill_resumes_epoch_and_optimizer(tiny: AutosrPaths) -> N
     """Kill a real `autosr train` process mid-run, then resume from checkpoint_latest.pt."""
     fold_dir = tiny.results / DATASET / "Trainer__autosrPlans__3d_fullres" / "fold_2"
     latest = fold_dir / "checkpoint_latest.pt"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "AUTOSR_NUM_WORKERS": "0"}
-    cmd = [sys.executable, "-m", "autosr.cli", "train", "901", "3d_fullres", "2", "--device", "cpu"]
-    cmd += ["--epochs", "40", "--iters-per-epoch", "3"]
-    process = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.time() + 120
-        while not latest.is_file():
-            assert process.poll() is None, process.stderr.read().decode()
-            assert time.time() < deadline, "no checkpoint_latest.pt within 120 s"
-            time.sleep(0.05)
-        time.sleep(0.3)  # into the next epoch
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+    kill_training_after_first_checkpoint(["901", "3d_fullres", "2", "--epochs", "40", "--iters-per-epoch", "3"], latest)
     assert not (fold_dir / "checkpoint_final.pt").exists()
     saved = load_checkpoint(latest)
     epoch = saved["epoch"]
@@ -188,3 +175,20 @@ def test_continue_after_kill_resumes_epoch_and_optimizer(tiny: AutosrPaths) -> N
     assert final["epoch"] == epoch + 1
     assert len(final["logger_state"]["curves"]["train_loss"]) == epoch + 1
     assert f"resuming at epoch {epoch}" in (fold_dir / "training_log.txt").read_text()
+
+
+def kill_training_after_first_checkpoint(train_args: list[str], latest: Path) -> None:
+    """Start a real `autosr train` process, SIGKILL it once `latest` exists (a little into the next epoch)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "AUTOSR_NUM_WORKERS": "0"}
+    cmd = [sys.executable, "-m", "autosr.cli", "train", *train_args, "--device", "cpu"]
+    process = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 120
+        while not latest.is_file():
+            assert process.poll() is None, process.stderr.read().decode()
+            assert time.time() < deadline, f"no {latest.name} within 120 s"
+            time.sleep(0.05)
+        time.sleep(0.3)  # into the next epoch
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
