@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autosr.paths import AutosrPaths
+from autosr.paths import DEFAULT_PLANS_NAME, AutosrPaths, model_folder_name
 
 DEMO_DATASET_ID = 990
 DEMO_DATASET_NAME = "SyntheticBrain"
@@ -173,7 +173,9 @@ def run_demo(
     model_root = paths.results / dataset_name
     for configuration in schedule.configurations:
         for fold in range(5):
-            fold_dir = model_root / f"{schedule.trainer}__autosrPlans__{configuration}" / f"fold_{fold}"
+            fold_dir = (
+                model_root / model_folder_name(schedule.trainer, DEFAULT_PLANS_NAME, configuration) / f"fold_{fold}"
+            )
             if (fold_dir / "checkpoint_final.pt").is_file() and (fold_dir / "validation" / "summary.json").is_file():
                 _say(f"{configuration} fold {fold} is trained and validated, skipping")
                 continue

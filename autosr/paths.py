@@ -16,6 +16,8 @@ from autosr.errors import AutosrError
 
 ENV_VARS = {"raw": "AUTOSR_RAW", "preprocessed": "AUTOSR_PREPROCESSED", "results": "AUTOSR_RESULTS"}
 DATASET_NAME_PATTERN = re.compile(r"^Dataset(\d{3})_([A-Za-z0-9_\-]+)$")
+DEFAULT_TRAINER = "Trainer"
+DEFAULT_PLANS_NAME = "autosrPlans"
 
 
 @dataclass(frozen=True)
@@ -132,3 +134,8 @@ def ensure_writable_folder(folder: Path, env_var: str) -> Path:
     if not os.access(folder, os.W_OK):
         raise AutosrError(f"{folder}: is not writable; fix its permissions or point {env_var} elsewhere")
     return folder
+
+
+def model_folder_name(trainer: str, plans_name: str, configuration: str) -> str:
+    """`<Trainer>__<plans_name>__<configuration>`: one trained model under `$AUTOSR_RESULTS/DatasetXXX_Name/`."""
+    return f"{trainer}__{plans_name}__{configuration}"

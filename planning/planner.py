@@ -31,11 +31,12 @@ import numpy as np
 from autosr import __version__
 from autosr.dataset.spec import DatasetSpec
 from autosr.errors import AutosrError
+from autosr.paths import DEFAULT_PLANS_NAME
 from autosr.planning.memory_model import estimate_training_bytes
 from autosr.planning.plans import CONFIGURATION_NAMES, Plans, validate_plans_dict
 from autosr.preprocessing.normalization import NORMALIZATION_SCHEMES, choose_scheme
 
-PLANS_NAME = "autosrPlans"
+PLANS_NAME = DEFAULT_PLANS_NAME
 ANISOTROPY_THRESHOLD = 3.0
 ANISOTROPIC_PERCENTILE = 10
 MIN_FEATURE_MAP = 4

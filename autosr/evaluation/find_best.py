@@ -31,10 +31,8 @@ from autosr.evaluation.crossval import (
 )
 from autosr.evaluation.evaluate import BASELINE, HIGHER_IS_BETTER, MODEL, SUMMARY_METRICS, json_safe
 from autosr.io import atomic_write_json, read_image, write_image
-from autosr.paths import AutosrPaths
+from autosr.paths import DEFAULT_PLANS_NAME, DEFAULT_TRAINER, AutosrPaths
 
-DEFAULT_TRAINER = "Trainer"
-DEFAULT_PLANS = "autosrPlans"
 TIE_DECIMALS = 6  # metric means equal to 6 decimals count as a tie (then MAE decides)
 
 
@@ -92,7 +90,7 @@ def predict_lines(dataset_name: str, members: list[ModelFolder], folds: list[int
         line = f"autosr predict -i INPUT_FOLDER -o {out} -d {dataset_name} -c {m.configuration} -f {fold_text}"
         if m.trainer != DEFAULT_TRAINER:
             line += f" --trainer {m.trainer}"
-        if m.plans != DEFAULT_PLANS:
+        if m.plans != DEFAULT_PLANS_NAME:
             line += f" --plans {m.plans}"
         lines.append(line)
     ensemble = f"autosr ensemble -i {' '.join(outputs)} -o OUTPUT_FOLDER" if len(members) > 1 else None
@@ -222,7 +220,3 @@ def find_best(
     }
     atomic_write_json(json_safe(result), results_dir / "best.json")
     return json_safe(result)
-
-
-def model_folder_name(trainer: str, plans: str, configuration: str) -> str:
-    return f"{trainer}__{plans}__{configuration}"

@@ -14,13 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from autosr.errors import AutosrError
-from autosr.paths import AutosrPaths
+from autosr.paths import DEFAULT_PLANS_NAME, DEFAULT_TRAINER, AutosrPaths, model_folder_name
 
-DEFAULT_TRAINER = "Trainer"
-DEFAULT_PLANS = "autosrPlans"
 CHECKPOINT_NAMES = ("final", "best", "latest")
 NAME_SEPARATOR = "__"
 
@@ -34,7 +30,7 @@ class ModelFolderName:
     configuration: str
 
     def __str__(self) -> str:
-        return NAME_SEPARATOR.join((self.trainer, self.plans_name, self.configuration))
+        return model_folder_name(self.trainer, self.plans_name, self.configuration)
 
 
 def parse_model_folder_name(name: str) -> ModelFolderName | None:
@@ -50,7 +46,7 @@ def locate_model_folder(
     dataset: str | int,
     configuration: str,
     trainer: str = DEFAULT_TRAINER,
-    plans_name: str = DEFAULT_PLANS,
+    plans_name: str = DEFAULT_PLANS_NAME,
 ) -> Path:
     """The model folder of a dataset and configuration, or an error saying what was trained instead."""
     results = paths.require("results")
@@ -106,17 +102,6 @@ def require_checkpoints(model_dir: str | os.PathLike, folds: Sequence[int], chec
             hint += "; an unfinished training has checkpoint_best.pt/checkpoint_latest.pt (--checkpoint best)"
         raise AutosrError(f"missing checkpoint{'s' if len(missing) > 1 else ''} {names}: {hint}")
     return found
-
-
-def load_checkpoint(path: str | os.PathLike, map_location: torch.device | str = "cpu") -> dict[str, Any]:
-    """A checkpoint dict, loaded with `weights_only=True` (tensors and plain data only, no pickle)."""
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # truncated or foreign file: torch raises several types
-        raise AutosrError(f"{path}: cannot be loaded as an autosr checkpoint ({e}); re-train this fold") from e
-    if not isinstance(checkpoint, dict) or "network_weights" not in checkpoint:
-        raise AutosrError(f"{path}: is not an autosr checkpoint (no 'network_weights'); re-train this fold")
-    return checkpoint
 
 
 def configuration_of(model_dir: Path, checkpoint: dict[str, Any] | None, available: Sequence[str]) -> str:

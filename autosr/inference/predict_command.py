@@ -19,15 +19,9 @@ from autosr.cli import add_path_arguments, paths_from_args
 from autosr.dataset.spec import load_dataset_spec
 from autosr.errors import AutosrError
 from autosr.inference.folder import FolderSummary, discover_prediction_cases
-from autosr.inference.model_folder import (
-    CHECKPOINT_NAMES,
-    DEFAULT_PLANS,
-    DEFAULT_TRAINER,
-    locate_model_folder,
-    require_checkpoints,
-)
+from autosr.inference.model_folder import CHECKPOINT_NAMES, locate_model_folder, require_checkpoints
 from autosr.inference.sliding_window import DEFAULT_STEP_FRACTION
-from autosr.paths import AutosrPaths
+from autosr.paths import DEFAULT_PLANS_NAME, DEFAULT_TRAINER, AutosrPaths
 from autosr.planning.plans import Plans
 
 
@@ -44,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--trainer", default=DEFAULT_TRAINER, help=f"trainer name in the model folder (default: {DEFAULT_TRAINER})"
     )
     parser.add_argument(
-        "--plans", default=DEFAULT_PLANS, help=f"plans name in the model folder (default: {DEFAULT_PLANS})"
+        "--plans", default=DEFAULT_PLANS_NAME, help=f"plans name in the model folder (default: {DEFAULT_PLANS_NAME})"
     )
     parser.add_argument(
         "--checkpoint", choices=CHECKPOINT_NAMES, default="final", help="which checkpoint of each fold (default: final)"
@@ -81,7 +75,7 @@ def predict(
     configuration: str | None = None,
     folds: Sequence[int] = (0, 1, 2, 3, 4),
     trainer: str = DEFAULT_TRAINER,
-    plans_name: str = DEFAULT_PLANS,
+    plans_name: str = DEFAULT_PLANS_NAME,
     checkpoint: str = "final",
     step_fraction: float = DEFAULT_STEP_FRACTION,
     tile_batch_size: int | None = None,

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from autosr.dataset.spec import DatasetSpec, load_dataset_spec
+from autosr.device import choose_device
 from autosr.errors import AutosrError
 from autosr.inference.folder import (
     FolderSummary,
@@ -39,27 +40,14 @@ from autosr.inference.folder import (
     uncertainty_file,
 )
 from autosr.inference.mirroring import mirror_combinations, normalize_mirror_axes
-from autosr.inference.model_folder import configuration_of, load_checkpoint, require_checkpoints
+from autosr.inference.model_folder import configuration_of, require_checkpoints
 from autosr.inference.running_stats import RunningMeanStd
 from autosr.inference.sliding_window import DEFAULT_STEP_FRACTION, predict_sliding_window
 from autosr.io import Geometry, write_image
 from autosr.planning.plans import Plans
+from autosr.training.checkpoint import load_checkpoint
 
 NetworkBuilder = Callable[[dict, int, int], nn.Module]
-
-
-def choose_device(requested: str | torch.device | None = None) -> torch.device:
-    """The requested device, else CUDA when present, else Apple MPS, else the CPU."""
-    if requested is not None:
-        device = torch.device(requested)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise AutosrError(f"--device {requested}: CUDA is not available on this machine (use --device cpu)")
-        return device
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def _default_builder() -> NetworkBuilder:

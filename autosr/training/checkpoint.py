@@ -66,8 +66,8 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError... for damaged files
         raise AutosrError(
-            f"{path}: the checkpoint is damaged or not an autosr checkpoint ({type(e).__name__}: {e}); "
-            "delete it to restart this fold from scratch, or restore it from a backup"
+            f"{path}: the checkpoint is damaged or not an autosr checkpoint and cannot be loaded "
+            f"({type(e).__name__}: {e}); delete it to retrain this fold, or restore it from a backup"
         ) from e
     if not isinstance(checkpoint, dict) or "network_weights" not in checkpoint:
         raise AutosrError(f"{path}: not an autosr checkpoint (no 'network_weights'); delete it to restart the fold")

@@ -13,23 +13,20 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from autosr.device import choose_device
 from autosr.errors import AutosrError
 from autosr.io.atomic import atomic_path, read_json
-from autosr.paths import AutosrPaths
+from autosr.paths import AutosrPaths, model_folder_name
 from autosr.planning.plans import Plans
 from autosr.preprocessing.case_store import list_cases
 from autosr.training.data import default_num_workers
-from autosr.training.device import choose_device, init_distributed
+from autosr.training.device import init_distributed
 from autosr.training.splits import cases_of_fold, load_or_create_splits, parse_fold
 from autosr.training.trainer import Trainer, TrainingContext
 from autosr.training.trainers import get_trainer_class
 from autosr.training.validation import validate_fold
 
 MODEL_FOLDER_FILES = ("plans.json", "dataset.json", "fingerprint.json")
-
-
-def model_folder_name(trainer: str, plans_name: str, configuration: str) -> str:
-    return f"{trainer}__{plans_name}__{configuration}"
 
 
 def _copy_planning_files(preprocessed_dir: Path, model_dir: Path) -> None:
