@@ -34,7 +34,7 @@ from autosr.errors import AutosrError
 from autosr.paths import DEFAULT_PLANS_NAME
 from autosr.planning.memory_model import estimate_training_bytes
 from autosr.planning.plans import CONFIGURATION_NAMES, Plans, validate_plans_dict
-from autosr.preprocessing.normalization import NORMALIZATION_SCHEMES, choose_scheme
+from autosr.preprocessing.normalization import NORMALIZATION_SCHEMES, input_scheme_names, target_scheme_name
 
 PLANS_NAME = DEFAULT_PLANS_NAME
 ANISOTROPY_THRESHOLD = 3.0
@@ -225,12 +225,11 @@ def normalization_entries(fingerprint: dict, spec: DatasetSpec) -> dict[str, Any
             e["background"] = channel_stats["p00_5"] if scheme_name == "ct" else 0.0
         return e
 
-    inputs = []
-    for i in spec.channel_indices:
-        name = spec.normalization.get(str(i)) or choose_scheme(spec.channel_names[str(i)])
-        inputs.append(entry(name, stats["input_channels"][str(i)], is_target=False))
-    target_name = spec.normalization.get("target") or choose_scheme(spec.target_modality)
-    return {"input": inputs, "target": entry(target_name, stats["target"], is_target=True)}
+    inputs = [
+        entry(name, stats["input_channels"][str(i)], is_target=False)
+        for i, name in zip(spec.channel_indices, input_scheme_names(spec))
+    ]
+    return {"input": inputs, "target": entry(target_scheme_name(spec), stats["target"], is_target=True)}
 
 
 def plan_experiment(

@@ -21,6 +21,7 @@ from autosr.inference.ensemble_command import ensemble_folders
 from autosr.inference.folder import prefetch, select_part
 from autosr.inference.predictor import Predictor
 from autosr.io import Geometry, grid_covering, read_channels, read_image, write_image
+from autosr.preprocessing.preprocess import PreprocessedScan
 
 torch.set_num_threads(1)
 
@@ -36,7 +37,7 @@ class GridPredictor(Predictor):
         if len(channel_files) != self.num_input_channels:
             raise AutosrError(f"got {len(channel_files)} channel file(s), the model wants {self.num_input_channels}")
         array, geometry = read_channels(channel_files)
-        return array, {"geometry": geometry.to_json()}
+        return PreprocessedScan(array, np.ones(array.shape[1:], bool), {"geometry": geometry.to_json()})
 
     def export(self, prediction, properties, on_input_grid=False, uncertainty=None):
         return prediction, Geometry.from_json(properties["geometry"]), uncertainty

@@ -68,7 +68,7 @@ def plans_dict(num_channels: int = 1, patch_3d=(16, 16, 16), patch_2d=(16, 16)) 
 
 
 class TinyNet(nn.Module):
-    """Stand-in for the U-Net: two convolutions and the `deep_supervision` switch the predictor turns off."""
+    """Stand-in for the U-Net: two convolutions and a `deep_supervision` switch (list output when on)."""
 
     def __init__(self, dims: int, in_channels: int, out_channels: int):
         super().__init__()
@@ -122,11 +122,12 @@ def make_model_folder(
     return folder
 
 
-def test_from_trained_loads_folds_in_eval_mode_without_deep_supervision(tmp_path):
+def test_from_trained_loads_folds_in_eval_mode_and_leaves_the_networks_switches_alone(tmp_path):
     folder = make_model_folder(tmp_path, folds=(0, 2), mirror_axes=(0, 2))
     predictor = Predictor.from_trained(folder, folds=(0, 2), network_builder=tiny_builder, device="cpu")
     assert len(predictor.networks) == 2
-    assert all(not n.training and n.deep_supervision is False for n in predictor.networks)
+    # eval mode; deep supervision stays as built (the sliding window uses the full-resolution output)
+    assert all(not n.training and n.deep_supervision is True for n in predictor.networks)
     assert predictor.mirror_axes == (0, 2)  # from the checkpoint: the axes training mirrored
     assert predictor.num_members == 2 * 4
     assert predictor.configuration_name == "3d_fullres" and predictor.file_ending == ".nii.gz"
@@ -171,7 +172,7 @@ def test_2d_configuration_predicts_every_slice(tmp_path):
     prediction, _ = predictor.predict_preprocessed(image)
     network = predictor.networks[0]
     with torch.no_grad():
-        slices = network(torch.from_numpy(image).transpose(0, 1))[:, 0].numpy()  # whole slices, z as batch
+        slices = network(torch.from_numpy(image).transpose(0, 1))[0][:, 0].numpy()  # whole slices, z as batch
     assert prediction.shape == (5, 21, 30)
     # tiles see zero padding at their borders where whole slices see neighbours: close, not equal
     assert np.abs(prediction - slices).mean() < 0.05 * np.abs(slices).mean()

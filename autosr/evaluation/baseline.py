@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from autosr.errors import AutosrError
-from autosr.evaluation.masks import foreground_mask
 from autosr.io import Geometry, read_image, resample_to_geometry
+from autosr.preprocessing.foreground import target_foreground
 
 PathLike = str | os.PathLike
 
@@ -81,7 +81,7 @@ def linear_fit_statistics(
         mask_array, _ = read_image(mask_file)
         mask = mask_array > 0
     else:
-        mask = foreground_mask(target, modality)
+        mask = target_foreground(target, modality)
     x = resampled_input(input_files, target_geometry, order)[mask].astype(np.float64)
     y = target[mask].astype(np.float64)
     return LinearFitStatistics(float(x.size), float(x.sum()), float(y.sum()), float(x @ x), float(x @ y))

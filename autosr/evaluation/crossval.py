@@ -1,7 +1,8 @@
 """Cross-validation results of one configuration: the 5 folds' validation predictions scored together.
 
-Each fold k predicted its held-out cases into `<model_dir>/fold_k/validation/<case><ending>` (target grid,
-target units). The references are the raw dataset's `targetsTr/`, the regions its `masksTr/`. The
+Each fold k predicted its held-out cases into `<model_dir>/fold_k/validation/<case><ending>` (what
+`autosr predict` writes: target units, the planned grid over the input's field of view; scored on the
+target grid). The references are the raw dataset's `targetsTr/`, the regions its `masksTr/`. The
 baseline row of a case uses the linear map fitted on *that fold's training cases* (from `splits.json`),
 so the baseline is as out-of-sample as the model. Output: `<model_dir>/crossval_results/` with
 `cases.csv` (a `fold` column added), `summary.json` and `images/`.
@@ -118,7 +119,8 @@ def score_validation_predictions(
                 extra={"fold": folds[case]},
             )
         )
-    settings = EvaluationSettings(modality="CT" if spec.target_modality.upper() == "CT" else "MR")
+    # predictions lie on the planned grid over each input's field of view, as `autosr predict` writes them
+    settings = EvaluationSettings(modality="CT" if spec.target_modality.upper() == "CT" else "MR", resample=True)
     table = score_cases(jobs, settings, num_processes) if jobs else None
     if done:
         kept = precomputed[precomputed["case"].isin(scored)]

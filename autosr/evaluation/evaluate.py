@@ -21,7 +21,7 @@ from autosr import __version__
 from autosr.errors import AutosrError, DatasetProblems
 from autosr.evaluation import metrics, tissue
 from autosr.evaluation.baseline import apply_linear_map, fit_linear_baseline, resampled_input
-from autosr.evaluation.masks import CT_DATA_RANGE_HU, foreground_mask, reference_data_range
+from autosr.evaluation.masks import CT_DATA_RANGE_HU, reference_data_range
 from autosr.evaluation.normalization import (
     NORMALIZATIONS,
     default_normalization,
@@ -29,6 +29,7 @@ from autosr.evaluation.normalization import (
     normalize_pair,
 )
 from autosr.io import SUPPORTED_ENDINGS, Geometry, atomic_path, atomic_write_json, read_image, resample_to_geometry
+from autosr.preprocessing.foreground import target_foreground
 
 PathLike = str | os.PathLike
 SUMMARY_METRICS = (
@@ -187,7 +188,7 @@ def evaluate_case(job: CaseJob, settings: EvaluationSettings) -> list[dict[str, 
                 "--mask-dir out to score inside the reference's foreground"
             )
     else:
-        mask = foreground_mask(reference, settings.modality)
+        mask = target_foreground(reference, settings.modality)
         if not mask.any():
             raise AutosrError(f"case {job.case_id}: the reference {job.reference} has no foreground; pass a mask")
     if covered is not None:

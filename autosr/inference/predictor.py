@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -45,6 +44,7 @@ from autosr.inference.running_stats import RunningMeanStd
 from autosr.inference.sliding_window import DEFAULT_STEP_FRACTION, predict_sliding_window
 from autosr.io import Geometry, write_image
 from autosr.planning.plans import Plans
+from autosr.preprocessing.preprocess import PreprocessedScan, preprocess_arrays, preprocess_for_inference
 from autosr.training.checkpoint import load_checkpoint
 
 NetworkBuilder = Callable[[dict, int, int], nn.Module]
@@ -127,10 +127,11 @@ class Predictor:
         checkpoints = {fold: load_checkpoint(path) for fold, path in files.items()}
         first = next(iter(checkpoints.values()))
         configuration = configuration_of(model_dir, first, plans.configuration_names)
-        network_plan = plans.configuration(configuration).network
         builder = network_builder or _default_builder()
         networks = []
         for fold, ckpt in checkpoints.items():
+            # the checkpoint records the network its trainer built (a variant may change the plan's)
+            network_plan = ckpt.get("network_plan") or plans.configuration(configuration).network
             network = builder(network_plan, plans.num_input_channels, 1)
             try:
                 network.load_state_dict(ckpt["network_weights"])
@@ -155,8 +156,7 @@ class Predictor:
         )
 
     def _prepare(self, network: nn.Module) -> nn.Module:
-        if hasattr(network, "deep_supervision"):
-            network.deep_supervision = False
+        # deep-supervision outputs are left as they are: the sliding window uses the full-resolution one
         return network.to(self.device).eval()
 
     def _check_divisible(self, patch_size: tuple[int, ...]) -> None:
@@ -228,10 +228,8 @@ class Predictor:
         )
 
     # --- cases ---------------------------------------------------------------------------------------
-    def preprocess(self, channel_files: Sequence[str | os.PathLike]) -> tuple[np.ndarray, dict[str, Any]]:
+    def preprocess(self, channel_files: Sequence[str | os.PathLike]) -> PreprocessedScan:
         """Read, resample, crop and normalize one case's channel files exactly as in training."""
-        from autosr.preprocessing.preprocess import preprocess_for_inference
-
         if len(channel_files) != self.num_input_channels:
             raise AutosrError(
                 f"got {len(channel_files)} channel file(s) but the model was trained on {self.num_input_channels}"
@@ -271,19 +269,17 @@ class Predictor:
         on_input_grid: bool = False,
     ) -> Path:
         """Predict one case from its channel files and write it (atomically) to `output_path`."""
-        input_array, properties = self.preprocess(channel_files)
-        return self._predict_and_write(input_array, properties, output_path, uncertainty_path, on_input_grid)
+        return self._predict_and_write(self.preprocess(channel_files), output_path, uncertainty_path, on_input_grid)
 
     def _predict_and_write(
         self,
-        input_array: np.ndarray,
-        properties: dict[str, Any],
+        scan: PreprocessedScan,
         output_path: str | os.PathLike,
         uncertainty_path: str | os.PathLike | None,
         on_input_grid: bool,
     ) -> Path:
-        prediction, uncertainty = self.predict_preprocessed(input_array, with_uncertainty=uncertainty_path is not None)
-        array, geometry, spread = self.export(prediction, properties, on_input_grid, uncertainty)
+        prediction, uncertainty = self.predict_preprocessed(scan.input, with_uncertainty=uncertainty_path is not None)
+        array, geometry, spread = self.export(prediction, scan.properties, on_input_grid, uncertainty)
         if uncertainty_path is not None:
             write_image(spread, geometry, uncertainty_path)  # first: the prediction marks the case finished
         write_image(array, geometry, output_path)
@@ -294,21 +290,14 @@ class Predictor:
     ) -> tuple[np.ndarray, Geometry]:
         """Predict a (C, Z, Y, X) or (Z, Y, X) array with its geometry from Python; returns (array, Geometry).
 
-        The channels are written to a temporary folder and go through the same file path as every other
-        prediction, so results are identical to `predict_case` on the same scan.
+        The same preprocessing as `predict_case` (`preprocess_arrays` is what reading the files leads to).
         """
         array = np.asarray(array, dtype=np.float32)
         if array.ndim == 3:
             array = array[None]
-        with tempfile.TemporaryDirectory(prefix="autosr-predict-") as tmp:
-            files = []
-            for c, channel in enumerate(array):
-                path = Path(tmp) / f"case_{c:04d}.nii.gz"
-                write_image(channel, geometry, path, compress=False)
-                files.append(path)
-            input_array, properties = self.preprocess(files)
-        prediction, _ = self.predict_preprocessed(input_array)
-        exported, exported_geometry, _ = self.export(prediction, properties, on_input_grid)
+        scan = preprocess_arrays(array, geometry, self.plans, self.configuration_name)
+        prediction, _ = self.predict_preprocessed(scan.input)
+        exported, exported_geometry, _ = self.export(prediction, scan.properties, on_input_grid)
         return exported, exported_geometry
 
     # --- folders -------------------------------------------------------------------------------------
@@ -350,10 +339,8 @@ class Predictor:
             try:
                 if item.error is not None:
                     raise item.error
-                input_array, properties = item.result
                 self._predict_and_write(
-                    input_array,
-                    properties,
+                    item.result,
                     output_file(output_dir, case.case_id, ending),
                     uncertainty_file(output_dir, case.case_id, ending) if uncertainty else None,
                     on_input_grid,
@@ -369,7 +356,7 @@ class Predictor:
         bar.close()
         return summary
 
-    def _preprocess_case(self, case: InputCase) -> tuple[np.ndarray, dict[str, Any]]:
+    def _preprocess_case(self, case: InputCase) -> PreprocessedScan:
         if case.problem is not None:
             raise AutosrError(case.problem)
         return self.preprocess(case.channel_files)

@@ -29,10 +29,14 @@ def build_network(network_plan: dict[str, Any], in_channels: int, out_channels: 
     if name not in ARCHITECTURES:
         raise AutosrError(f"unknown network architecture '{name}' in plans.json (valid: {', '.join(ARCHITECTURES)})")
     upsampling = network_plan.get("upsampling", DEFAULT_UPSAMPLING)
-    from autosr.network.blocks import UPSAMPLERS
+    from autosr.network.blocks import NORMALIZATIONS, UPSAMPLERS
 
     if upsampling not in UPSAMPLERS:
         raise AutosrError(f"unknown upsampling '{upsampling}' in plans.json (valid: {', '.join(UPSAMPLERS)})")
+    # plans written before the choice existed were trained with instance normalization
+    norm = network_plan.get("norm", "instance")
+    if norm not in NORMALIZATIONS:
+        raise AutosrError(f"unknown network normalization '{norm}' in plans.json (valid: {', '.join(NORMALIZATIONS)})")
     dims = int(network_plan["dims"])
     n_stages = len(network_plan["features_per_stage"])
     for key, expected in (
@@ -56,4 +60,5 @@ def build_network(network_plan: dict[str, Any], in_channels: int, out_channels: 
         n_conv_per_stage_decoder=network_plan["n_conv_per_stage_decoder"],
         upsampling=upsampling,
         deep_supervision=bool(network_plan.get("deep_supervision", False)),
+        norm=norm,
     )

@@ -37,6 +37,7 @@ class DynamicUNet(nn.Module):
         residual_encoder: bool = False,
         upsampling: str = "interp_conv",
         deep_supervision: bool = False,
+        norm: str = "instance",
     ):
         super().__init__()
         n_stages = len(features_per_stage)
@@ -49,7 +50,13 @@ class DynamicUNet(nn.Module):
         for s in range(n_stages):
             self.encoder.append(
                 stage_class(
-                    dims, width_in, features_per_stage[s], kernel_sizes[s], strides[s], int(n_conv_per_stage[s])
+                    dims,
+                    width_in,
+                    features_per_stage[s],
+                    kernel_sizes[s],
+                    strides[s],
+                    int(n_conv_per_stage[s]),
+                    norm=norm,
                 )
             )
             width_in = features_per_stage[s]
@@ -68,9 +75,12 @@ class DynamicUNet(nn.Module):
                     kernel_sizes[s],
                     [1] * dims,
                     int(n_conv_per_stage_decoder[s]),
+                    norm=norm,
                 )
             )
             self.heads.append(conv_class(dims)(features_per_stage[s], out_channels, kernel_size=1, bias=True))
+        if norm == "none":
+            initialize_without_normalization(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         skips = []
@@ -98,6 +108,18 @@ class DynamicUNet(nn.Module):
                 factor = [f / st for f, st in zip(factor, self.strides[s])]
             scales.append(list(factor))
         return scales
+
+
+def initialize_without_normalization(network: nn.Module) -> None:
+    """He initialization for leaky ReLU (fan-in) and zero biases: keeps activation variance constant through
+    depth when no normalization layer rescales it (He et al., ICCV 2015)."""
+    from autosr.network.blocks import LEAKY_RELU_SLOPE
+
+    for module in network.modules():
+        if isinstance(module, (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
+            nn.init.kaiming_normal_(module.weight, a=LEAKY_RELU_SLOPE, nonlinearity="leaky_relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
 
 
 class PlainConvUNet(DynamicUNet):

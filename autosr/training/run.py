@@ -186,7 +186,6 @@ def train_fold(
             configuration,
             run.fold,
             run.splits,
-            run.data_folder,
             run.raw_dataset_dir,
             run.fold_dir / "validation",
             runner.device,

@@ -105,8 +105,13 @@ class Trainer:
         self.current_epoch = 0
 
     # ---- parts a variant may replace -------------------------------------------------------------------
+    def network_plan(self) -> dict[str, Any]:
+        """The `network` dict the network is built from (the configuration's; a variant may change it). It is
+        saved in every checkpoint, so the predictor rebuilds exactly this network."""
+        return dict(self.config.network)
+
     def build_network(self) -> nn.Module:
-        return build_network(self.config.network, self.ctx.plans.num_input_channels, 1)
+        return build_network(self.network_plan(), self.ctx.plans.num_input_channels, 1)
 
     def build_loss(self) -> nn.Module:
         return DeepSupervisionLoss(LOSSES[self.loss_name]())
@@ -168,6 +173,7 @@ class Trainer:
             "num_epochs": self.num_epochs,
             "iters_per_epoch": self.iters_per_epoch,
             "mirror_axes": list(self.mirror_axes()),
+            "network_plan": self.network_plan(),
             "network_weights": self.network.state_dict(),
             "optimizer_state": self.optimizer.state_dict(),
             "grad_scaler_state": self.precision.state_dict(),
