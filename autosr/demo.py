@@ -112,7 +112,7 @@ def run_demo(
     """
     from autosr.dataset.verify import verify_dataset
     from autosr.dataset_conversion.synthetic_brain import make_synthetic_brain_dataset
-    from autosr.evaluation.baseline import fit_linear_baseline
+    from autosr.evaluation.baseline import fit_baselines
     from autosr.evaluation.evaluate import evaluate_folders
     from autosr.evaluation.find_best import find_best
     from autosr.evaluation.report import write_report
@@ -231,7 +231,7 @@ def run_demo(
 
     spec = load_dataset_spec(raw_dir)
     training_cases = discover_cases(raw_dir, spec, "Tr")
-    baseline_params = fit_linear_baseline([(c.channels, c.target, c.mask) for c in training_cases.values()])
+    baseline_params = fit_baselines([(c.channels, c.target, c.mask) for c in training_cases.values()])
     _, summary = evaluate_folders(
         raw_dir / "targetsTs",
         final_dir,

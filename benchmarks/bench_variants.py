@@ -16,7 +16,8 @@ baselines (linear map and per-image standardization, fitted on the training case
 multiple of the training patch (2 = tiles twice the patch per axis, capped at the volume).
 
 Datasets (generated on first use in the workdir):
-- `phantom3d`: 24 + 4 procedural phantoms, 48^3 target at 1 mm, input at 1.5 mm; `3d_fullres`, 32^3 patch.
+- `phantom3d`: 24 + 4 procedural phantoms, 48^3 target at 1 mm, input at 1.5 mm; `3d_fullres`, 32^3 patch,
+  narrowed like the brains.
 - `brain2d` / `brain3d`: 20 + 4 synthetic brains (MNI152-based), target 3 mm, input 4.5 mm; `2d` or
   `3d_fullres`, network narrowed as the quick demo does (features halved, at most 64; batch at most 16).
 - `thick2d` / `thick3d`: 20 + 4 synthetic brains with a thick-slice input (target 2 mm; input 2 mm in-plane,
@@ -105,10 +106,9 @@ def prepare_dataset(name: str, workdir: Path):
     if not plans_path.is_file():
         plans = plan_dataset(folder, paths, configurations=[configuration], num_processes=2, preprocess=False)
         config = plans.raw["configurations"][configuration]
+        _narrow(config)
         if family == "phantom":
             config["patch_size"] = [32, 32, 32]
-        else:
-            _narrow(config)
         plans.save(plans_path)
         preprocess_dataset(raw, pre, Plans.load(plans_path), [configuration], num_processes=2, progress=False)
     return paths, folder, configuration

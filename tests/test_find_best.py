@@ -61,9 +61,10 @@ def test_crossval_merges_folds_with_per_fold_baseline(autosr_roots: AutosrPaths,
     assert summary["cases_missing_prediction"] == ["phantom_005"] and summary["num_cases"] == 5
     assert sorted(table.loc[table["method"] == "model", "fold"].tolist()) == [0, 0, 1, 2, 3]
     per_fold = summary["baseline"]["per_fold"]
-    assert len(per_fold) == 5 and per_fold["0"]["a"] != per_fold["1"]["a"]  # fitted on different cases
+    linear = [per_fold[k]["baseline_linear"]["a"] for k in ("0", "1")]
+    assert len(per_fold) == 5 and linear[0] != linear[1]  # fitted on different cases
     written = pd.read_csv(model / "crossval_results" / "cases.csv")
-    assert set(written["method"]) == {"model", "baseline"}
+    assert set(written["method"]) == {"model", "baseline_linear", "baseline_standardized"}
     assert len(list((model / "crossval_results" / "images").glob("*.png"))) == 5
     assert main(["report", "999", "--max-pictures", "3", "-o", str(autosr_roots.results / "r.html")]) == 0
     page = (autosr_roots.results / "r.html").read_text()

@@ -3,7 +3,7 @@
 Each fold k predicted its held-out cases into `<model_dir>/fold_k/validation/<case><ending>` (what
 `autosr predict` writes: target units, the planned grid over the input's field of view; scored on the
 target grid). The references are the raw dataset's `targetsTr/`, the regions its `masksTr/`. The
-baseline row of a case uses the linear map fitted on *that fold's training cases* (from `splits.json`),
+baseline rows of a case use the baselines fitted on *that fold's training cases* (from `splits.json`),
 so the baseline is as out-of-sample as the model. Output: `<model_dir>/crossval_results/` with
 `cases.csv` (a `fold` column added), `summary.json` and `images/`.
 """
@@ -19,17 +19,16 @@ import pandas as pd
 from autosr import __version__
 from autosr.dataset.spec import DatasetSpec, discover_cases, load_dataset_spec
 from autosr.errors import AutosrError
-from autosr.evaluation.baseline import LinearFitStatistics, linear_fit_statistics, params_from_statistics
+from autosr.evaluation.baseline import CaseBaselineStatistics, baseline_statistics, params_from_statistics
 from autosr.evaluation.evaluate import (
     CaseJob,
     EvaluationSettings,
     images_in,
-    json_safe,
     score_cases,
-    summarize_table,
-    write_results,
 )
+from autosr.evaluation.summary import json_safe, summarize_table, write_results
 from autosr.io import read_json
+from autosr.preprocessing.normalization import input_scheme_names
 
 PathLike = str | os.PathLike
 CROSSVAL_FOLDER = "crossval_results"
@@ -56,18 +55,18 @@ def fold_baseline_params(
     """{fold: baseline params fitted on that fold's training cases}; each case is read once."""
     cases = discover_cases(raw_dataset_dir, spec, "Tr")
     needed = sorted({c for split in splits for c in split["train"]})
-    statistics: dict[str, LinearFitStatistics] = {}
+    scheme = input_scheme_names(spec)[0]
+    statistics: dict[str, CaseBaselineStatistics] = {}
     for case in needed:
         files = cases.get(case)
         if files is None or files.target is None or files.channels[0] is None:
             raise AutosrError(f"case {case} of splits.json has no input or target in {raw_dataset_dir}")
-        statistics[case] = linear_fit_statistics(
-            files.channels[0], files.target, files.mask, modality=spec.target_modality
+        statistics[case] = baseline_statistics(
+            files.channels[0], files.target, files.mask, modality=spec.target_modality, input_scheme=scheme
         )
     params = {}
     for k, split in enumerate(splits[:num_folds] if num_folds else splits):
-        total = sum((statistics[c] for c in split["train"]), LinearFitStatistics())
-        params[k] = params_from_statistics(total, split["train"])
+        params[k] = params_from_statistics([statistics[c] for c in split["train"]], split["train"], input_scheme=scheme)
     return params
 
 
@@ -135,7 +134,7 @@ def score_validation_predictions(
         "num_cases": len(scored),
         "cases_missing_prediction": [c for c in expected if c not in predictions],
         "baseline": {
-            "note": "per fold: linear map fitted on that fold's training cases",
+            "note": "per fold: both no-learning baselines fitted on that fold's training cases",
             "per_fold": {
                 str(k): {key: v for key, v in p.items() if key != "fitted_on"} for k, p in baseline_params.items()
             },

@@ -5,7 +5,6 @@ segmentations and a picture per case. Writes `cases.csv` and `summary.json` (doc
 
 from __future__ import annotations
 
-import math
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -20,7 +19,7 @@ from tqdm import tqdm
 from autosr import __version__
 from autosr.errors import AutosrError, DatasetProblems
 from autosr.evaluation import metrics, tissue
-from autosr.evaluation.baseline import apply_linear_map, fit_linear_baseline, resampled_input
+from autosr.evaluation.baseline import baseline_predictions, fit_baselines, resampled_input
 from autosr.evaluation.masks import CT_DATA_RANGE_HU, reference_data_range
 from autosr.evaluation.normalization import (
     NORMALIZATIONS,
@@ -28,23 +27,11 @@ from autosr.evaluation.normalization import (
     describe_normalization,
     normalize_pair,
 )
-from autosr.io import SUPPORTED_ENDINGS, Geometry, atomic_path, atomic_write_json, read_image, resample_to_geometry
+from autosr.evaluation.summary import MODEL, json_safe, summarize_table, write_results
+from autosr.io import SUPPORTED_ENDINGS, Geometry, read_image, resample_to_geometry
 from autosr.preprocessing.foreground import target_foreground
 
 PathLike = str | os.PathLike
-SUMMARY_METRICS = (
-    "mae",
-    "mse",
-    "nmse",
-    "psnr",
-    "ssim",
-    "ssim_luminance",
-    "ssim_contrast",
-    "ssim_structure",
-    "ms_ssim",
-)
-HIGHER_IS_BETTER = {"psnr", "ssim", "ssim_luminance", "ssim_contrast", "ssim_structure", "ms_ssim"}
-MODEL, BASELINE = "model", "baseline"
 
 
 @dataclass(frozen=True)
@@ -229,10 +216,9 @@ def evaluate_case(job: CaseJob, settings: EvaluationSettings) -> list[dict[str, 
         params = job.baseline_params
         input_image = resampled_input(job.input_files, ref_geometry, int(params.get("order", 3)) if params else 1)
         if params is not None:
-            baseline_row, _, _, _ = _score(
-                apply_linear_map(input_image, params), reference, mask, settings, job.case_id
-            )
-            rows.append({**base, "method": BASELINE, **baseline_row})
+            for method, guess in baseline_predictions(input_image, params).items():
+                baseline_row, _, _, _ = _score(guess, reference, mask, settings, job.case_id)
+                rows.append({**base, "method": method, **baseline_row})
     if job.picture is not None:
         from autosr.evaluation.pictures import save_case_picture
 
@@ -262,78 +248,6 @@ def score_cases(jobs: list[CaseJob], settings: EvaluationSettings, num_processes
     if problems:
         raise DatasetProblems(problems, header="some cases cannot be scored")
     return pd.DataFrame([row for rows, _ in results for row in rows])
-
-
-# --- summaries -----------------------------------------------------------------------------------------
-
-
-def json_safe(value: Any) -> Any:
-    """`value` with every non-finite float (NaN, +-inf) replaced by None, so allow_nan=False holds."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        return float(value) if math.isfinite(float(value)) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def metric_columns(table: pd.DataFrame) -> list[str]:
-    """The metric columns of a table, in a fixed order: image metrics, then tissue and label Dice."""
-    extra = sorted(c for c in table.columns if c.startswith(("tissue_", "seg_dice_")))
-    return [c for c in SUMMARY_METRICS if c in table.columns] + extra
-
-
-def summarize_table(table: pd.DataFrame) -> dict[str, Any]:
-    """Per method: {metric: {mean, std, median, min, max, n}} over cases (missing values skipped);
-    and `gain_over_baseline`: model mean minus baseline mean over the cases both have."""
-    summary: dict[str, Any] = {"metrics": {}}
-    if table.empty:
-        return summary
-    columns = metric_columns(table)
-    for method, group in table.groupby("method", sort=False):
-        stats = {}
-        for column in columns:
-            values = pd.to_numeric(group[column], errors="coerce").dropna()
-            if values.empty:
-                continue
-            stats[column] = {
-                "mean": float(values.mean()),
-                "std": float(values.std(ddof=0)),
-                "median": float(values.median()),
-                "min": float(values.min()),
-                "max": float(values.max()),
-                "n": int(values.size),
-            }
-        summary["metrics"][str(method)] = stats
-    if {MODEL, BASELINE} <= set(table["method"]):
-        model = table[table["method"] == MODEL].set_index("case")
-        baseline = table[table["method"] == BASELINE].set_index("case")
-        common = model.index.intersection(baseline.index)
-        summary["gain_over_baseline"] = {
-            "cases": int(len(common)),
-            "model_minus_baseline": {
-                c: float(pd.to_numeric(model.loc[common, c]).mean() - pd.to_numeric(baseline.loc[common, c]).mean())
-                for c in columns
-                if c in baseline.columns and pd.to_numeric(model.loc[common, c], errors="coerce").notna().any()
-            },
-        }
-    return summary
-
-
-def write_results(table: pd.DataFrame, summary: dict[str, Any], out_dir: PathLike) -> None:
-    """`cases.csv` (one row per case and method) and `summary.json` into `out_dir`, atomically."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / "cases.csv") as tmp:
-        table.to_csv(tmp, index=False)
-    atomic_write_json(json_safe(summary), out_dir / "summary.json")
 
 
 # --- folders -------------------------------------------------------------------------------------------
@@ -442,7 +356,7 @@ def evaluate_folders(
         raise DatasetProblems(problems, header="files are missing")
     baseline_note = None
     if input_dir is not None and baseline_params is None:
-        baseline_params = fit_linear_baseline(
+        baseline_params = fit_baselines(
             ((inputs[c], references[c], masks.get(c)) for c in cases), modality=settings.modality, case_ids=cases
         )
         baseline_note = "fitted on the evaluated cases themselves (in-sample: slightly flatters the baseline)"

@@ -29,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--baseline-params",
         default=None,
-        help='JSON with the baseline\'s linear map {"a", "b", "order"} (default: fitted on the evaluated cases)',
+        help="JSON with the baselines' parameters as summary.json's 'baseline' holds them (default: fitted on the "
+        "evaluated cases)",
     )
     parser.add_argument(
         "--modality",

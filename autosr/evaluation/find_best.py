@@ -29,7 +29,7 @@ from autosr.evaluation.crossval import (
     score_validation_predictions,
     validation_predictions,
 )
-from autosr.evaluation.evaluate import BASELINE, HIGHER_IS_BETTER, MODEL, SUMMARY_METRICS, json_safe
+from autosr.evaluation.summary import BASELINE, HIGHER_IS_BETTER, MODEL, SUMMARY_METRICS, best_baseline, json_safe
 from autosr.io import atomic_write_json, read_image, write_image
 from autosr.paths import DEFAULT_PLANS_NAME, DEFAULT_TRAINER, AutosrPaths
 
@@ -109,6 +109,14 @@ def _ranking_key(metric: str):
 def _means(table: pd.DataFrame, cases: list[str], method: str = MODEL) -> dict[str, float]:
     rows = table[(table["method"] == method) & (table["case"].isin(cases))]
     return {c: float(pd.to_numeric(rows[c], errors="coerce").mean()) for c in SUMMARY_METRICS if c in rows.columns}
+
+
+def _baseline_entries(table: pd.DataFrame, cases: list[str]) -> dict[str, Any]:
+    """`baseline_means` (per metric, the better no-learning baseline over `cases`) and which one it was."""
+    combined, choice = best_baseline(table, cases)
+    if not choice:
+        return {"baseline_means": None}
+    return {"baseline_means": _means(combined, cases, BASELINE), "baseline_choice": choice}
 
 
 def find_best(
@@ -216,7 +224,7 @@ def find_best(
             }
             for c in ranking
         ],
-        "baseline_means": _means(first_table, cases, BASELINE) if (first_table["method"] == BASELINE).any() else None,
+        **_baseline_entries(first_table, cases),
     }
     atomic_write_json(json_safe(result), results_dir / "best.json")
     return json_safe(result)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from autosr.cli import add_path_arguments, paths_from_args
-from autosr.evaluation.evaluate import SUMMARY_METRICS
+from autosr.evaluation.summary import SUMMARY_METRICS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -16,7 +16,8 @@ from typing import Any
 import pandas as pd
 
 from autosr.evaluation.crossval import CROSSVAL_FOLDER
-from autosr.evaluation.evaluate import BASELINE, MODEL, SUMMARY_METRICS
+from autosr.evaluation.baseline import BASELINE_METHODS
+from autosr.evaluation.summary import BASELINE, MODEL, SUMMARY_METRICS
 from autosr.io import atomic_path, read_json
 from autosr.paths import AutosrPaths
 
@@ -41,7 +42,7 @@ def _fmt(value: Any) -> str:
 
 def _summary_table(summary: dict[str, Any]) -> str:
     stats = summary.get("metrics", {})
-    methods = [m for m in (MODEL, BASELINE) if m in stats]
+    methods = [m for m in (MODEL, BASELINE, *BASELINE_METHODS) if m in stats]
     gain = summary.get("gain_over_baseline", {}).get("model_minus_baseline", {})
     head = "".join(f"<th>{m} mean &plusmn; std</th>" for m in methods) + ("<th>model - baseline</th>" if gain else "")
     rows = []

@@ -15,7 +15,8 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
             f"WARNING: {len(missing)} reference case(s) without a prediction, not scored: {', '.join(missing)}"
         )
     stats = summary.get("metrics", {})
-    methods = [m for m in ("model", "baseline") if m in stats]
+    # the baseline column is, per metric, the better of the two no-learning baselines shown after it
+    methods = [m for m in ("model", "baseline", "baseline_linear", "baseline_standardized") if m in stats]
     lines.append(f"{'metric':<17}" + "".join(f"{m:>24}" for m in methods))
     for metric in SHOWN:
         cells = []
