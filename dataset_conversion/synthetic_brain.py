@@ -27,6 +27,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from autosr.dataset_conversion.acquisition import acquire
 from autosr.dataset_conversion.raw_writer import new_dataset_folder, write_dataset_json
 from autosr.errors import AutosrError
 from autosr.io.geometry import Geometry, grid_covering
@@ -134,10 +135,25 @@ def random_deformation(template: TissueTemplate, rng: np.random.Generator) -> np
     return coordinates
 
 
+def input_spacing_zyx(input_spacing_mm: float, slice_thickness_mm: float | None, slice_axis: int) -> list[float]:
+    """The input grid's spacing: `input_spacing_mm` everywhere, or thick slices along `slice_axis`."""
+    spacing = [float(input_spacing_mm)] * 3
+    if slice_thickness_mm is not None:
+        spacing[slice_axis] = float(slice_thickness_mm)
+    return spacing
+
+
 def make_subject(
-    template: TissueTemplate, input_spacing_mm: float, rng: np.random.Generator
+    template: TissueTemplate,
+    input_spacing_mm: float,
+    rng: np.random.Generator,
+    slice_thickness_mm: float | None = None,
+    slice_axis: int = 0,
 ) -> tuple[np.ndarray, Geometry, np.ndarray, np.ndarray]:
-    """One synthetic subject: (input, input geometry, target, mask uint8); target and mask on the template grid."""
+    """One synthetic subject: (input, input geometry, target, mask uint8); target and mask on the template grid.
+
+    With `slice_thickness_mm` the input is a thick-slice acquisition: slices along array axis `slice_axis`
+    (0 = z) average the signal over their thickness (`autosr.dataset_conversion.acquisition`)."""
     coordinates = random_deformation(template, rng)
     csf, gm, wm = (
         ndimage.map_coordinates(m, coordinates, order=1, mode="constant", cval=0.0)
@@ -150,11 +166,9 @@ def make_subject(
     fine_input = INPUT_INTENSITY[0] * csf + INPUT_INTENSITY[1] * gm + INPUT_INTENSITY[2] * wm
     fine_input *= 1.0 + BIAS_AMPLITUDE * np.tanh(smooth_random_field(target.shape, rng, control_points=3))
     fine_input *= rng.uniform(0.9, 1.1)  # scanner gain differs per session
-    spacing = np.asarray(template.geometry.spacing_zyx)
-    blur_sigma = np.maximum(0.0, 0.5 * input_spacing_mm / spacing - 0.3)  # the coarse acquisition's PSF
-    fine_input = ndimage.gaussian_filter(fine_input, blur_sigma)
-    input_geometry = grid_covering(template.geometry, (input_spacing_mm,) * 3)
-    coarse = resample_to_geometry(fine_input, template.geometry, input_geometry, order=1)
+    thick_axes = [slice_axis] if slice_thickness_mm is not None else []
+    spacing = input_spacing_zyx(input_spacing_mm, slice_thickness_mm, slice_axis)
+    coarse, input_geometry = acquire(fine_input, template.geometry, spacing, thick_axes)
     real = coarse + rng.normal(0.0, INPUT_RICIAN_SIGMA, coarse.shape)
     imaginary = rng.normal(0.0, INPUT_RICIAN_SIGMA, coarse.shape)
     noisy_input = np.sqrt(real**2 + imaginary**2).astype(np.float32)
@@ -169,10 +183,12 @@ def _set_worker_template(template: TissueTemplate) -> None:
     _WORKER_TEMPLATE = template
 
 
-def _write_subject(job: tuple[Path, str, str, int, int, float]) -> str:
-    folder, split, case_id, seed, case_index, input_spacing_mm = job
+def _write_subject(job: tuple[Path, str, str, int, int, float, float | None, int]) -> str:
+    folder, split, case_id, seed, case_index, input_spacing_mm, slice_thickness_mm, slice_axis = job
     rng = np.random.default_rng([seed, case_index])
-    inp, input_geometry, target, mask = make_subject(_WORKER_TEMPLATE, input_spacing_mm, rng)
+    inp, input_geometry, target, mask = make_subject(
+        _WORKER_TEMPLATE, input_spacing_mm, rng, slice_thickness_mm, slice_axis
+    )
     target_geometry = _WORKER_TEMPLATE.geometry
     write_image(inp, input_geometry, folder / f"images{split}" / f"{case_id}_0000.nii.gz")
     write_image(target, target_geometry, folder / f"targets{split}" / f"{case_id}.nii.gz")
@@ -191,20 +207,37 @@ def make_synthetic_brain_dataset(
     seed: int = 0,
     num_processes: int = max(1, min(4, os.cpu_count() or 1)),
     overwrite: bool = False,
+    slice_thickness_mm: float | None = None,
+    slice_axis: int = 0,
 ) -> Path:
     """Write `DatasetXXX_Name` under `raw_root` and return its folder.
 
     `input_spacing_mm` defaults to 1.5 x `target_spacing_mm` (a 2 mm target gets a 3 mm input).
+    `slice_thickness_mm` makes the input a thick-slice acquisition along array axis `slice_axis` (0 = z,
+    axial slices; 1 = y, coronal; 2 = x, sagittal), e.g. 2 mm in-plane with 8 mm slices.
     """
     if target_spacing_mm <= 0 or (input_spacing_mm is not None and input_spacing_mm <= 0):
         raise AutosrError("voxel sizes must be positive (--target-spacing, --input-spacing in mm)")
+    if slice_thickness_mm is not None and slice_thickness_mm <= 0:
+        raise AutosrError(f"--slice-thickness must be positive (mm), got {slice_thickness_mm}")
+    if slice_axis not in (0, 1, 2):
+        raise AutosrError(f"--slice-axis must be 0 (z), 1 (y) or 2 (x), got {slice_axis}")
     if num_train < 1 or num_test < 0:
         raise AutosrError("--num-train must be at least 1 and --num-test at least 0")
     input_spacing_mm = 1.5 * target_spacing_mm if input_spacing_mm is None else float(input_spacing_mm)
     template = load_template(float(target_spacing_mm))
     folder = new_dataset_folder(raw_root, dataset_id, name, overwrite=overwrite)
     jobs = [
-        (folder, "Tr" if index < num_train else "Ts", f"brain_{index:03d}", seed, index, input_spacing_mm)
+        (
+            folder,
+            "Tr" if index < num_train else "Ts",
+            f"brain_{index:03d}",
+            seed,
+            index,
+            input_spacing_mm,
+            slice_thickness_mm,
+            slice_axis,
+        )  # fmt: skip
         for index in range(num_train + num_test)
     ]
     if num_processes <= 1:
@@ -225,7 +258,9 @@ def make_synthetic_brain_dataset(
         num_test=num_test,
         description=(
             f"synthetic paired brains: random smooth deformations of the MNI152 2009a template; input "
-            f"low-field-like at {input_spacing_mm:g} mm, target high-field-like at {target_spacing_mm:g} mm; seed {seed}"
+            f"low-field-like at {'x'.join(f'{v:g}' for v in input_spacing_zyx(input_spacing_mm, slice_thickness_mm, slice_axis))} "
+            f"mm (z, y, x{', thick slices averaged over their thickness' if slice_thickness_mm else ''}), target "
+            f"high-field-like at {target_spacing_mm:g} mm; seed {seed}"
         ),
         reference="MNI ICBM152 2009a nonlinear symmetric template (Fonov et al., NeuroImage 2011), as shipped with nilearn",
         licence="template: see the MNI ICBM152 licence (free use with attribution); generated images: same terms",

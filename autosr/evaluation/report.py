@@ -15,8 +15,8 @@ from typing import Any
 
 import pandas as pd
 
-from autosr.evaluation.crossval import CROSSVAL_FOLDER
 from autosr.evaluation.baseline import BASELINE_METHODS
+from autosr.evaluation.crossval import CROSSVAL_FOLDER
 from autosr.evaluation.summary import BASELINE, MODEL, SUMMARY_METRICS
 from autosr.io import atomic_path, read_json
 from autosr.paths import AutosrPaths
