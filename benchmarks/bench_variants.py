@@ -61,6 +61,9 @@ VARIANTS: dict[str, tuple[Callable[[dict], None] | None, str]] = {
     "batch": (_set_network("norm", "batch"), "Trainer"),
     "group": (_set_network("norm", "group"), "Trainer"),
     "none": (_set_network("norm", "none"), "Trainer"),
+    "aug_interpolating": (None, "Trainer"),
+    "aug_lossless": (None, "TrainerLosslessAugmentation"),
+    "aug_mirror": (None, "TrainerMirrorAugmentation"),
 }
 
 

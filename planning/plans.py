@@ -23,7 +23,7 @@ Layout (abridged):
         "3d_fullres": {
           "data_identifier": "autosrPlans_3d_fullres",   # preprocessed folder name
           "spacing_zyx": [1.0, 1.0, 1.0],
-          "patch_size": [128, 128, 128],                 # 2 numbers (y, x) for "2d"
+          "patch_size": [128, 128, 128],                 # 2 numbers for "2d" (the in-plane axes)
           "batch_size": 2,
           "median_shape_zyx": [...],                     # after resampling and cropping
           "resampling": {"input_order": 3, "target_order": 3, "mask_order": 0},
@@ -40,7 +40,7 @@ Layout (abridged):
           },
           "estimated_vram_gb": 7.1
         },
-        "2d": {...}
+        "2d": {..., "slice_axes": [0]}                   # axes 2D slices are taken along
       }
     }
 """
@@ -92,6 +92,22 @@ class ConfigurationPlan:
     @property
     def network(self) -> dict[str, Any]:
         return self.raw["network"]
+
+    @property
+    def slice_axes(self) -> tuple[int, ...]:
+        """`2d` only: the (canonical) axes the 2D network slices along; several = planes averaged."""
+        return tuple(int(a) for a in self.raw.get("slice_axes", [0]))
+
+    def in_plane_axes(self, slice_axis: int) -> tuple[int, int]:
+        """The two volume axes a 2D patch spans when slicing along `slice_axis`, in order."""
+        return tuple(a for a in range(3) if a != slice_axis)
+
+    @property
+    def patch_spacing(self) -> tuple[float, ...]:
+        """The spacing along each patch axis (a 2D patch: the in-plane axes of its first slicing axis)."""
+        if self.dims == 3:
+            return self.spacing_zyx
+        return tuple(self.spacing_zyx[a] for a in self.in_plane_axes(self.slice_axes[0]))
 
     @property
     def resampling(self) -> dict[str, int]:
@@ -249,6 +265,12 @@ def validate_plans_dict(raw: Any) -> list[str]:
                 problems.append(
                     f"{where}.patch_size {patch} must be divisible by the network's total stride {total} per axis"
                 )
+        if "slice_axes" in c:
+            axes = c["slice_axes"]
+            if dims != 2 or not _is_int_list(axes) or not axes or len(set(axes)) != len(axes):
+                problems.append(f"{where}.slice_axes is for 2d configurations: a list of distinct axes, got {axes!r}")
+            elif any(a not in (0, 1, 2) for a in axes):
+                problems.append(f"{where}.slice_axes must hold axes 0 (z), 1 (y) or 2 (x), got {axes!r}")
         for key, expected in (("n_conv_per_stage", n_stages), ("n_conv_per_stage_decoder", n_stages - 1)):
             v = net.get(key)
             if not _is_int_list(v, expected):

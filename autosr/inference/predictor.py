@@ -38,7 +38,7 @@ from autosr.inference.folder import (
     select_part,
     uncertainty_file,
 )
-from autosr.inference.mirroring import mirror_combinations, normalize_mirror_axes
+from autosr.inference.mirroring import mirror_combinations, normalize_mirror_axes, volume_flip_dims
 from autosr.inference.model_folder import configuration_of, require_checkpoints
 from autosr.inference.running_stats import RunningMeanStd
 from autosr.inference.sliding_window import DEFAULT_STEP_FRACTION, predict_sliding_window
@@ -179,8 +179,8 @@ class Predictor:
 
     @property
     def num_members(self) -> int:
-        """Ensemble members per case: folds x mirrorings."""
-        return len(self.networks) * len(mirror_combinations(self.mirror_axes))
+        """Ensemble members per case: folds x planes (2D) x mirrorings."""
+        return len(self.networks) * len(self.planes) * len(mirror_combinations(self.mirror_axes))
 
     # --- normalized space ----------------------------------------------------------------------------
     def predict_preprocessed(
@@ -201,20 +201,30 @@ class Predictor:
             )
         image = image.float()  # the sliding window moves it to the device when it fits there
         stats = RunningMeanStd(track_spread=with_uncertainty)
-        dims = len(self.patch_size)
         for network in self.networks:
-            if not with_uncertainty:
-                stats.update(self._sliding_window(network, image, self.mirror_axes))
-                continue
-            # each mirroring is its own member: flip the whole volume, predict, flip back
-            for mirror in mirror_combinations(self.mirror_axes):
-                volume_dims = tuple(1 + (3 - dims) + a for a in mirror)
-                flipped = torch.flip(image, volume_dims) if mirror else image
-                member = self._sliding_window(network, flipped, ())
-                stats.update(torch.flip(member, volume_dims) if mirror else member)
+            for plane in self.planes:
+                volume = image.movedim(1 + plane, 1) if plane else image
+                for member in self._members(network, volume, with_uncertainty):
+                    stats.update(member.movedim(1, 1 + plane) if plane else member)
         prediction = stats.mean[0].cpu().numpy()
         uncertainty = stats.std()[0].cpu().numpy() if with_uncertainty else None
         return prediction, uncertainty
+
+    @property
+    def planes(self) -> tuple[int, ...]:
+        """Volume axes a 2D network slices along (each a member of the ensemble); (0,) for 3D networks."""
+        return self.configuration.slice_axes if self.configuration.dims == 2 else (0,)
+
+    def _members(self, network: nn.Module, image: torch.Tensor, separately: bool):
+        """The network's predictions of `image`: all mirrorings averaged in one sliding window, or (for the
+        uncertainty) each mirroring on its own: the whole volume flipped, predicted, flipped back."""
+        if not separately:
+            yield self._sliding_window(network, image, self.mirror_axes)
+            return
+        for mirror in mirror_combinations(self.mirror_axes):
+            flip = volume_flip_dims(mirror, len(self.patch_size))
+            member = self._sliding_window(network, torch.flip(image, flip) if flip else image, ())
+            yield torch.flip(member, flip) if flip else member
 
     def _sliding_window(self, network: nn.Module, image: torch.Tensor, mirror_axes: Sequence[int]) -> torch.Tensor:
         return predict_sliding_window(

@@ -28,9 +28,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from autosr.inference.mirroring import mirror_combinations, normalize_mirror_axes
+from autosr.inference.mirroring import mirror_combinations, normalize_mirror_axes, volume_flip_dims
+from autosr.preprocessing.foreground import border_values
 
 # Step between tiles as a fraction of the patch. Measured on held-out phantoms with a trained U-Net
 # (benchmarks/bench_inference.py quality; documentation/inference.md, "Choosing the step"): PSNR 23.4 dB at
@@ -99,16 +99,21 @@ def tile_windows(shape_zyx: Sequence[int], window_zyx: Sequence[int], step_fract
 
 
 def _pad_to_window(image: torch.Tensor, window_zyx: Sequence[int]) -> tuple[torch.Tensor, Window]:
-    """Pad (C, Z, Y, X) symmetrically up to the window where it is smaller; return the crop back."""
+    """Pad (C, Z, Y, X) symmetrically up to the window where it is smaller; return the crop back.
+
+    The padding is each channel's background level (the median of the volume's faces), the value training
+    patches are filled with where they reach past a volume, so the network meets no edge it never saw.
+    """
     shape = image.shape[1:]
     before = [max(0, w - s) // 2 for s, w in zip(shape, window_zyx)]
     after = [max(0, w - s) - b for s, w, b in zip(shape, window_zyx, before)]
     crop = tuple(slice(b, b + s) for b, s in zip(before, shape))
     if not any(before) and not any(after):
         return image, crop
-    # replicate: continuing the border (usually background) invents no edge for the network to react to
-    pad = [after_or_before for axis in (2, 1, 0) for after_or_before in (before[axis], after[axis])]
-    padded = F.pad(image[None], pad, mode="replicate")[0]
+    fill = border_values(image).to(image.dtype)
+    padded = fill.reshape(-1, 1, 1, 1).expand(image.shape[0], *(s + b + a for s, b, a in zip(shape, before, after)))
+    padded = padded.clone()
+    padded[(slice(None), *crop)] = image
     return padded, crop
 
 
@@ -188,9 +193,7 @@ def predict_sliding_window(
     windows = tile_windows(padded.shape[1:], window, step_fraction)
     weight = gaussian_importance_map(patch_size, sigma_fraction, device=device).reshape(window)
 
-    # a flip of patch axis a acts on tensor dim 1 + (3 - dims) + a of a (C, *window) tile
-    first_spatial = 1 + (3 - dims)
-    work = [(w, tuple(first_spatial + a for a in m)) for w in windows for m in mirrors]
+    work = [(w, volume_flip_dims(m, dims)) for w in windows for m in mirrors]
     numerator: torch.Tensor | None = None
     denominator = _allocate(padded.shape[1:], device)
     acc_device = denominator.device

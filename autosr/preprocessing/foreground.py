@@ -8,6 +8,9 @@
   (Otsu, IEEE SMC 9(1) 1979). Only the below-threshold region *connected to the volume's border* is
   background (air around the subject); dark structures inside (ventricles, sinuses) stay foreground. A scan
   whose border is not background at all (a field of view inside the body) is all foreground.
+- **Background level** (`border_values`): the median of the voxels on a volume's faces, per channel. Where
+  a patch or tile reaches past the volume, training and prediction alike fill it with this level, so the
+  network never meets an edge or a stripe there that it was not trained on.
 - **Reference foreground** (`target_foreground`): the same rule on a target or reference image, used when a
   dataset has no masks (the target's normalization region, the evaluation region) and by the fingerprint.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 from scipy import ndimage
 
 CT_FOREGROUND_HU = -500.0  # between air (-1000) and fat (-100): the body's outline in any CT
@@ -114,3 +118,15 @@ def bounding_box(mask: np.ndarray, margin_voxels: Sequence[int] | int = 0) -> li
 def crop_box(foreground: np.ndarray, spacing_zyx: Sequence[float]) -> list[list[int]]:
     """The box preprocessing crops a case to: the foreground's box grown by `CROP_MARGIN_MM` per axis."""
     return bounding_box(foreground, [int(np.ceil(CROP_MARGIN_MM / s)) for s in spacing_zyx])
+
+
+def border_values(array):
+    """Per channel, the median of the voxels on the faces of a (C, *spatial) array: the level a volume
+    continues with beyond its edges (the lower middle value for an even count, torch's median, for numpy
+    and torch alike). numpy in, float32 numpy out; a torch tensor in, a tensor on its device out."""
+    if not isinstance(array, torch.Tensor):
+        array = np.asarray(array)
+        faces = [np.take(array, [e], axis=a).reshape(array.shape[0], -1) for a in range(1, array.ndim) for e in (0, -1)]
+        return torch.from_numpy(np.concatenate(faces, axis=1).astype(np.float32)).median(dim=1).values.numpy()
+    faces = [array.select(a, e).reshape(array.shape[0], -1) for a in range(1, array.ndim) for e in (0, -1)]
+    return torch.cat(faces, dim=1).float().median(dim=1).values

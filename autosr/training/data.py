@@ -7,8 +7,8 @@ sample (augmentation.py), and the batch is returned as
 
     {"input": (B, C, *patch), "target": (B, 1, *patch), "mask": (B, 1, *patch), "cases": [...]}
 
-numpy float32 arrays (mask as 0/1 float). For 2D configurations a patch is one Z slice: the volume's axis
-0 is the slice axis and the patch is (Y, X).
+numpy float32 arrays (mask as 0/1 float). For 2D configurations a patch is one slice along one of the
+configuration's `slice_axes` (drawn per sample), spanning the two other volume axes in order.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from batchgenerators.dataloading.single_threaded_augmenter import SingleThreaded
 
 from autosr.errors import AutosrError
 from autosr.preprocessing.case_store import load_case
-from autosr.training.augmentation import sample_enlargement, training_transforms
+from autosr.preprocessing.foreground import border_values
+from autosr.training.augmentation import sample_size, training_transforms
 
 # Share of each batch centred inside the mask: the remaining 2/3 still see background and borders, so
 # the network learns to leave the background alone. Standard choice, not tuned here.
@@ -43,10 +44,15 @@ def default_num_workers() -> int:
     return max(0, min(12, (os.cpu_count() or 1) - 1))
 
 
-def crop_padded(array: np.ndarray, start: Sequence[int], size: Sequence[int]) -> np.ndarray:
-    """array[:, start:start+size] over the trailing axes, zero-padded where the window leaves the array."""
+def crop_padded(
+    array: np.ndarray, start: Sequence[int], size: Sequence[int], fill: np.ndarray | None = None
+) -> np.ndarray:
+    """array[:, start:start+size] over the trailing axes; where the window leaves the array, each channel is
+    filled with `fill[c]` (default 0)."""
     spatial = array.shape[1:]
     out = np.zeros((array.shape[0], *size), dtype=np.float32)
+    if fill is not None:
+        out[:] = np.asarray(fill, dtype=np.float32).reshape(-1, *([1] * len(size)))
     src, dst = [slice(None)], [slice(None)]
     for s, n, dim in zip(start, size, spatial):
         lo, hi = max(s, 0), min(s + n, dim)
@@ -81,6 +87,7 @@ class CaseCache:
         self.case_ids = list(case_ids)
         self._cases: dict[str, object] = {}
         self._foreground: dict[str, np.ndarray] = {}
+        self._fill: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def get(self, case_id: str):
         if case_id not in self._cases:
@@ -89,6 +96,14 @@ class CaseCache:
                 raise AutosrError(f"{self.folder}: case '{case_id}' has no target; re-run `autosr plan`")
             self._cases[case_id] = case
         return self._cases[case_id]
+
+    def fill_values(self, case_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """(input, target) background levels per channel: what a patch reaching past the volume sees, the
+        same level the sliding window pads with at prediction (`border_values`)."""
+        if case_id not in self._fill:
+            case = self.get(case_id)
+            self._fill[case_id] = (border_values(case.input), border_values(case.target))
+        return self._fill[case_id]
 
     def foreground(self, case_id: str, rng: np.random.RandomState) -> np.ndarray:
         if case_id not in self._foreground:
@@ -117,6 +132,9 @@ class PatchLoader(DataLoader):
         foreground_fraction: float = FOREGROUND_FRACTION,
         num_threads: int = 1,
         seed: int | None = None,
+        spatial_policy: str = "interpolating",
+        axis_groups: Sequence[Sequence[int]] = (),
+        slice_axes: Sequence[int] = (0,),
     ):
         if not case_ids:
             raise AutosrError(f"{folder}: no cases to sample patches from")
@@ -124,10 +142,15 @@ class PatchLoader(DataLoader):
         self.cache = CaseCache(folder, case_ids)
         self.patch_size = [int(p) for p in patch_size]
         self.dims = len(self.patch_size)
+        self.slice_axes = [int(a) for a in slice_axes]
         self.foreground_fraction = foreground_fraction
         self.augment = augment
-        self.sample_size = sample_enlargement(self.patch_size, rotate=augment)
-        self.transforms = training_transforms(self.patch_size, mirror_axes) if augment else None
+        self.sample_size = sample_size(self.patch_size, spatial_policy if augment else None, axis_groups)
+        self.transforms = (
+            training_transforms(self.patch_size, mirror_axes, policy=spatial_policy, axis_groups=axis_groups)
+            if augment
+            else None
+        )
         self.seed = seed
         self.rng = np.random.RandomState(seed)
         self._rng_pid = os.getpid()
@@ -154,16 +177,23 @@ class PatchLoader(DataLoader):
         shape = case.input.shape[1:]
         centre = self._centre(case_id, shape, on_foreground)
         mask = case.mask if case.mask is not None else np.ones((1, *shape), dtype=np.uint8)
-        if self.dims == 2:  # one slice: keep the Z index, sample (Y, X) around the centre
-            z = centre[0]
-            arrays = [case.input[:, z], case.target[:, z], mask[:, z]]
-            centre = centre[1:]
+        if self.dims == 2:  # one slice along a slicing axis, the patch around the centre in its plane
+            axis = (
+                self.slice_axes[self.rng.randint(len(self.slice_axes))]
+                if len(self.slice_axes) > 1
+                else self.slice_axes[0]
+            )
+            index = [slice(None)] * 4
+            index[1 + axis] = centre[axis]
+            arrays = [np.asarray(a[tuple(index)]) for a in (case.input, case.target, mask)]
+            centre = [c for a, c in enumerate(centre) if a != axis]
         else:
             arrays = [case.input, case.target, mask]
         start = patch_start(centre, self.patch_size, arrays[0].shape[1:])
         size = self.sample_size
         start = [s - (n - p) // 2 for s, n, p in zip(start, size, self.patch_size)]
-        inp, tgt, msk = (crop_padded(a, start, size) for a in arrays)
+        fills = (*self.cache.fill_values(case_id), None)
+        inp, tgt, msk = (crop_padded(a, start, size, fill) for a, fill in zip(arrays, fills))
         if self.transforms is None:
             start = [(s - p) // 2 for s, p in zip(size, self.patch_size)]
             inp, tgt, msk = (crop_padded(a, start, self.patch_size) for a in (inp, tgt, msk))
@@ -200,14 +230,18 @@ def make_batch_iterator(
     augment: bool = True,
     mirror_axes: Sequence[int] = (0, 1, 2),
     seed: int = 0,
+    spatial_policy: str = "interpolating",
+    axis_groups: Sequence[Sequence[int]] = (),
+    slice_axes: Sequence[int] = (0,),
 ):
     """An infinite batch iterator: single-process for `num_workers == 0`, else batchgenerators'
     NonDetMultiThreadedAugmenter with `num_workers` processes, each seeded differently."""
+    options = dict(spatial_policy=spatial_policy, axis_groups=axis_groups, slice_axes=slice_axes)
     if num_workers <= 0:
-        loader = PatchLoader(folder, case_ids, patch_size, batch_size, augment, mirror_axes, seed=seed)
+        loader = PatchLoader(folder, case_ids, patch_size, batch_size, augment, mirror_axes, seed=seed, **options)
         return SingleThreadedAugmenter(loader, None)
     loader = PatchLoader(
-        folder, case_ids, patch_size, batch_size, augment, mirror_axes, num_threads=num_workers, seed=seed
+        folder, case_ids, patch_size, batch_size, augment, mirror_axes, num_threads=num_workers, seed=seed, **options
     )
     seeds = [seed * 1000 + i for i in range(num_workers)]
     return NonDetMultiThreadedAugmenter(

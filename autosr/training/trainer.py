@@ -30,6 +30,7 @@ from tqdm import tqdm
 from autosr.errors import AutosrError
 from autosr.network import build_network
 from autosr.planning.plans import Plans
+from autosr.training.augmentation import interchangeable_axes
 from autosr.training.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from autosr.training.data import make_batch_iterator
 from autosr.training.device import barrier, mean_across_ranks
@@ -74,6 +75,7 @@ class Trainer:
     loss_name = "l1"
     optimizer_name = "adamw"  # measured: documentation/training.md, "Optimizer: SGD vs AdamW"
     augment = True
+    spatial_augmentation = "interpolating"  # a policy of autosr.training.augmentation.SPATIAL_POLICIES
 
     def __init__(self, ctx: TrainingContext):
         self.ctx = ctx
@@ -231,6 +233,9 @@ class Trainer:
             augment=self.augment,
             mirror_axes=self.mirror_axes(),
             seed=seed,
+            spatial_policy=self.spatial_augmentation,
+            axis_groups=interchangeable_axes(self.config.patch_spacing),
+            slice_axes=self.config.slice_axes,
         )
         # fold 'all' has no validation cases: the val curve then tracks un-augmented training patches
         val_cases = self.ctx.val_cases or self.ctx.train_cases
@@ -242,6 +247,7 @@ class Trainer:
             max(0, self.ctx.num_workers // 2),
             augment=False,
             seed=seed + 1,
+            slice_axes=self.config.slice_axes,
         )
         return train, val
 

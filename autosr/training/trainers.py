@@ -22,6 +22,19 @@ class TrainerNoMirroring(Trainer):
         return ()
 
 
+class TrainerLosslessAugmentation(Trainer):
+    """Spatial augmentation without interpolation: axis permutations among equally spaced axes and
+    mirroring, so the target keeps its finest detail (documentation/training.md, "Augmentation")."""
+
+    spatial_augmentation = "lossless"
+
+
+class TrainerMirrorAugmentation(Trainer):
+    """Mirroring as the only spatial augmentation (documentation/training.md, "Augmentation")."""
+
+    spatial_augmentation = "mirror"
+
+
 class TrainerSGD(Trainer):
     """SGD with Nesterov momentum (LR 0.01) instead of AdamW: the alternative measured in
     documentation/training.md, the usual choice of self-configuring U-Nets on long schedules."""
@@ -36,6 +49,8 @@ TRAINERS: dict[str, type[Trainer]] = {
     "AdversarialTrainer": AdversarialTrainer,
     "TrainerSSIMLoss": TrainerSSIMLoss,
     "TrainerNoMirroring": TrainerNoMirroring,
+    "TrainerLosslessAugmentation": TrainerLosslessAugmentation,
+    "TrainerMirrorAugmentation": TrainerMirrorAugmentation,
     "TrainerSGD": TrainerSGD,
 }
 
