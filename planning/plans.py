@@ -36,7 +36,9 @@ Layout (abridged):
             "n_conv_per_stage": [2, 2, ...],             # encoder
             "n_conv_per_stage_decoder": [2, ...],        # one fewer than stages
             "upsampling": "transposed",                  # or "interp_conv"
-            "deep_supervision": true
+            "deep_supervision": true,
+            "norm": "batch",                             # instance | batch | group | none
+            "residual": false                            # predict the correction to input channel 0
           },
           "estimated_vram_gb": 7.1
         },

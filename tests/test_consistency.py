@@ -21,7 +21,7 @@ from autosr.cli import main
 from autosr.dataset.spec import discover_cases, load_dataset_spec
 from autosr.io import Geometry, read_image, resample_to_geometry
 from autosr.io.image_io import geometry_of
-from autosr.io.orientation import IDENTITY_DIRECTION
+from autosr.io.orientation import IDENTITY_DIRECTION, output_grid
 from autosr.paths import AutosrPaths
 from autosr.planning.plans import Plans
 from autosr.preprocessing.preprocess import preprocess_for_inference, preprocess_training_case
@@ -75,32 +75,50 @@ def test_training_arrays_do_not_depend_on_how_files_store_their_axes(autosr_root
         np.testing.assert_array_equal(scan.input, preprocess_for_inference(case.channels, plans, "3d_fullres").input)
 
 
-def _predict(folder: Path, out: Path) -> None:
-    assert main(["predict", "-i", str(folder), "-o", str(out), "-d", "901", "-c", "3d_fullres", "-f", "0"]) == 0
+def _predict(folder: Path, out: Path, configuration: str = "3d_fullres") -> None:
+    assert main(["predict", "-i", str(folder), "-o", str(out), "-d", "901", "-c", configuration, "-f", "0"]) == 0
+
+
+def _train(paths: AutosrPaths, configuration: str) -> Path:
+    return train_fold(901, configuration, 0, paths=paths, device="cpu", epochs=2, iters_per_epoch=3, num_workers=0)
+
+
+def _crossval_equals_predict(paths: AutosrPaths, fold_dir: Path, tmp_path: Path, configuration: str):
+    raw = paths.raw / DATASET
+    (validation_file,) = sorted((fold_dir / "validation").glob("*.nii.gz"))
+    original = raw / "imagesTr" / f"{validation_file.name.removesuffix('.nii.gz')}_0000.nii.gz"
+    single = tmp_path / f"single_{configuration}"
+    single.mkdir()
+    shutil.copy(original, single / original.name)
+    _predict(single, tmp_path / f"predicted_{configuration}", configuration)
+    predicted, predicted_geometry = read_image(tmp_path / f"predicted_{configuration}" / validation_file.name)
+    crossval, crossval_geometry = read_image(validation_file)
+    assert predicted_geometry == crossval_geometry
+    np.testing.assert_allclose(predicted, crossval, rtol=0, atol=1e-4 * np.abs(crossval).max())
+    return validation_file, original, predicted, predicted_geometry
+
+
+def test_2d_on_the_planes_holding_a_coarse_axis_matches_predict_and_keeps_geometry(autosr_roots, tmp_path):
+    pre = make_tiny_dataset(autosr_roots)
+    plans = Plans.load(pre / "plans.json")
+    plans.raw["configurations"]["2d"]["slice_axes"] = [1, 2]  # slices holding z, as for thick axial input
+    plans.save(pre / "plans.json")
+    fold_dir = _train(autosr_roots, "2d")
+    _, original, _, geometry = _crossval_equals_predict(autosr_roots, fold_dir, tmp_path, "2d")
+    input_geometry = read_image(original)[1]
+    assert geometry == output_grid(input_geometry, plans.configuration("2d").spacing_zyx)
 
 
 def test_crossval_equals_predict_and_orientation_round_trips(autosr_roots: AutosrPaths, tmp_path: Path):
     make_tiny_dataset(autosr_roots)
-    fold_dir = train_fold(
-        901, "3d_fullres", 0, paths=autosr_roots, device="cpu", epochs=2, iters_per_epoch=3, num_workers=0
-    )
-    raw = autosr_roots.raw / DATASET
-    (validation_file,) = sorted((fold_dir / "validation").glob("*.nii.gz"))
-    case_id = validation_file.name.removesuffix(".nii.gz")
-    original = raw / "imagesTr" / f"{case_id}_0000.nii.gz"
-
+    fold_dir = _train(autosr_roots, "3d_fullres")
     # 1. the cross-validation prediction is what `autosr predict` gives for the raw scan
-    single = tmp_path / "single"
-    single.mkdir()
-    shutil.copy(original, single / original.name)
-    _predict(single, tmp_path / "predicted")
-    predicted, predicted_geometry = read_image(tmp_path / "predicted" / validation_file.name)
-    crossval, crossval_geometry = read_image(validation_file)
-    assert predicted_geometry == crossval_geometry
-    np.testing.assert_allclose(predicted, crossval, rtol=0, atol=1e-4 * np.abs(crossval).max())
+    validation_file, original, predicted, predicted_geometry = _crossval_equals_predict(
+        autosr_roots, fold_dir, tmp_path, "3d_fullres"
+    )
 
     # 2. the same scan stored in other orientations: predictions on the input's own grid, same world content
-    reference_image = sitk.ReadImage(str(tmp_path / "predicted" / validation_file.name))
+    reference_image = sitk.ReadImage(str(tmp_path / "predicted_3d_fullres" / validation_file.name))
     for code in ORIENTATIONS:
         folder = tmp_path / f"in_{code}"
         store_reoriented(original, folder / original.name, code)

@@ -226,3 +226,37 @@ def test_model_folder_names():
     assert (parsed.trainer, parsed.plans_name, parsed.configuration) == ("Trainer", "autosrPlans", "3d_fullres")
     assert str(parsed) == "Trainer__autosrPlans__3d_fullres"
     assert parse_model_folder_name("fold_0") is None
+
+
+class AxisProbe(nn.Module):
+    """A '2D network' whose output is input channel 0 plus the row index along the slice's first axis: the
+    prediction shows which volume axis each slice's first axis was."""
+
+    def __init__(self):
+        super().__init__()
+        self.deep_supervision = False
+        self.dummy = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = torch.arange(x.shape[2], dtype=x.dtype).reshape(1, 1, -1, 1)
+        return x[:, :1] + rows + self.dummy
+
+
+@pytest.mark.parametrize("slice_axes", [[0], [1], [2], [1, 2]])
+def test_2d_planes_slice_along_the_planned_axes_and_come_back_in_place(tmp_path, slice_axes):
+    plans = plans_dict(patch_2d=(16, 16))
+    plans["configurations"]["2d"]["slice_axes"] = slice_axes
+    folder = make_model_folder(tmp_path, configuration="2d", folds=(0,), plans=plans, builder=lambda *a: AxisProbe())
+    predictor = Predictor.from_trained(folder, folds=(0,), network_builder=lambda *a: AxisProbe(), use_mirroring=False)
+    assert predictor.planes == tuple(slice_axes) and predictor.num_members == len(slice_axes)
+    image = np.random.default_rng(0).normal(size=(1, 9, 11, 13)).astype(np.float32)
+    prediction, _ = predictor.predict_preprocessed(image)
+    expected = []
+    for axis in slice_axes:  # the first in-plane axis of slicing along `axis`: the lowest other axis
+        first = min(a for a in range(3) if a != axis)
+        rows = np.arange(image.shape[1 + first], dtype=np.float32)
+        shape = [1, 1, 1]
+        shape[first] = -1
+        expected.append(image[0] + rows.reshape(shape))
+    # tiles pad each slice to the 16 x 16 patch symmetrically: the probe's row index counts from the pad
+    np.testing.assert_allclose(prediction - np.mean(expected, axis=0), prediction.mean() - np.mean(expected), atol=1e-4)

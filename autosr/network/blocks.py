@@ -48,6 +48,16 @@ def make_norm(kind: str, dims: int, channels: int) -> nn.Module:
     raise ValueError(f"unknown normalization '{kind}' (valid: {', '.join(NORMALIZATIONS)})")
 
 
+def average_pool_to(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Average-pool (B, C, *spatial) down to `size` (integer factors per axis): a coarse voxel holds the mean
+    of the fine voxels it covers. Unchanged when `x` has that size already."""
+    if tuple(x.shape[2:]) == tuple(size):
+        return x
+    factors = [s // t for s, t in zip(x.shape[2:], size)]
+    pool = {2: nn.functional.avg_pool2d, 3: nn.functional.avg_pool3d}[x.ndim - 2]
+    return pool(x, kernel_size=factors, stride=factors)
+
+
 def same_padding(kernel_size: Sequence[int]) -> list[int]:
     """Padding that keeps the spatial size for odd kernels (and stride 1)."""
     return [k // 2 for k in kernel_size]

@@ -61,4 +61,5 @@ def build_network(network_plan: dict[str, Any], in_channels: int, out_channels: 
         upsampling=upsampling,
         deep_supervision=bool(network_plan.get("deep_supervision", False)),
         norm=norm,
+        residual=bool(network_plan.get("residual", False)),
     )

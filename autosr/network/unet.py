@@ -7,7 +7,9 @@ has a 1x1 head; the heads are always built (so state dicts do not depend on the 
 and `deep_supervision` only decides whether `forward` returns all of them or the full-resolution one.
 
 Regression: the heads are plain 1x1 convolutions with a bias and no nonlinearity, because the normalized
-target is unbounded (z-scores, CT in scaled HU).
+target is unbounded (z-scores, CT in scaled HU). With `residual`, every output adds input channel 0 (the
+scan resampled onto the target grid, normalized; average-pooled to a deep-supervision output's size): the
+network predicts the correction to its input, the usual formulation of super-resolution.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from autosr.network.blocks import UPSAMPLERS, PlainStage, ResidualStage, conv_class
+from autosr.network.blocks import UPSAMPLERS, PlainStage, ResidualStage, average_pool_to, conv_class
 
 
 class DynamicUNet(nn.Module):
@@ -38,8 +40,10 @@ class DynamicUNet(nn.Module):
         upsampling: str = "interp_conv",
         deep_supervision: bool = False,
         norm: str = "instance",
+        residual: bool = False,
     ):
         super().__init__()
+        self.residual = bool(residual)
         n_stages = len(features_per_stage)
         self.dims = dims
         self.deep_supervision = bool(deep_supervision)
@@ -83,6 +87,7 @@ class DynamicUNet(nn.Module):
             initialize_without_normalization(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        source = x[:, :1]
         skips = []
         for stage in self.encoder:
             x = stage(x)
@@ -95,6 +100,8 @@ class DynamicUNet(nn.Module):
             x = stage(torch.cat([up(x, skip.shape[2:]), skip], dim=1))
             if self.deep_supervision or d == last:
                 outputs.append(head(x))
+        if self.residual:
+            outputs = [out + average_pool_to(source, out.shape[2:]) for out in outputs]
         if self.deep_supervision:
             return outputs[::-1]  # [full resolution, half, quarter, ...]
         return outputs[-1]
