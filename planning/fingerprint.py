@@ -2,7 +2,8 @@
 
 Per case: input and target spacings, shapes and physical extents, the shape after cropping to the input's
 foreground box (on the target's working grid, exactly as preprocessing crops), the target's mean/std
-inside the mask, and the correlation
+inside the mask, the target's background level (median outside its foreground: what exported predictions
+are set to outside the subject), and the correlation
 of input channel 0 and target inside the mask (input resampled onto the target grid, linear). Pooled:
 intensity statistics (p0.5, p99.5, mean, std, median) of every input channel and of the target, from up
 to `SAMPLES_PER_CASE` voxels per case inside the mask (or the foreground when there is no mask).
@@ -67,6 +68,7 @@ def _case_fingerprint(args: tuple[CaseFiles, str, list[str], int]) -> dict[str, 
     with np.errstate(invalid="ignore", divide="ignore"):
         correlation = float(np.corrcoef(input_values[0], target_values)[0, 1])
     target_inside = target[mask]
+    outside = ~target_foreground(target, modality)
     return {
         "case_id": case.case_id,
         "input_spacing_zyx": to_world_axes(input_geometry.spacing_zyx, input_geometry),
@@ -79,9 +81,15 @@ def _case_fingerprint(args: tuple[CaseFiles, str, list[str], int]) -> dict[str, 
         "mask_voxels": int(inside.size),
         "target_mean_in_mask": float(target_inside.mean()),
         "target_std_in_mask": float(target_inside.std()),
+        "target_background": float(np.median(target[outside])) if outside.any() else None,
         "input_target_correlation": correlation if np.isfinite(correlation) else None,
         "_samples": {"inputs": input_values, "target": target_values},
     }
+
+
+def _median_or_none(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return float(np.median(present)) if present else None
 
 
 def _statistics(values: np.ndarray) -> dict[str, float]:
@@ -138,5 +146,6 @@ def extract_fingerprint(raw_dataset_dir: str | os.PathLike, num_processes: int =
         "intensity_statistics": {"input_channels": channel_stats, "target": target_stats},
         "median_target_mean_in_mask": float(np.median([r["target_mean_in_mask"] for r in records])),
         "median_target_std_in_mask": float(np.median([r["target_std_in_mask"] for r in records])),
+        "median_target_background": _median_or_none([r["target_background"] for r in records]),
         "warnings": warnings,
     }

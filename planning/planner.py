@@ -272,7 +272,10 @@ def normalization_entries(fingerprint: dict, spec: DatasetSpec) -> dict[str, Any
                     export_mean=fingerprint["median_target_mean_in_mask"],
                     export_std=fingerprint["median_target_std_in_mask"],
                 )
-            e["background"] = channel_stats["p00_5"] if scheme_name == "ct" else 0.0
+            measured = fingerprint.get("median_target_background")
+            if measured is None:  # fingerprints from before the measurement, or targets without background
+                measured = channel_stats["p00_5"] if scheme_name == "ct" else 0.0
+            e["background"] = float(measured)
         return e
 
     inputs = [

@@ -160,3 +160,32 @@ def test_crossval_equals_predict_and_orientation_round_trips(autosr_roots: Autos
     both = np.isfinite(original_seen) & (on_original > -9.0)
     correlation = np.corrcoef(original_seen[both], on_original[both])[0, 1]
     assert correlation > 0.9, correlation
+
+
+def test_exported_background_is_the_training_targets_level_outside_the_subject(autosr_roots, tmp_path):
+    """Outside the input's foreground (grown by the subject margin) a prediction holds the plans' background
+    level exactly; --keep-background keeps the network's own values there."""
+    from autosr.preprocessing.foreground import subject_region
+
+    make_tiny_dataset(autosr_roots)
+    _train(autosr_roots, "3d_fullres")
+    raw = autosr_roots.raw / DATASET
+    folder = tmp_path / "in"
+    folder.mkdir()
+    scan_file = raw / "imagesTr" / "phantom_001_0000.nii.gz"
+    shutil.copy(scan_file, folder / scan_file.name)
+    _predict(folder, tmp_path / "filled")
+    assert main(["predict", "-i", str(folder), "-o", str(tmp_path / "raw_out"), "-d", "901", "-c", "3d_fullres",
+                 "-f", "0", "--keep-background"]) == 0  # fmt: skip
+    plans = Plans.load(autosr_roots.results / DATASET / "Trainer__autosrPlans__3d_fullres" / "plans.json")
+    level = plans.target_normalization["background"]
+    scan = preprocess_for_inference([scan_file], plans, "3d_fullres")
+    grid = Geometry.from_json(scan.properties["planned_geometry"])
+    subject = np.zeros(grid.size_zyx, bool)
+    subject[tuple(slice(lo, hi) for lo, hi in scan.properties["crop_box_zyx"])] = subject_region(scan.foreground)
+    filled, geometry = read_image(tmp_path / "filled" / "phantom_001.nii.gz")
+    kept, _ = read_image(tmp_path / "raw_out" / "phantom_001.nii.gz")
+    assert geometry.same_grid(grid) and 0.1 < subject.mean() < 0.9  # axis-aligned: the working grid itself
+    assert np.all(filled[~subject] == np.float32(level))
+    np.testing.assert_array_equal(filled[subject], kept[subject])
+    assert np.abs(kept[~subject] - level).mean() > 1.0  # the untrained network does not produce it alone

@@ -39,7 +39,7 @@ class GridPredictor(Predictor):
         array, geometry = read_channels(channel_files)
         return PreprocessedScan(array, np.ones(array.shape[1:], bool), {"geometry": geometry.to_json()})
 
-    def export(self, prediction, properties, on_input_grid=False, uncertainty=None):
+    def export(self, prediction, properties, on_input_grid=False, uncertainty=None, foreground=None):
         return prediction, Geometry.from_json(properties["geometry"]), uncertainty
 
     def _predict_and_write(self, *args, **kwargs):

@@ -65,6 +65,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--on-input-grid", action="store_true",
         help="write predictions on each input's own grid instead of the planned spacing over its extent",
     )  # fmt: skip
+    parser.add_argument(
+        "--keep-background", action="store_true",
+        help="keep the network's raw output outside the subject (default: the training targets' background level "
+        "outside the input's foreground grown by 2 voxels)",
+    )  # fmt: skip
     add_path_arguments(parser)
 
 
@@ -89,6 +94,7 @@ def predict(
     model_dir: str | os.PathLike | None = None,
     paths: AutosrPaths | None = None,
     progress: bool = True,
+    keep_background: bool = False,
 ) -> FolderSummary:
     """Find the model folder, load the fold ensemble and predict `input_dir` into `output_dir`."""
     from autosr.inference.predictor import Predictor
@@ -109,6 +115,7 @@ def predict(
         step_fraction=step_fraction,
         use_mirroring=use_mirroring,
         tile_batch_size=tile_batch_size,
+        background_fill=not keep_background,
     )
     return predictor.predict_folder(
         input_dir,
@@ -155,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
         on_input_grid=args.on_input_grid,
         model_dir=args.model_dir,
         paths=paths_from_args(args),
+        keep_background=args.keep_background,
     )
     print(f"autosr predict: {summary.describe()}", file=sys.stderr if summary.failed else sys.stdout)
     return 0 if summary.ok else 1

@@ -63,6 +63,8 @@ class Predictor:
     `patch_size` is the inference tile (default: the training patch; larger tiles divisible by the total
     stride are accepted, but instance normalization makes them a different prediction: measured worse,
     documentation/inference.md). `tile_batch_size` defaults to the configuration's training batch size.
+    `background_fill`: outside the subject region (the input foreground grown by a margin) exported
+    predictions hold the training targets' background level; False keeps the raw network output.
     """
 
     def __init__(
@@ -77,6 +79,7 @@ class Predictor:
         mirror_axes: Sequence[int] | None = None,
         tile_batch_size: int | None = None,
         patch_size: Sequence[int] | None = None,
+        background_fill: bool = True,
     ):
         if not networks:
             raise ValueError("a Predictor needs at least one network")
@@ -87,6 +90,7 @@ class Predictor:
         self.device = choose_device(device)
         self.networks = [self._prepare(n) for n in networks]
         self.step_fraction = float(step_fraction)
+        self.background_fill = bool(background_fill)
         # default: the training batch size, which the planner's memory model fits on the GPU with gradients;
         # inference at the same batch needs less
         self.tile_batch_size = int(tile_batch_size or self.configuration.batch_size)
@@ -112,6 +116,7 @@ class Predictor:
         tile_batch_size: int | None = None,
         patch_size: Sequence[int] | None = None,
         network_builder: NetworkBuilder | None = None,
+        background_fill: bool = True,
     ) -> Predictor:
         """Load the folds of a model folder (`<Trainer>__<plans>__<configuration>`).
 
@@ -153,6 +158,7 @@ class Predictor:
             mirror_axes=mirror_axes,
             tile_batch_size=tile_batch_size,
             patch_size=patch_size,
+            background_fill=background_fill,
         )
 
     def _prepare(self, network: nn.Module) -> nn.Module:
@@ -252,21 +258,24 @@ class Predictor:
         properties: dict[str, Any],
         on_input_grid: bool = False,
         uncertainty: np.ndarray | None = None,
+        foreground: np.ndarray | None = None,
     ) -> tuple[np.ndarray, Geometry, np.ndarray | None]:
         """Invert the preprocessing: (array in target units, its Geometry, uncertainty in target units).
 
-        The uncertainty is exported as revert(mean + std) - revert(mean), which carries it through the same
-        resampling and scales it by the target normalization's scale (exact for the affine schemes).
+        With the scan's input `foreground` (and `background_fill` on) the prediction holds the training
+        targets' background level outside the subject region. The uncertainty is exported as
+        revert(mean + std) - revert(mean), which carries it through the same resampling and scales it by the
+        target normalization's scale (exact for the affine schemes).
         """
         from autosr.preprocessing.inverse import revert_prediction
 
-        array, geometry = revert_prediction(
-            prediction, properties, self.plans, self.configuration_name, on_input_grid=on_input_grid
-        )
+        subject = foreground if self.background_fill else None
+        options = dict(on_input_grid=on_input_grid, foreground=subject)
+        array, geometry = revert_prediction(prediction, properties, self.plans, self.configuration_name, **options)
         spread = None
         if uncertainty is not None:
             upper, _ = revert_prediction(
-                prediction + uncertainty, properties, self.plans, self.configuration_name, on_input_grid=on_input_grid
+                prediction + uncertainty, properties, self.plans, self.configuration_name, **options
             )
             spread = np.abs(upper - array).astype(np.float32)
         return np.asarray(array, dtype=np.float32), geometry, spread
@@ -289,7 +298,7 @@ class Predictor:
         on_input_grid: bool,
     ) -> Path:
         prediction, uncertainty = self.predict_preprocessed(scan.input, with_uncertainty=uncertainty_path is not None)
-        array, geometry, spread = self.export(prediction, scan.properties, on_input_grid, uncertainty)
+        array, geometry, spread = self.export(prediction, scan.properties, on_input_grid, uncertainty, scan.foreground)
         if uncertainty_path is not None:
             write_image(spread, geometry, uncertainty_path)  # first: the prediction marks the case finished
         write_image(array, geometry, output_path)
@@ -307,7 +316,7 @@ class Predictor:
             array = array[None]
         scan = preprocess_arrays(array, geometry, self.plans, self.configuration_name)
         prediction, _ = self.predict_preprocessed(scan.input)
-        exported, exported_geometry, _ = self.export(prediction, scan.properties, on_input_grid)
+        exported, exported_geometry, _ = self.export(prediction, scan.properties, on_input_grid, None, scan.foreground)
         return exported, exported_geometry
 
     # --- folders -------------------------------------------------------------------------------------
