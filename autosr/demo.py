@@ -245,7 +245,7 @@ def run_demo(
         # targets may differ from it by rounding, so they are compared on the target grid
         resample=True,
     )
-    report_path = write_report(dataset_name, paths)
+    report_path = write_report(dataset_name, paths, evaluations={"Held-out test scans": workdir / "evaluation"})
     timings["evaluate_s"] = time.perf_counter() - t0
 
     print()

@@ -80,6 +80,7 @@ def test_linear_baseline_recovers_a_known_map(tmp_path: Path) -> None:
     params = fit_baselines(pairs)
     linear = params["baseline_linear"]
     assert linear["a"] == pytest.approx(3.0, rel=1e-5) and linear["b"] == pytest.approx(-7.0, abs=1e-3)
+    params["background"] = None  # the map alone: no background level outside the subject (noise has no outline)
     guess = baseline_prediction([tmp_path / "c0_0000.nii.gz"], geometry, params)["baseline_linear"]
     assert np.allclose(guess, read_image(tmp_path / "c0.nii.gz")[0], atol=1e-3)
 
@@ -269,3 +270,33 @@ def test_resample_leaves_out_reference_voxels_the_prediction_does_not_cover(
     before, after = whole.set_index("case").loc["phantom_001"], part.set_index("case").loc["phantom_001"]
     assert after["num_voxels"] < before["num_voxels"]
     assert after["mae"] == pytest.approx(0.0, abs=1e-3)  # identical where it exists, no zeros scored
+
+
+def test_whole_image_metrics_beside_the_mask_and_the_report_shows_an_evaluation(
+    phantom_dataset: Path, tmp_path: Path, autosr_roots
+) -> None:
+    """A prediction right inside the mask but with a grey background: the masked scores stay perfect, the
+    whole-image ones and the error outside the mask show the background; `autosr report --evaluation` puts
+    the folder's table and pictures (worst case first) into the page."""
+    predictions = perturbed_copies(phantom_dataset / "targetsTr", tmp_path / "pred", noise=0.0)
+    for path in sorted(predictions.glob("*.nii.gz"))[:2]:
+        array, geometry = read_image(path)
+        mask = read_image(phantom_dataset / "masksTr" / path.name)[0] > 0
+        write_image(np.where(mask, array, 300.0), geometry, path)  # grey outside the head
+    out = tmp_path / "evaluation"
+    table, summary = evaluate_folders(
+        phantom_dataset / "targetsTr", predictions, mask_dir=phantom_dataset / "masksTr", out_dir=out,
+        tissue_agreement=False, **FAST,
+    )  # fmt: skip
+    grey = table.set_index("case").loc[["phantom_000", "phantom_001"]]
+    clean = table.set_index("case").loc[["phantom_002", "phantom_003"]]
+    assert (grey["psnr"] == clean["psnr"].max()).all()  # inside the mask they are perfect
+    assert (grey["mae_outside_mask"] > 100).all() and (clean["mae_outside_mask"] < 1e-3).all()
+    assert (grey["ssim_image"] < clean["ssim_image"].min()).all()
+    assert "whole" not in summary["region"] and "every reference voxel" in summary["image_region"]
+    assert main(["report", "999", "--evaluation", "Held-out scans", str(out), "--max-pictures", "2"]) == 0
+    page = (autosr_roots.results / "Dataset999_Phantom" / "report.html").read_text()
+    assert "Held-out scans" in page and "mae_outside_mask" in page
+    worst = page.index("Worst 2 cases")
+    shown = [page.index(f"<p>{c}</p>", worst) for c in ("phantom_000", "phantom_001")]
+    assert len(shown) == 2 and page.count("data:image/png;base64,") == 2

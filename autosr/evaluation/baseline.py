@@ -12,6 +12,11 @@ map its intensities without learning anything spatial:
   with m_T, s_T the medians over training cases of the target's mean and std inside that region. MR gain
   differs per session, so this removes what a single line cannot.
 
+Both then get what every exported model prediction gets without learning: outside the subject region (the
+input's foreground grown by a margin, `subject_region`) the training targets' background level (the median
+over training cases of each target's median outside its foreground). So background differences in the
+tables come from the model, not from the export.
+
 The table's `baseline` row is, per metric, the better of the two by their mean over the cases scored
 (`autosr.evaluation.summary`); both rows are kept and shown. Why: a model that does not beat the better
 of "interpolate and rescale" has learned nothing useful, and part of any gain over a weak baseline would
@@ -33,7 +38,7 @@ import numpy as np
 
 from autosr.errors import AutosrError
 from autosr.io import Geometry, read_image, resample_to_geometry
-from autosr.preprocessing.foreground import input_foreground, target_foreground
+from autosr.preprocessing.foreground import input_foreground, subject_region, target_foreground
 
 PathLike = str | os.PathLike
 LINEAR, STANDARDIZED = "baseline_linear", "baseline_standardized"
@@ -74,6 +79,7 @@ class CaseBaselineStatistics:
     linear: LinearFitStatistics
     target_mean_in_foreground: float
     target_std_in_foreground: float
+    target_background: float | None
 
 
 def _first_channel(input_files: PathLike | Sequence[PathLike]) -> Path:
@@ -111,10 +117,12 @@ def baseline_statistics(
     y = target[mask].astype(np.float64)
     region = _foreground(resampled, input_scheme)
     inside = target[region].astype(np.float64) if region.any() else target.ravel().astype(np.float64)
+    outside = ~target_foreground(target, modality)
     return CaseBaselineStatistics(
         LinearFitStatistics(float(x.size), float(x.sum()), float(y.sum()), float(x @ x), float(x @ y)),
         float(inside.mean()),
         float(inside.std()),
+        float(np.median(target[outside])) if outside.any() else None,
     )
 
 
@@ -126,9 +134,11 @@ def params_from_statistics(
         raise AutosrError("the baselines need at least one training case to be fitted on")
     total = sum((s.linear for s in statistics), LinearFitStatistics())
     a, b = total.solve()
+    backgrounds = [s.target_background for s in statistics if s.target_background is not None]
     return {
         "order": int(order),
         "input_scheme": input_scheme,
+        "background": float(np.median(backgrounds)) if backgrounds else None,
         "fitted_on": list(fitted_on),
         "num_voxels": int(total.n),
         LINEAR: {"a": float(a), "b": float(b)},
@@ -164,15 +174,18 @@ def baseline_predictions(resampled: np.ndarray, params: dict[str, Any]) -> dict[
     """
     resampled = np.asarray(resampled, dtype=np.float64)
     linear = params.get(LINEAR, params if "a" in params else None)
+    region = _foreground(resampled.astype(np.float32), params.get("input_scheme", "zscore"))
     out = {}
     if linear is not None:
         out[LINEAR] = (float(linear["a"]) * resampled + float(linear["b"])).astype(np.float32)
     standardized = params.get(STANDARDIZED)
     if standardized is not None:
-        region = _foreground(resampled.astype(np.float32), params.get("input_scheme", "zscore"))
         values = resampled[region] if region.any() else resampled.ravel()
         z = (resampled - values.mean()) / max(float(values.std()), 1e-8)
         out[STANDARDIZED] = (z * standardized["target_std"] + standardized["target_mean"]).astype(np.float32)
+    if params.get("background") is not None:
+        subject = subject_region(region)
+        out = {k: np.where(subject, v, np.float32(params["background"])) for k, v in out.items()}
     return out
 
 

@@ -45,6 +45,7 @@ class EvaluationSettings:
     tissue: bool = True
     ms_ssim: bool = True
     backend: str = "auto"
+    image_metrics: bool = True  # also score the whole image (IMAGE_METRICS with suffix _image)
 
     @property
     def normalization_name(self) -> str:
@@ -79,6 +80,10 @@ class EvaluationSettings:
                 "k2": metrics.SSIM_K2,
             },
             "resampled_predictions": self.resample,
+            "image_region": "every reference voxel the prediction covers (metrics with suffix _image; "
+            "mae_outside_mask: those outside the region)"
+            if self.image_metrics
+            else None,
         }
 
 
@@ -120,8 +125,18 @@ def _on_reference_grid(
     return resample_to_geometry(array, geometry, reference, order=order)
 
 
+# Metrics repeated over the whole image (every reference voxel the prediction covers) beside the region's:
+# background and border problems show there, and MS-SSIM's coarse scales see beyond any mask anyway.
+IMAGE_METRICS = ("mae", "psnr", "ssim", "ms_ssim")
+
+
 def _score(
-    prediction: np.ndarray, reference: np.ndarray, mask: np.ndarray, settings: EvaluationSettings, case_id: str
+    prediction: np.ndarray,
+    reference: np.ndarray,
+    mask: np.ndarray,
+    settings: EvaluationSettings,
+    case_id: str,
+    image_region: np.ndarray | None = None,
 ) -> tuple[dict[str, Any], np.ndarray, np.ndarray, tuple[float, float]]:
     name = settings.normalization_name
     window = settings.ct_window if name == "ct_clip" else None
@@ -137,8 +152,14 @@ def _score(
             f"case {case_id}: the reference is constant inside the region (data range [{lo:g}, {hi:g}]); "
             "check the reference and mask, or pass --data-range LO HI"
         )
-    row: dict[str, Any] = metrics.image_metrics(pred_n, ref_n, mask, hi - lo, settings.ms_ssim, _backend(settings))
+    backend = _backend(settings)
+    row: dict[str, Any] = metrics.image_metrics(pred_n, ref_n, mask, hi - lo, settings.ms_ssim, backend)
     row.update(data_range_lo=float(lo), data_range_hi=float(hi), num_voxels=int(mask.sum()))
+    if image_region is not None and settings.image_metrics:
+        whole = metrics.image_metrics(pred_n, ref_n, image_region, hi - lo, settings.ms_ssim, backend)
+        row.update({f"{k}_image": whole[k] for k in IMAGE_METRICS if k in whole})
+        outside = image_region & ~mask
+        row["mae_outside_mask"] = metrics.mae(pred_n, ref_n, outside) if outside.any() else float("nan")
     if settings.tissue:
         if settings.modality.upper() == "CT":
             row.update(tissue.tissue_agreement(prediction, reference, mask, "CT"))
@@ -185,7 +206,8 @@ def evaluate_case(job: CaseJob, settings: EvaluationSettings) -> list[dict[str, 
                 f"case {job.case_id}: the prediction {job.prediction} does not overlap its reference's mask"
             )
     base = {"case": job.case_id, **job.extra}
-    row, pred_n, ref_n, window = _score(prediction, reference, mask, settings, job.case_id)
+    image_region = covered if covered is not None else np.ones(reference.shape, dtype=bool)
+    row, pred_n, ref_n, window = _score(prediction, reference, mask, settings, job.case_id, image_region)
     if job.seg_reference is not None and job.seg_prediction is not None:
         seg_ref, seg_ref_geometry = read_image(job.seg_reference)
         seg_ref = _on_reference_grid(
@@ -211,18 +233,24 @@ def evaluate_case(job: CaseJob, settings: EvaluationSettings) -> list[dict[str, 
         )
         row.update(tissue.label_agreement(seg_ref, seg_pred))
     rows = [{**base, "method": MODEL, **row}]
-    input_image = None
+    input_image, input_label, shown_in_scale = None, "input", False
     if job.input_files:
         params = job.baseline_params
         input_image = resampled_input(job.input_files, ref_geometry, int(params.get("order", 3)) if params else 1)
         if params is not None:
+            best_ssim = -np.inf
             for method, guess in baseline_predictions(input_image, params).items():
-                baseline_row, _, _, _ = _score(guess, reference, mask, settings, job.case_id)
+                baseline_row, guess_n, _, _ = _score(guess, reference, mask, settings, job.case_id, image_region)
                 rows.append({**base, "method": method, **baseline_row})
+                if baseline_row["ssim"] > best_ssim:  # the picture shows the input as the better baseline maps it
+                    best_ssim, input_image, input_label, shown_in_scale = baseline_row["ssim"], guess_n, method, True
     if job.picture is not None:
         from autosr.evaluation.pictures import save_case_picture
 
-        save_case_picture(job.picture, pred_n, ref_n, mask, window, input_image, title=job.case_id)
+        save_case_picture(
+            job.picture, pred_n, ref_n, mask, window, input_image, title=job.case_id, input_label=input_label,
+            input_in_target_scale=shown_in_scale,
+        )  # fmt: skip
     return rows
 
 

@@ -2,7 +2,8 @@
 
 It reads what the other stages wrote and computes nothing: `best.json` (ranking and predict lines), each
 model's and ensemble's `crossval_results/` (summary table, baseline vs model, per-case table, per-case
-pictures) and the training curves `fold_k/progress.png`. Pictures are embedded as base64 PNG.
+pictures, worst case first), the training curves `fold_k/progress.png`, and any `autosr evaluate` output
+folders given (e.g. a held-out test set's). Pictures are embedded as base64 PNG.
 """
 
 from __future__ import annotations
@@ -83,7 +84,19 @@ def _section(title: str, folder: Path, model_dir: Path | None, max_pictures: int
     table_path = results / "cases.csv"
     if table_path.is_file():
         table = pd.read_csv(table_path)
-        shown = [c for c in ("case", "fold", "method", "ssim", "psnr", "mae", "nmse", "ms_ssim") if c in table.columns]
+        columns = (
+            "case",
+            "fold",
+            "method",
+            "ssim",
+            "psnr",
+            "mae",
+            "ms_ssim",
+            "ssim_image",
+            "ms_ssim_image",
+            "mae_outside_mask",
+        )
+        shown = [c for c in columns if c in table.columns]
         parts.append(
             "<details><summary>Per-case table</summary>"
             + table[shown].to_html(index=False, float_format=lambda v: f"{v:.4f}")
@@ -105,8 +118,11 @@ def write_report(
     paths: AutosrPaths,
     output: str | os.PathLike | None = None,
     max_pictures: int = DEFAULT_MAX_PICTURES,
+    evaluations: dict[str, str | os.PathLike] | None = None,
 ) -> Path:
-    """Write the HTML report (default `$AUTOSR_RESULTS/<dataset>/report.html`) and return its path."""
+    """Write the HTML report (default `$AUTOSR_RESULTS/<dataset>/report.html`) and return its path.
+
+    `evaluations`: {title: folder written by `autosr evaluate`} shown first, e.g. a held-out test set."""
     dataset_name = paths.dataset_name(dataset)
     results_dir = paths.results_dataset(dataset_name)
     out = Path(output) if output else results_dir / "report.html"
@@ -123,7 +139,7 @@ def write_report(
         if best.get("baseline_means"):
             b = best["baseline_means"]
             rows += (
-                "<tr><td>baseline (input resampled + linear map)</td><td>baseline</td>"
+                "<tr><td>baseline (better of the no-learning maps, per metric)</td><td>baseline</td>"
                 + "".join(f"<td>{_fmt(b.get(m))}</td>" for m in ("ssim", "psnr", "mae"))
                 + "</tr>"
             )
@@ -135,6 +151,8 @@ def write_report(
         )
     else:
         body.append("<p>No <code>best.json</code> yet: run <code>autosr find-best DATASET</code>.</p>")
+    for title, folder in (evaluations or {}).items():
+        body.append(_section(title, Path(folder), None, max_pictures))
     model_dirs = (
         sorted(p for p in results_dir.iterdir() if p.is_dir() and len(p.name.split("__")) == 3)
         if results_dir.is_dir()

@@ -19,12 +19,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_PICTURES,
         help=f"per-case pictures per model, worst SSIM first (default {DEFAULT_MAX_PICTURES})",
     )
+    parser.add_argument(
+        "--evaluation",
+        nargs=2,
+        action="append",
+        metavar=("TITLE", "FOLDER"),
+        default=[],
+        help="also show an `autosr evaluate` output folder under TITLE, e.g. a held-out test set (repeatable)",
+    )
     add_path_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from autosr.evaluation.report import write_report
 
-    path = write_report(args.dataset, paths_from_args(args), args.output, max(0, args.max_pictures))
+    evaluations = dict(args.evaluation)
+    path = write_report(args.dataset, paths_from_args(args), args.output, max(0, args.max_pictures), evaluations)
     print(f"report: {path}")
     return 0

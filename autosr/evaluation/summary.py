@@ -29,8 +29,16 @@ SUMMARY_METRICS = (
     "ssim_contrast",
     "ssim_structure",
     "ms_ssim",
+    "mae_image",
+    "psnr_image",
+    "ssim_image",
+    "ms_ssim_image",
+    "mae_outside_mask",
 )
-HIGHER_IS_BETTER = {"psnr", "ssim", "ssim_luminance", "ssim_contrast", "ssim_structure", "ms_ssim"}
+HIGHER_IS_BETTER = {
+    "psnr", "ssim", "ssim_luminance", "ssim_contrast", "ssim_structure", "ms_ssim",
+    "psnr_image", "ssim_image", "ms_ssim_image",
+}  # fmt: skip
 MODEL, BASELINE = "model", "baseline"
 
 

@@ -134,6 +134,8 @@ class Trainer:
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [self.device.index] if self.device.type == "cuda" else None
+        if self.device.type == "cuda":  # batch norm statistics over the global batch (SyncBatchNorm is CUDA-only)
+            network = torch.nn.SyncBatchNorm.convert_sync_batchnorm(network)
         # without deep supervision the lower heads get no gradient; DDP must be told to expect that
         unused = not getattr(network, "deep_supervision", True)
         return DistributedDataParallel(network, device_ids=ids, find_unused_parameters=unused)
