@@ -57,14 +57,38 @@ def _set(key: str, value: Any) -> Callable[[dict], None]:
 
 VARIANTS: dict[str, tuple[Callable[[dict], None] | None, str]] = {
     "default": (None, "Trainer"),
+    # network normalization (documentation/benchmark.md, "Network normalization")
     "instance": (_set_network("norm", "instance"), "Trainer"),
     "batch": (_set_network("norm", "batch"), "Trainer"),
     "group": (_set_network("norm", "group"), "Trainer"),
     "none": (_set_network("norm", "none"), "Trainer"),
+    # spatial augmentation ("Augmentation")
     "aug_interpolating": (None, "Trainer"),
     "aug_lossless": (None, "TrainerLosslessAugmentation"),
     "aug_mirror": (None, "TrainerMirrorAugmentation"),
+    # residual learning and the 2D plane ("Super-resolution")
+    "residual": (_set_network("residual", True), "Trainer"),
+    "direct": (_set_network("residual", False), "Trainer"),
+    "plane_z": (_set("slice_axes", [0]), "Trainer"),
+    "plane_y": (_set("slice_axes", [1]), "Trainer"),
+    "plane_yx": (_set("slice_axes", [1, 2]), "Trainer"),
 }
+
+
+def variant_parts(name: str) -> tuple[list[Callable[[dict], None]], str]:
+    """The plan edits and trainer of a variant; "a+b" combines variants (at most one non-default trainer)."""
+    edits, trainers = [], set()
+    for part in name.split("+"):
+        if part not in VARIANTS:
+            raise SystemExit(f"unknown variant '{part}' (valid: {', '.join(VARIANTS)}, combined with +)")
+        edit, trainer = VARIANTS[part]
+        if edit is not None:
+            edits.append(edit)
+        trainers.add(trainer)
+    trainers.discard("Trainer")
+    if len(trainers) > 1:
+        raise SystemExit(f"variant '{name}' combines trainers {sorted(trainers)}")
+    return edits, trainers.pop() if trainers else "Trainer"
 
 
 # --- datasets ---------------------------------------------------------------------------------------------
@@ -76,7 +100,7 @@ def _narrow(config: dict, max_features: int = 64, max_batch: int = 16) -> None:
     config["batch_size"] = min(config["batch_size"], max_batch)
 
 
-def prepare_dataset(name: str, workdir: Path):
+def prepare_dataset(name: str, workdir: Path, patch: list[int] | None = None):
     """(paths, dataset folder name, configuration) with the dataset generated, planned and preprocessed."""
     from autosr.dataset_conversion.phantom import make_phantom_dataset
     from autosr.dataset_conversion.synthetic_brain import make_synthetic_brain_dataset
@@ -112,6 +136,8 @@ def prepare_dataset(name: str, workdir: Path):
         _narrow(config)
         if family == "phantom":
             config["patch_size"] = [32, 32, 32]
+        if patch:
+            config["patch_size"] = list(patch)
         plans.save(plans_path)
         preprocess_dataset(raw, pre, Plans.load(plans_path), [configuration], num_processes=2, progress=False)
     return paths, folder, configuration
@@ -130,11 +156,11 @@ def train_variant(paths, folder: str, configuration: str, variant: str, iteratio
     from autosr.training.trainer import TrainingContext
     from autosr.training.trainers import TRAINERS
 
-    edit, trainer_name = VARIANTS[variant]
+    edits, trainer_name = variant_parts(variant)
     pre = paths.preprocessed / folder
     plans = Plans.load(pre / "plans.json")
     raw_plans = copy.deepcopy(plans.raw)
-    if edit is not None:
+    for edit in edits:
         edit(raw_plans["configurations"][configuration])
     plans = Plans(raw_plans)
     config = plans.configuration(configuration)
@@ -169,6 +195,7 @@ def sharpness(prediction: np.ndarray, reference: np.ndarray, mask: np.ndarray, s
 
 
 def score(prediction_file: Path, raw: Path, case: str, baseline_params=None) -> list[dict[str, Any]]:
+    from autosr.evaluation.baseline import baseline_prediction
     from autosr.evaluation.evaluate import CaseJob, EvaluationSettings, evaluate_case
     from autosr.io import read_image, resample_to_geometry
 
@@ -182,9 +209,36 @@ def score(prediction_file: Path, raw: Path, case: str, baseline_params=None) -> 
     reference, geometry = read_image(job.reference)
     mask = read_image(job.mask)[0] > 0
     prediction, prediction_geometry = read_image(prediction_file)
-    prediction = resample_to_geometry(prediction, prediction_geometry, geometry, order=1)
-    rows[0].update(sharpness(prediction, reference, mask, geometry.spacing_zyx))
+    images = {"model": resample_to_geometry(prediction, prediction_geometry, geometry, order=1)}
+    if baseline_params:
+        images.update(baseline_prediction(job.input_files, geometry, baseline_params))
+    for row in rows:
+        row.update(sharpness(images[row["method"]], reference, mask, geometry.spacing_zyx))
     return rows
+
+
+def baseline_rows(raw: Path, spec, test_cases: list[str]) -> dict[str, Any]:
+    """The no-learning baselines (fitted on the training cases) scored like the models, one row per method."""
+    from autosr.dataset.spec import discover_cases
+    from autosr.evaluation.baseline import fit_baselines
+
+    training = discover_cases(raw, spec, "Tr").values()
+    params = fit_baselines([(c.channels, c.target, c.mask) for c in training], modality=spec.target_modality)
+    rows = []
+    for case in test_cases:
+        rows += score(raw / "targetsTs" / f"{case}.nii.gz", raw, case, params)[1:]
+    means = {}
+    for method in sorted({r["method"] for r in rows}):
+        mine = [r for r in rows if r["method"] == method]
+        means[method] = {k: float(np.mean([r[k] for r in mine])) for k in mine[0] if isinstance(mine[0][k], float)}
+        m = means[method]
+        print(
+            f"{method:24s}: psnr {m['psnr']:6.2f} ssim {m['ssim']:.4f} ms_ssim {m['ms_ssim']:.4f} mae {m['mae']:7.2f} "
+            f"sharp {m['sharpness']:.3f} (z {m['sharpness_z']:.3f}) ms_ssim_image {m['ms_ssim_image']:.4f} "
+            f"mae_outside {m['mae_outside_mask']:.1f}",
+            flush=True,
+        )
+    return {"variant": "baselines", "mean": means}
 
 
 def main() -> None:
@@ -194,7 +248,8 @@ def main() -> None:
         default="phantom3d",
         choices=[f"{f}{d}" for f in ("phantom", "brain", "thick") for d in ("2d", "3d")],
     )
-    parser.add_argument("--variants", nargs="+", default=["default"], choices=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", default=["default"], help=f"any of {', '.join(VARIANTS)}, or a+b")
+    parser.add_argument("--patch", type=int, nargs="+", default=None, help="training patch (default: as planned)")
     parser.add_argument("--iterations", type=int, default=400)
     parser.add_argument("--infer", nargs="+", default=["0.5:1"], help="STEP:TILE_SCALE settings")
     parser.add_argument("--workdir", type=Path, default=Path("bench_variants_work"))
@@ -205,11 +260,11 @@ def main() -> None:
     from autosr.inference.predictor import Predictor
 
     workdir = args.workdir.resolve()
-    paths, folder, configuration = prepare_dataset(args.dataset, workdir)
+    paths, folder, configuration = prepare_dataset(args.dataset, workdir, args.patch)
     raw = paths.raw / folder
     spec = load_dataset_spec(raw)
     test_cases = sorted(discover_cases(raw, spec, "Ts"))
-    results: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] = [baseline_rows(raw, spec, test_cases)]
     for variant in args.variants:
         trainer, plans, seconds = train_variant(paths, folder, configuration, variant, args.iterations, workdir)
         patch = plans.configuration(configuration).patch_size
@@ -236,7 +291,9 @@ def main() -> None:
             )  # fmt: skip
             print(
                 f"{variant:12s} step {step:4.2f} tile x{scale:g}: psnr {mean['psnr']:6.2f} ssim {mean['ssim']:.4f} "
-                f"ms_ssim {mean['ms_ssim']:.4f} mae {mean['mae']:7.2f} sharp {mean['sharpness']:.3f}",
+                f"ms_ssim {mean['ms_ssim']:.4f} mae {mean['mae']:7.2f} sharp {mean['sharpness']:.3f} "
+                f"(z {mean['sharpness_z']:.3f}) ms_ssim_image {mean['ms_ssim_image']:.4f} "
+                f"mae_outside {mean['mae_outside_mask']:.1f}",
                 flush=True,
             )
     if args.out:
