@@ -49,7 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--tile-batch-size", type=int, default=None,
-        help="patches per forward pass, mirrored copies included (default: the configuration's training batch size)",
+        help="patches per forward pass, mirrored copies included (default: measured from free GPU memory; on a CPU "
+        "the configuration's training batch size)",
     )  # fmt: skip
     parser.add_argument("--no-tta", action="store_true", help="no test-time mirroring (about 2**axes times faster)")
     parser.add_argument(
@@ -64,6 +65,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--on-input-grid", action="store_true",
         help="write predictions on each input's own grid instead of the planned spacing over its extent",
+    )  # fmt: skip
+    parser.add_argument(
+        "--compile", action="store_true",
+        help="torch.compile the networks first (a minute of compilation; pays when predicting many scans on a GPU)",
     )  # fmt: skip
     parser.add_argument(
         "--keep-background", action="store_true",
@@ -95,6 +100,7 @@ def predict(
     paths: AutosrPaths | None = None,
     progress: bool = True,
     keep_background: bool = False,
+    compile_networks: bool = False,
 ) -> FolderSummary:
     """Find the model folder, load the fold ensemble and predict `input_dir` into `output_dir`."""
     from autosr.inference.predictor import Predictor
@@ -116,6 +122,7 @@ def predict(
         use_mirroring=use_mirroring,
         tile_batch_size=tile_batch_size,
         background_fill=not keep_background,
+        compile_networks=compile_networks,
     )
     return predictor.predict_folder(
         input_dir,
@@ -163,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
         model_dir=args.model_dir,
         paths=paths_from_args(args),
         keep_background=args.keep_background,
+        compile_networks=args.compile,
     )
     print(f"autosr predict: {summary.describe()}", file=sys.stderr if summary.failed else sys.stdout)
     return 0 if summary.ok else 1

@@ -28,6 +28,7 @@ from torch import nn
 from autosr.dataset.spec import DatasetSpec, load_dataset_spec
 from autosr.device import choose_device
 from autosr.errors import AutosrError
+from autosr.inference.fast_path import compile_network, measured_tile_batch_size
 from autosr.inference.folder import (
     FolderSummary,
     InputCase,
@@ -65,6 +66,7 @@ class Predictor:
     documentation/inference.md). `tile_batch_size` defaults to the configuration's training batch size.
     `background_fill`: outside the subject region (the input foreground grown by a margin) exported
     predictions hold the training targets' background level; False keeps the raw network output.
+    `compile_networks`: `torch.compile` each network for prediction (fast_path.py; pays for many scans).
     """
 
     def __init__(
@@ -80,6 +82,7 @@ class Predictor:
         tile_batch_size: int | None = None,
         patch_size: Sequence[int] | None = None,
         background_fill: bool = True,
+        compile_networks: bool = False,
     ):
         if not networks:
             raise ValueError("a Predictor needs at least one network")
@@ -91,9 +94,14 @@ class Predictor:
         self.networks = [self._prepare(n) for n in networks]
         self.step_fraction = float(step_fraction)
         self.background_fill = bool(background_fill)
-        # default: the training batch size, which the planner's memory model fits on the GPU with gradients;
-        # inference at the same batch needs less
-        self.tile_batch_size = int(tile_batch_size or self.configuration.batch_size)
+        # tiles per forward pass: given, else measured from free GPU memory at the first prediction
+        # (fast_path.measured_tile_batch_size), else (CPU) the configuration's training batch size
+        if tile_batch_size is not None and tile_batch_size < 1:
+            raise AutosrError(f"--tile-batch-size must be at least 1, got {tile_batch_size}")
+        self.tile_batch_size = int(tile_batch_size) if tile_batch_size else None
+        self.compile_networks = bool(compile_networks)
+        if self.compile_networks:
+            self.networks = [compile_network(n) for n in self.networks]
         dims = self.configuration.dims
         self.mirror_axes = normalize_mirror_axes(mirror_axes, dims) if use_mirroring else ()
         self.patch_size = tuple(int(p) for p in (patch_size or self.configuration.patch_size))
@@ -117,6 +125,7 @@ class Predictor:
         patch_size: Sequence[int] | None = None,
         network_builder: NetworkBuilder | None = None,
         background_fill: bool = True,
+        compile_networks: bool = False,
     ) -> Predictor:
         """Load the folds of a model folder (`<Trainer>__<plans>__<configuration>`).
 
@@ -159,6 +168,7 @@ class Predictor:
             tile_batch_size=tile_batch_size,
             patch_size=patch_size,
             background_fill=background_fill,
+            compile_networks=compile_networks,
         )
 
     def _prepare(self, network: nn.Module) -> nn.Module:
@@ -205,7 +215,7 @@ class Predictor:
                 f"input of shape {tuple(image.shape)} does not fit the model: it wants "
                 f"({self.num_input_channels}, Z, Y, X), one channel per trained input"
             )
-        image = image.float()  # the sliding window moves it to the device when it fits there
+        image = _to_device_if_it_fits(image.float(), self.device)  # once for every fold and plane
         stats = RunningMeanStd(track_spread=with_uncertainty)
         for network in self.networks:
             for plane in self.planes:
@@ -232,15 +242,25 @@ class Predictor:
             member = self._sliding_window(network, torch.flip(image, flip) if flip else image, ())
             yield torch.flip(member, flip) if flip else member
 
+    def tiles_per_pass(self) -> int:
+        """Tiles (mirrored copies included) per forward pass: as given, or measured once on a GPU."""
+        if self.tile_batch_size is None:
+            tile = (self.num_input_channels, *self.patch_size)
+            self.tile_batch_size = measured_tile_batch_size(
+                self.networks[0], tile, self.device, fallback=self.configuration.batch_size
+            )
+        return self.tile_batch_size
+
     def _sliding_window(self, network: nn.Module, image: torch.Tensor, mirror_axes: Sequence[int]) -> torch.Tensor:
         return predict_sliding_window(
             network,
             image,
             self.patch_size,
             step_fraction=self.step_fraction,
-            tile_batch_size=self.tile_batch_size,
+            tile_batch_size=self.tiles_per_pass(),
             mirror_axes=mirror_axes,
             device=self.device,
+            fixed_batch=self.compile_networks,
         )
 
     # --- cases ---------------------------------------------------------------------------------------
@@ -379,6 +399,17 @@ class Predictor:
         if case.problem is not None:
             raise AutosrError(case.problem)
         return self.preprocess(case.channel_files)
+
+
+def _to_device_if_it_fits(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The input volume on the device (one pinned copy for all folds), or where it is when it does not fit."""
+    if tensor.device == device or device.type != "cuda":
+        return tensor
+    try:
+        return tensor.pin_memory().to(device, non_blocking=True)
+    except torch.cuda.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        return tensor
 
 
 def _describe_failure(error: BaseException) -> str:

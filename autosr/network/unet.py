@@ -7,7 +7,7 @@ has a 1x1 head; the heads are always built (so state dicts do not depend on the 
 and `deep_supervision` only decides whether `forward` returns all of them or the full-resolution one.
 
 Regression: the heads are plain 1x1 convolutions with a bias and no nonlinearity, because the normalized
-target is unbounded (z-scores, CT in scaled HU). With `residual`, every output adds input channel 0 (the
+target is unbounded (z-scores, CT in scaled HU); under mixed precision they run in float32. With `residual`, every output adds input channel 0 (the
 scan resampled onto the target grid, normalized; average-pooled to a deep-supervision output's size): the
 network predicts the correction to its input, the usual formulation of super-resolution.
 """
@@ -99,7 +99,7 @@ class DynamicUNet(nn.Module):
             skip = skips.pop()
             x = stage(torch.cat([up(x, skip.shape[2:]), skip], dim=1))
             if self.deep_supervision or d == last:
-                outputs.append(head(x))
+                outputs.append(_full_precision(head, x))
         if self.residual:
             outputs = [out + average_pool_to(source, out.shape[2:]) for out in outputs]
         if self.deep_supervision:
@@ -115,6 +115,15 @@ class DynamicUNet(nn.Module):
                 factor = [f / st for f, st in zip(factor, self.strides[s])]
             scales.append(list(factor))
         return scales
+
+
+def _full_precision(head: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A regression head computed in float32 even under autocast: its output is the prediction itself, and
+    bfloat16 would round it to 3 significant digits."""
+    if x.device.type != "cuda":
+        return head(x)
+    with torch.autocast(device_type="cuda", enabled=False):
+        return head(x.float())
 
 
 def initialize_without_normalization(network: nn.Module) -> None:
