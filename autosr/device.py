@@ -28,6 +28,13 @@ def choose_device(requested: str | torch.device | None = None) -> torch.device:
     return torch.device("cpu")
 
 
+def prefer_fixed_shape_kernels(device: torch.device | str) -> None:
+    """Let cuDNN time its convolution algorithms once per shape and keep the fastest: training patches and
+    prediction tiles have one shape each, so the search pays for itself within a few steps."""
+    if torch.device(device).type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
 def autocast_dtype(device: torch.device | str) -> torch.dtype | None:
     """The mixed-precision dtype on `device`: bfloat16 on CUDA GPUs that support it (float32's exponent
     range: no loss scaling, no overflow in large activations), float16 on older CUDA GPUs, None (full

@@ -7,7 +7,8 @@ GPU time is scarce, so everything is measured in one call, each part under its o
 runs out of time says what it skipped. Parts:
 
 1. `plan`: the planner on a synthetic fingerprint of 1 mm brains (20 cases, 197 x 233 x 189 voxels,
-   cropped 170 x 200 x 170) with the device's memory: the 3d_fullres configuration everything below uses.
+   cropped 170 x 200 x 170) with the device's memory: the 3d_fullres configuration everything below uses
+   (and, on a GPU, the plan of `autosr plan`'s default 8 GB budget, for one more prediction row).
 2. `training`: one training step through the real data pipeline (preprocessed cases on disk, batchgenerators
    workers, augmentation, transfer, forward, deep-supervised loss, backward, step) against the bare step on
    random tensors already on the device, same network, optimizer and precision, same process; their ratio;
@@ -136,7 +137,7 @@ def synthetic_fingerprint(scale: float, cases: int = 20) -> dict[str, Any]:
     }
 
 
-def make_plans(args: argparse.Namespace, device: torch.device, part: Part):
+def make_plans(args: argparse.Namespace, device: torch.device, part: Part, memory_gb: float | None = None):
     from autosr.dataset.spec import parse_dataset_spec
     from autosr.planning.planner import plan_experiment
 
@@ -149,7 +150,9 @@ def make_plans(args: argparse.Namespace, device: torch.device, part: Part):
             "file_ending": ".nii.gz",
         }  # fmt: skip
     )
-    if args.small:
+    if memory_gb is not None:
+        pass
+    elif args.small:
         memory_gb = 1.15
     elif device.type == "cuda":
         memory_gb = torch.cuda.get_device_properties(device).total_memory / 2**30
@@ -220,8 +223,9 @@ def check_training(args, plans, device: torch.device, part: Part, workdir: Path)
     data_folder = workdir / "preprocessed" / config.data_identifier
     cases = write_preprocessed_cases(data_folder, shape, 4 if args.small else 6)
     workers = args.workers
-    steps, warmup = (3, 1) if args.small else (25, 8)
-    for name in ["Trainer", *[t for t in TRAINERS if t == "AdversarialTrainer" or t.startswith("Diffusion")]]:
+    steps, warmup = (3, 1) if args.small else (15, 5)
+    variants = [t for t in TRAINERS if t in ("TrainerLosslessAugmentation", "AdversarialTrainer") or "Diffusion" in t]
+    for name in ["Trainer", *variants]:
         if part.allows(f"{name} step"):
             trainer = trainer_for(name, plans, data_folder, workdir / "results", cases, device, workers)
             part.rows.append({"trainer": name, "data_workers": workers, "case_shape": shape,
@@ -348,11 +352,15 @@ def check_prediction(args, plans, device: torch.device, part: Part) -> None:
     )
     x = torch.randn(tile_batch, 1, *patch, device=device)
 
-    def bare(n_networks: int, passes: int) -> None:
+    def bare_with(nets, tile_patch, passes: int, per_pass: int) -> None:
+        batch = x if list(tile_patch) == patch else torch.randn(per_pass, 1, *tile_patch, device=device)
         with torch.no_grad(), autocast(device, dtype):
-            for network in networks[:n_networks]:
-                for start in range(0, passes, tile_batch):
-                    network(x[: min(tile_batch, passes - start)])
+            for network in nets:
+                for start in range(0, passes, per_pass):
+                    network(batch[: min(per_pass, passes - start)])
+
+    def bare(n_networks: int, passes: int) -> None:
+        bare_with(networks[:n_networks], patch, passes, tile_batch)
 
     if not has_monai():
         part.notes.append("MONAI not importable: its column is empty")
@@ -368,6 +376,19 @@ def check_prediction(args, plans, device: torch.device, part: Part) -> None:
             part.rows[-1] = {"predict": label, "forward_passes": passes * n_folds, **part.rows[-1]}
             part.rows[-1]["bare_network_s"] = round(timed(lambda: bare(n_folds, passes), device, repeats), 3)  # noqa: B023
             part.rows[-1]["autosr_over_bare"] = round(part.rows[-1]["autosr_s"] / part.rows[-1]["bare_network_s"], 3)
+
+    if args.default_plan is not None and part.allows("5 folds, mirroring on, autosr plan's default 8 GB plan", 20.0):
+        small_plans = args.default_plan
+        small_patch = list(small_plans.configuration("3d_fullres").patch_size)
+        small_networks = networks_for(small_plans, 5, device)
+        small_tiles = len(tile_windows(shape, small_patch, step))
+        per_pass = Predictor(small_networks[:1], small_plans, "3d_fullres", device=device).tiles_per_pass()
+        row = compare_prediction(small_networks, small_plans, image, (0, 1, 2), step, per_pass, device, repeats, part)
+        passes = small_tiles * 8
+        bare_s = timed(lambda: bare_with(small_networks, small_patch, passes, per_pass), device, repeats)
+        part.rows.append({"predict": f"5 fold(s), mirroring on, 8 GB plan (patch {small_patch}, {per_pass}/pass)",
+                          "forward_passes": passes * 5, **row, "bare_network_s": round(bare_s, 3),
+                          "autosr_over_bare": round(row["autosr_s"] / bare_s, 3)})  # fmt: skip
 
     # precision: speed and deviation from float32 of one fold without mirroring
     reference = None
@@ -490,6 +511,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.out.mkdir(parents=True, exist_ok=True)
     plan_part = Part("plan", 30.0)
     plans = make_plans(args, device, plan_part)
+    args.default_plan = None
+    if device.type == "cuda" and not args.small:
+        from autosr.planning.planner import DEFAULT_GPU_MEMORY_GB
+
+        args.default_plan = make_plans(args, device, plan_part, DEFAULT_GPU_MEMORY_GB)
     results["parts"]["plan"] = plan_part.to_json()
     with tempfile.TemporaryDirectory(prefix="autosr-gpu-check-") as tmp:
         for name, cap, fn in (

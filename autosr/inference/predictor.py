@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from autosr.dataset.spec import DatasetSpec, load_dataset_spec
-from autosr.device import choose_device
+from autosr.device import choose_device, prefer_fixed_shape_kernels
 from autosr.errors import AutosrError
 from autosr.inference.fast_path import compile_network, measured_tile_batch_size
 from autosr.inference.folder import (
@@ -91,6 +91,7 @@ class Predictor:
         self.configuration = plans.configuration(configuration)
         self.dataset_spec = dataset_spec
         self.device = choose_device(device)
+        prefer_fixed_shape_kernels(self.device)
         self.networks = [self._prepare(n) for n in networks]
         self.step_fraction = float(step_fraction)
         self.background_fill = bool(background_fill)

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from autosr.device import prefer_fixed_shape_kernels
 from autosr.errors import AutosrError
 from autosr.network import build_network
 from autosr.planning.plans import Plans
@@ -83,6 +84,7 @@ class Trainer:
         self.seed_everything()  # before building networks, so their initialization is reproducible
         self.config = ctx.plans.configuration(ctx.configuration)
         self.device = ctx.device
+        prefer_fixed_shape_kernels(self.device)
         self.is_main = ctx.rank == 0
         self.num_epochs = int(ctx.num_epochs or type(self).num_epochs)
         self.iters_per_epoch = int(ctx.iters_per_epoch or type(self).iters_per_epoch)
