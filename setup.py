@@ -14,6 +14,7 @@ PACKAGES = [
     "autosr.preprocessing",
     "autosr.network",
     "autosr.training",
+    "autosr.training.adversarial",
     "autosr.inference",
     "autosr.evaluation",
     "autosr.planning",

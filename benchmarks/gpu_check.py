@@ -19,7 +19,9 @@ runs out of time says what it skipped. Parts:
    (a) the bare network making the same forward passes on one random batch and (b) MONAI's
    `sliding_window_inference` (same network, overlap, batch, Gaussian mode) when MONAI is importable;
    bfloat16 vs float16 autocast (speed, and the largest deviation from float32); tiles per forward pass;
-   torch.compile and channels-last memory layout.
+   channels-last memory layout.
+4. `compile`: torch.compile of the network for prediction (the default 8 GB plan's on a GPU), first call
+   and steady state against eager.
 
 Networks have random weights (speed does not depend on them; batch norm is in eval mode with its initial
 statistics). `--small` shrinks the volumes, the patch and the network so that a CPU finishes in about a
@@ -421,26 +423,42 @@ def check_prediction(args, plans, device: torch.device, part: Part) -> None:
         )
         part.rows.append({"tiles_per_pass": batch, "seconds": round(seconds, 3), "auto": batch == tile_batch})
 
-    # channels-last memory layout and torch.compile, one fold without mirroring
+    # channels-last memory layout, one fold without mirroring
     if device.type == "cuda" and part.allows("channels_last_3d"):
         network = copy.deepcopy(networks[0]).to(memory_format=torch.channels_last_3d)
         seconds = timed(
             lambda: predict_sliding_window(network, image, patch, step, tile_batch, device=device), device, repeats
         )
         part.rows.append({"layout": "channels_last_3d", "seconds": round(seconds, 3)})
+
+
+def check_compile(args, plans, device: torch.device, part: Part) -> None:
+    """torch.compile of the network for prediction: the first call (compilation) and the steady state,
+    against the eager network, one fold without mirroring."""
+    from autosr.inference.predictor import Predictor
+
     if device.type != "cuda":
         part.skipped.append("torch.compile (measured on a GPU only)")
-    elif part.allows("torch.compile", 60.0):
-        compiled = Predictor(
-            networks[:1], plans, "3d_fullres", device=device, step_fraction=step, use_mirroring=False,
-            tile_batch_size=tile_batch, compile_networks=True,
-        )  # fmt: skip
-        try:
-            first = timed(lambda: compiled.predict_preprocessed(image), device, 1)
-            steady = timed(lambda: compiled.predict_preprocessed(image), device, repeats)
-            part.rows.append({"compiled": True, "first_call_s": round(first, 2), "steady_s": round(steady, 3)})
-        except Exception as e:  # noqa: BLE001 - a backend that cannot compile is a finding, not a failure
-            part.notes.append(f"torch.compile failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+        return
+    plans = args.default_plan or plans  # the plan users get by default: the patch compiled most often
+    config = plans.configuration("3d_fullres")
+    shape = [max(p, int(round(s * args.scale))) for s, p in zip(BRAIN_1MM, config.patch_size)]
+    image = torch.randn(1, *shape)
+    network = networks_for(plans, 1, device)
+    eager = Predictor(network, plans, "3d_fullres", device=device, step_fraction=args.step, use_mirroring=False)
+    eager.predict_preprocessed(image)
+    eager_s = timed(lambda: eager.predict_preprocessed(image), device, 2)
+    compiled = Predictor(
+        network, plans, "3d_fullres", device=device, step_fraction=args.step, use_mirroring=False,
+        tile_batch_size=eager.tiles_per_pass(), compile_networks=True,
+    )  # fmt: skip
+    try:
+        first = timed(lambda: compiled.predict_preprocessed(image), device, 1)
+        steady = timed(lambda: compiled.predict_preprocessed(image), device, 2)
+        part.rows.append({"compiled": True, "first_call_s": round(first, 2), "steady_s": round(steady, 3),
+                          "eager_s": round(eager_s, 3), "steady_over_eager": round(steady / eager_s, 3)})  # fmt: skip
+    except Exception as e:  # noqa: BLE001 - a backend that cannot compile is a finding, not a failure
+        part.notes.append(f"torch.compile failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
 
 
 # --- report -------------------------------------------------------------------------------------------------
@@ -480,11 +498,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, required=True, help="folder for gpu_check.json and gpu_check.md")
     parser.add_argument("--device", default=None, help="cuda (default when present) or cpu")
     parser.add_argument("--small", action="store_true", help="tiny sizes: proves the script, measures nothing")
-    parser.add_argument("--parts", nargs="+", default=["plan", "training", "prediction"])
+    parser.add_argument("--parts", nargs="+", default=["training", "prediction", "compile"], help="besides the plan")
     parser.add_argument("--step", type=float, default=None, help="sliding-window step (default: autosr's)")
     parser.add_argument("--workers", type=int, default=None, help="data workers (default: cores - 2, at most 12)")
     parser.add_argument(
-        "--caps", type=float, nargs=2, default=(150.0, 170.0), help="time caps (s) of training and prediction"
+        "--caps", type=float, nargs=3, default=(150.0, 150.0, 90.0), help="time caps (s): training, prediction, compile"
     )
     args = parser.parse_args(argv)
     from autosr.device import choose_device
@@ -521,6 +539,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for name, cap, fn in (
             ("training", args.caps[0], lambda p: check_training(args, plans, device, p, Path(tmp))),
             ("prediction", args.caps[1], lambda p: check_prediction(args, plans, device, p)),
+            ("compile", args.caps[2], lambda p: check_compile(args, plans, device, p)),
         ):
             if name not in args.parts:
                 continue

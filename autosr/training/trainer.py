@@ -33,7 +33,7 @@ from autosr.network import build_network
 from autosr.planning.plans import Plans
 from autosr.training.augmentation import interchangeable_axes
 from autosr.training.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
-from autosr.training.data import make_batch_iterator
+from autosr.training.data import DevicePrefetcher, make_batch_iterator
 from autosr.training.device import barrier, mean_across_ranks
 from autosr.training.logger import TrainingLogger
 from autosr.training.loss import LOSSES, DeepSupervisionLoss, masked_l1
@@ -144,8 +144,12 @@ class Trainer:
 
     # ---- one step ------------------------------------------------------------------------------------
     def batch_to_device(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(input, target, mask as float) on the device (a no-op copy for batches the prefetcher moved)."""
         nb = self.device.type == "cuda"
-        return tuple(torch.as_tensor(batch[k]).to(self.device, non_blocking=nb) for k in ("input", "target", "mask"))
+        inputs, target, mask = (
+            torch.as_tensor(batch[k]).to(self.device, non_blocking=nb) for k in DevicePrefetcher.KEYS
+        )
+        return inputs, target, mask.float()
 
     def training_step(self, batch: dict[str, Any]) -> dict[str, float]:
         inputs, target, mask = self.batch_to_device(batch)
@@ -253,7 +257,7 @@ class Trainer:
             seed=seed + 1,
             slice_axes=self.config.slice_axes,
         )
-        return train, val
+        return DevicePrefetcher(train, self.device), DevicePrefetcher(val, self.device)
 
     def run_epoch(self, iterator, steps: int, step_fn, train: bool, desc: str) -> dict[str, float]:
         for net in [self.network, *self.extra_networks.values()]:
