@@ -22,6 +22,8 @@ Datasets (generated on first use in the workdir):
   `3d_fullres`, network narrowed as the quick demo does (features halved, at most 64; batch at most 16).
 - `thick2d` / `thick3d`: 20 + 4 synthetic brains with a thick-slice input (target 2 mm; input 2 mm in-plane,
   8 mm slices averaged over their thickness); `2d` or `3d_fullres`, narrowed.
+- `thicksr2d` / `thicksr3d`: the same with the target's contrast and no bias field in the input: resolution
+  enhancement alone.
 """
 
 from __future__ import annotations
@@ -113,7 +115,7 @@ def prepare_dataset(name: str, workdir: Path, patch: list[int] | None = None):
     for root in (paths.raw, paths.preprocessed, paths.results):
         root.mkdir(parents=True, exist_ok=True)
     family, configuration = name[:-2], {"2d": "2d", "3d": "3d_fullres"}[name[-2:]]
-    ids = {"phantom": 961, "brain": 962, "thick": 963}
+    ids = {"phantom": 961, "brain": 962, "thick": 963, "thicksr": 964}
     folder = f"Dataset{ids[family]:03d}_{family.capitalize()}Bench"
     raw = paths.raw / folder
     if not (raw / "dataset.json").is_file():
@@ -127,6 +129,7 @@ def prepare_dataset(name: str, workdir: Path, patch: list[int] | None = None):
             make_synthetic_brain_dataset(
                 paths.raw, ids[family], f"{family.capitalize()}Bench", 20, 4, target_spacing_mm=2.0,
                 input_spacing_mm=2.0, slice_thickness_mm=8.0, num_processes=2,
+                contrast="same" if family == "thicksr" else "low-field",
             )  # fmt: skip
     pre = paths.preprocessed / folder
     plans_path = pre / "plans.json"
@@ -246,7 +249,7 @@ def main() -> None:
     parser.add_argument(
         "--dataset",
         default="phantom3d",
-        choices=[f"{f}{d}" for f in ("phantom", "brain", "thick") for d in ("2d", "3d")],
+        choices=[f"{f}{d}" for f in ("phantom", "brain", "thick", "thicksr") for d in ("2d", "3d")],
     )
     parser.add_argument("--variants", nargs="+", default=["default"], help=f"any of {', '.join(VARIANTS)}, or a+b")
     parser.add_argument("--patch", type=int, nargs="+", default=None, help="training patch (default: as planned)")

@@ -70,6 +70,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     brain.add_argument(
         "--slice-axis", type=int, choices=(0, 1, 2), default=0, help="axis of the thick slices: 0 z (default), 1 y, 2 x"
     )
+    brain.add_argument(
+        "--contrast", choices=("low-field", "same"), default="low-field",
+        help="input contrast: low-field-like with a bias field (default; contrast synthesis too) or the target's "
+        "(resolution enhancement alone)",
+    )  # fmt: skip
     brain.add_argument("--seed", type=int, default=0, help="random seed; a seed always gives the same dataset")
     brain.add_argument(
         "-np", "--num-processes", type=int, default=max(1, min(4, os.cpu_count() or 1)), help="worker processes"
@@ -119,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
 
         folder = make_synthetic_brain_dataset(
             raw_root, args.id, args.name, args.num_train, args.num_test, args.target_spacing, args.input_spacing,
-            args.seed, args.num_processes, args.overwrite, args.slice_thickness, args.slice_axis,
+            args.seed, args.num_processes, args.overwrite, args.slice_thickness, args.slice_axis, args.contrast,
         )  # fmt: skip
     else:
         from autosr.dataset_conversion.phantom import make_phantom_dataset

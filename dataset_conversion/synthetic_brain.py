@@ -45,6 +45,7 @@ TARGET_INTENSITY = (150.0, 550.0, 1000.0)
 INPUT_INTENSITY = (300.0, 600.0, 850.0)
 TARGET_NOISE = 5.0  # Gaussian, inside the brain only
 INPUT_RICIAN_SIGMA = 25.0  # about 3% of white matter
+CONTRASTS = ("low-field", "same")
 BIAS_AMPLITUDE = 0.15  # the multiplicative bias field stays within about +-15%
 DISPLACEMENT_MM = 3.0  # standard deviation of the smooth displacement's control points
 MARGIN_MM = 8.0  # space kept around the brain when cropping the template
@@ -149,11 +150,14 @@ def make_subject(
     rng: np.random.Generator,
     slice_thickness_mm: float | None = None,
     slice_axis: int = 0,
+    contrast: str = "low-field",
 ) -> tuple[np.ndarray, Geometry, np.ndarray, np.ndarray]:
     """One synthetic subject: (input, input geometry, target, mask uint8); target and mask on the template grid.
 
     With `slice_thickness_mm` the input is a thick-slice acquisition: slices along array axis `slice_axis`
-    (0 = z) average the signal over their thickness (`autosr.dataset_conversion.acquisition`)."""
+    (0 = z) average the signal over their thickness (`autosr.dataset_conversion.acquisition`).
+    `contrast`: "low-field" (weaker grey/white contrast and a bias field: contrast synthesis as well) or
+    "same" (the target's contrast, no bias field: resolution enhancement alone)."""
     coordinates = random_deformation(template, rng)
     csf, gm, wm = (
         ndimage.map_coordinates(m, coordinates, order=1, mode="constant", cval=0.0)
@@ -163,8 +167,11 @@ def make_subject(
     target = TARGET_INTENSITY[0] * csf + TARGET_INTENSITY[1] * gm + TARGET_INTENSITY[2] * wm
     target += brain * rng.normal(0.0, TARGET_NOISE, target.shape).astype(np.float32)
     target = np.clip(target, 0.0, None)
-    fine_input = INPUT_INTENSITY[0] * csf + INPUT_INTENSITY[1] * gm + INPUT_INTENSITY[2] * wm
-    fine_input *= 1.0 + BIAS_AMPLITUDE * np.tanh(smooth_random_field(target.shape, rng, control_points=3))
+    if contrast == "same":  # resolution enhancement alone: the target's tissue contrast, no bias field
+        fine_input = TARGET_INTENSITY[0] * csf + TARGET_INTENSITY[1] * gm + TARGET_INTENSITY[2] * wm
+    else:
+        fine_input = INPUT_INTENSITY[0] * csf + INPUT_INTENSITY[1] * gm + INPUT_INTENSITY[2] * wm
+        fine_input *= 1.0 + BIAS_AMPLITUDE * np.tanh(smooth_random_field(target.shape, rng, control_points=3))
     fine_input *= rng.uniform(0.9, 1.1)  # scanner gain differs per session
     thick_axes = [slice_axis] if slice_thickness_mm is not None else []
     spacing = input_spacing_zyx(input_spacing_mm, slice_thickness_mm, slice_axis)
@@ -183,11 +190,11 @@ def _set_worker_template(template: TissueTemplate) -> None:
     _WORKER_TEMPLATE = template
 
 
-def _write_subject(job: tuple[Path, str, str, int, int, float, float | None, int]) -> str:
-    folder, split, case_id, seed, case_index, input_spacing_mm, slice_thickness_mm, slice_axis = job
+def _write_subject(job: tuple[Path, str, str, int, int, float, float | None, int, str]) -> str:
+    folder, split, case_id, seed, case_index, input_spacing_mm, slice_thickness_mm, slice_axis, contrast = job
     rng = np.random.default_rng([seed, case_index])
     inp, input_geometry, target, mask = make_subject(
-        _WORKER_TEMPLATE, input_spacing_mm, rng, slice_thickness_mm, slice_axis
+        _WORKER_TEMPLATE, input_spacing_mm, rng, slice_thickness_mm, slice_axis, contrast
     )
     target_geometry = _WORKER_TEMPLATE.geometry
     write_image(inp, input_geometry, folder / f"images{split}" / f"{case_id}_0000.nii.gz")
@@ -209,6 +216,7 @@ def make_synthetic_brain_dataset(
     overwrite: bool = False,
     slice_thickness_mm: float | None = None,
     slice_axis: int = 0,
+    contrast: str = "low-field",
 ) -> Path:
     """Write `DatasetXXX_Name` under `raw_root` and return its folder.
 
@@ -220,6 +228,8 @@ def make_synthetic_brain_dataset(
         raise AutosrError("voxel sizes must be positive (--target-spacing, --input-spacing in mm)")
     if slice_thickness_mm is not None and slice_thickness_mm <= 0:
         raise AutosrError(f"--slice-thickness must be positive (mm), got {slice_thickness_mm}")
+    if contrast not in CONTRASTS:
+        raise AutosrError(f"--contrast must be one of {', '.join(CONTRASTS)}, got '{contrast}'")
     if slice_axis not in (0, 1, 2):
         raise AutosrError(f"--slice-axis must be 0 (z), 1 (y) or 2 (x), got {slice_axis}")
     if num_train < 1 or num_test < 0:
@@ -237,6 +247,7 @@ def make_synthetic_brain_dataset(
             input_spacing_mm,
             slice_thickness_mm,
             slice_axis,
+            contrast,
         )  # fmt: skip
         for index in range(num_train + num_test)
     ]
@@ -258,7 +269,7 @@ def make_synthetic_brain_dataset(
         num_test=num_test,
         description=(
             f"synthetic paired brains: random smooth deformations of the MNI152 2009a template; input "
-            f"low-field-like at {'x'.join(f'{v:g}' for v in input_spacing_zyx(input_spacing_mm, slice_thickness_mm, slice_axis))} "
+            f"{'with the target contrast' if contrast == 'same' else 'low-field-like'} at {'x'.join(f'{v:g}' for v in input_spacing_zyx(input_spacing_mm, slice_thickness_mm, slice_axis))} "
             f"mm (z, y, x{', thick slices averaged over their thickness' if slice_thickness_mm else ''}), target "
             f"high-field-like at {target_spacing_mm:g} mm; seed {seed}"
         ),
