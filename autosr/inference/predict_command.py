@@ -20,6 +20,7 @@ from autosr.dataset.spec import load_dataset_spec
 from autosr.errors import AutosrError
 from autosr.inference.folder import FolderSummary, discover_prediction_cases
 from autosr.inference.model_folder import CHECKPOINT_NAMES, locate_model_folder, require_checkpoints
+from autosr.inference.sampling import DEFAULT_SAMPLING_STEPS
 from autosr.inference.sliding_window import DEFAULT_STEP_FRACTION
 from autosr.paths import DEFAULT_PLANS_NAME, DEFAULT_TRAINER, AutosrPaths
 from autosr.planning.plans import Plans
@@ -75,6 +76,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="keep the network's raw output outside the subject (default: the training targets' background level "
         "outside the input's foreground grown by 2 voxels)",
     )  # fmt: skip
+    generative = parser.add_argument_group("generative models (DiffusionTrainer; documentation/diffusion.md)")
+    generative.add_argument(
+        "--sampling-steps", type=int, default=None,
+        help=f"sampling steps per sample (default: the model's, {DEFAULT_SAMPLING_STEPS} for DiffusionTrainer); each "
+        "step is one sliding window over the volume",
+    )  # fmt: skip
+    generative.add_argument(
+        "--num-samples", type=int, default=None,
+        help="samples per fold; the prediction is their mean (default: 1); with --uncertainty the spread is over "
+        "samples x folds",
+    )  # fmt: skip
+    generative.add_argument(
+        "--seed", type=int, default=0, help="seed of the noise volumes (default: 0; same seed, same predictions)"
+    )
+    generative.add_argument(
+        "--save-samples", action="store_true",
+        help="also write every sample to OUT/samples/<case>_sample<NN><ending> (fold-major)",
+    )  # fmt: skip
     add_path_arguments(parser)
 
 
@@ -101,8 +120,16 @@ def predict(
     progress: bool = True,
     keep_background: bool = False,
     compile_networks: bool = False,
+    sampling_steps: int | None = None,
+    num_samples: int | None = None,
+    seed: int = 0,
+    save_samples: bool = False,
 ) -> FolderSummary:
-    """Find the model folder, load the fold ensemble and predict `input_dir` into `output_dir`."""
+    """Find the model folder, load the fold ensemble and predict `input_dir` into `output_dir`.
+
+    `sampling_steps`, `num_samples`, `seed`, `save_samples` apply to generative models only (an error for
+    a regression model, except `seed` and `save_samples`, which it ignores).
+    """
     from autosr.inference.predictor import Predictor
 
     if not 0 < step_fraction <= 1:
@@ -123,6 +150,9 @@ def predict(
         tile_batch_size=tile_batch_size,
         background_fill=not keep_background,
         compile_networks=compile_networks,
+        sampling_steps=sampling_steps,
+        num_samples=num_samples,
+        seed=seed,
     )
     return predictor.predict_folder(
         input_dir,
@@ -133,6 +163,7 @@ def predict(
         uncertainty=uncertainty,
         on_input_grid=on_input_grid,
         progress=progress,
+        save_samples=save_samples,
     )
 
 
@@ -171,6 +202,10 @@ def run(args: argparse.Namespace) -> int:
         paths=paths_from_args(args),
         keep_background=args.keep_background,
         compile_networks=args.compile,
+        sampling_steps=args.sampling_steps,
+        num_samples=args.num_samples,
+        seed=args.seed,
+        save_samples=args.save_samples,
     )
     print(f"autosr predict: {summary.describe()}", file=sys.stderr if summary.failed else sys.stdout)
     return 0 if summary.ok else 1

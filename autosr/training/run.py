@@ -190,6 +190,7 @@ def train_fold(
             run.fold_dir / "validation",
             runner.device,
             runner.mirror_axes(),
+            sampler=runner.sampler_spec(),
         )
         model = summary.get("metrics", {}).get("model", {})
         baseline = summary.get("metrics", {}).get("baseline", {})

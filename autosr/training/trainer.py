@@ -126,6 +126,11 @@ class Trainer:
     def build_extras(self) -> None:
         """Register extra networks/optimizers (e.g. a discriminator) in self.extra_networks/_optimizers."""
 
+    def sampler_spec(self) -> dict[str, Any] | None:
+        """How the predictor samples a generative trainer's network (`autosr.inference.sampling.SamplerSpec`
+        as JSON), saved in every checkpoint as `sampler`; None for a regression trainer."""
+        return None
+
     def mirror_axes(self) -> tuple[int, ...]:
         """Axes of the patch that augmentation may mirror (all of them by default)."""
         return tuple(range(len(self.config.patch_size)))
@@ -174,7 +179,9 @@ class Trainer:
         return self.ctx.output_folder / CHECKPOINT_NAMES[which]
 
     def state_dict(self) -> dict[str, Any]:
+        sampler = self.sampler_spec()
         return {
+            **({"sampler": sampler} if sampler is not None else {}),
             "trainer": self.name,
             "configuration": self.ctx.configuration,
             "fold": str(self.ctx.fold),
