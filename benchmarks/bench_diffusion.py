@@ -62,9 +62,10 @@ def predict_and_score(trainer, plans, configuration, spec, raw, test_cases, out_
     from autosr.inference.predictor import Predictor
 
     counter = CountingNetwork(trainer.network)
+    mirroring = sampling.pop("use_mirroring", False)
     predictor = Predictor(
-        [counter], plans, configuration, spec, device="cpu", use_mirroring=False, sampler=trainer.sampler_spec(),
-        **sampling,
+        [counter], plans, configuration, spec, device="cpu", use_mirroring=mirroring,
+        mirror_axes=trainer.mirror_axes(), sampler=trainer.sampler_spec(), **sampling,
     )  # fmt: skip
     rows, seconds = [], 0.0
     for case in test_cases:
@@ -98,7 +99,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4, 8, 16], help="sampling steps to try")
     parser.add_argument("--samples", type=int, nargs="*", default=[4], help="samples to average (default steps)")
     parser.add_argument("--workdir", type=Path, default=Path("bench_diffusion_work"))
-    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--tta", action="store_true", help="also predict with test-time mirroring")
+    parser.add_argument("--skip-baselines", action="store_true", help="leave the baseline rows out")
+    parser.add_argument("--out", type=Path, default=None, help="JSON of every row (rewritten after each row)")
     args = parser.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     from autosr.dataset.spec import discover_cases, load_dataset_spec
@@ -108,12 +111,21 @@ def main(argv: list[str] | None = None) -> None:
     raw = paths.raw / folder
     spec = load_dataset_spec(raw)
     test_cases = sorted(discover_cases(raw, spec, "Ts"))
-    baselines = bench_variants.baseline_rows(raw, spec, test_cases, tissue=True)
-    for method, m in baselines["mean"].items():
-        dice = [v for k, v in m.items() if k.startswith("tissue_dice_")]
-        m["tissue_dice"] = float(np.mean(dice)) if dice else float("nan")
-        show(method, {"mean": m})
-    results: list[dict[str, Any]] = [baselines]
+    results: list[dict[str, Any]] = []
+
+    def save() -> None:
+        if args.out:
+            report = {"dataset": args.dataset, "iterations": args.iterations, "test_cases": test_cases, "rows": results}
+            args.out.write_text(json.dumps(report, indent=2))
+
+    if not args.skip_baselines:
+        baselines = bench_variants.baseline_rows(raw, spec, test_cases, tissue=True)
+        for method, m in baselines["mean"].items():
+            dice = [v for k, v in m.items() if k.startswith("tissue_dice_")]
+            m["tissue_dice"] = float(np.mean(dice)) if dice else float("nan")
+            show(method, {"mean": m})
+        results.append(baselines)
+        save()
     for variant in args.variants:
         trainer, plans, seconds = bench_variants.train_variant(
             paths, folder, configuration, variant, args.iterations, workdir
@@ -124,14 +136,15 @@ def main(argv: list[str] | None = None) -> None:
         if trainer.sampler_spec() is not None:
             settings = [(f"steps{s}", {"sampling_steps": s}) for s in args.steps]
             settings += [(f"samples{n}", {"num_samples": n}) for n in args.samples]
+        if args.tta:
+            settings.append(("tta", {"use_mirroring": True}))
         for label, sampling in settings:
             result = predict_and_score(trainer, plans, configuration, spec, raw, test_cases, base / label, **sampling)
             result.update(variant=variant, setting=label or "direct", train_seconds=round(seconds, 1), **sampling)
+            result.pop("use_mirroring", None)
             show(f"{variant} {label}", result)
             results.append(result)
-    if args.out:
-        report = {"dataset": args.dataset, "iterations": args.iterations, "test_cases": test_cases, "rows": results}
-        args.out.write_text(json.dumps(report, indent=2))
+            save()
 
 
 if __name__ == "__main__":
