@@ -23,7 +23,8 @@
 5. Normalization per input channel and for the target from the modality/channel names, with dataset.json
    `normalization` overrides ({"0": "zscore", "target": "ct"}).
 6. Network: batch normalization (tile-invariant predictions, `DEFAULT_NORM`); residual learning (the
-   network predicts the correction to its resampled input) when the task is resolution enhancement.
+   network predicts the correction to its resampled input) for the `2d` configuration of a resolution
+   enhancement task, where it measured level or better.
 """
 
 from __future__ import annotations
@@ -229,9 +230,10 @@ def plan_configuration(
     else:
         shape_for_patch, spacing_for_topology = median_shape, spacing
     patch, network = fit_patch_and_network(shape_for_patch, spacing_for_topology, dims, budget_bytes, in_channels)
-    # residual learning for resolution enhancement only: measured sharper through-plane and level or better on
-    # PSNR/SSIM there, 0.3 dB worse on contrast synthesis (documentation/benchmark.md, "Super-resolution")
-    network["residual"] = is_resolution_enhancement(fingerprint, spacing)
+    # residual learning for 2D resolution enhancement only, by measurement (documentation/benchmark.md,
+    # "Super-resolution"): 2D on thick slices level or better (+0.01 to +0.13 dB) and sharper through-plane;
+    # 3D on thick slices 0.6 dB worse; contrast synthesis 0.3 dB worse
+    network["residual"] = dims == 2 and is_resolution_enhancement(fingerprint, spacing)
     batch = choose_batch_size(
         network, patch, median_shape, fingerprint["num_training_cases"], budget_bytes, in_channels, dims
     )
