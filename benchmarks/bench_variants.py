@@ -65,9 +65,9 @@ VARIANTS: dict[str, tuple[Callable[[dict], None] | None, str]] = {
     "group": (_set_network("norm", "group"), "Trainer"),
     "none": (_set_network("norm", "none"), "Trainer"),
     # spatial augmentation ("Augmentation")
-    "aug_interpolating": (None, "Trainer"),
+    "aug_interpolating": (None, "TrainerInterpolatingAugmentation"),
     "aug_lossless": (None, "TrainerLosslessAugmentation"),
-    "aug_mirror": (None, "TrainerMirrorAugmentation"),
+    "aug_mirror": (None, "Trainer"),
     # residual learning and the 2D plane ("Super-resolution")
     "residual": (_set_network("residual", True), "Trainer"),
     "direct": (_set_network("residual", False), "Trainer"),

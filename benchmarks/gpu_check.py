@@ -226,7 +226,9 @@ def check_training(args, plans, device: torch.device, part: Part, workdir: Path)
     cases = write_preprocessed_cases(data_folder, shape, 4 if args.small else 6)
     workers = args.workers
     steps, warmup = (3, 1) if args.small else (15, 5)
-    variants = [t for t in TRAINERS if t in ("TrainerLosslessAugmentation", "AdversarialTrainer") or "Diffusion" in t]
+    variants = [
+        t for t in TRAINERS if t in ("TrainerInterpolatingAugmentation", "AdversarialTrainer") or "Diffusion" in t
+    ]
     for name in ["Trainer", *variants]:
         if part.allows(f"{name} step"):
             trainer = trainer_for(name, plans, data_folder, workdir / "results", cases, device, workers)

@@ -64,7 +64,7 @@ class TrainingContext:
 
 
 class Trainer:
-    """Default trainer: masked L1 with deep supervision, AdamW + poly LR, full augmentation.
+    """Default trainer: masked L1 with deep supervision, AdamW + poly LR, mirroring and intensity augmentation.
 
     Schedule: 1000 epochs x 250 iterations, fixed (no user tuning); `num_epochs`/`iters_per_epoch` in the
     context override it for quick runs.
@@ -76,7 +76,9 @@ class Trainer:
     loss_name = "l1"
     optimizer_name = "adamw"  # measured: documentation/training.md, "Optimizer: SGD vs AdamW"
     augment = True
-    spatial_augmentation = "interpolating"  # a policy of autosr.training.augmentation.SPATIAL_POLICIES
+    # mirroring only (autosr.training.augmentation.SPATIAL_POLICIES): measured better than rotation/scaling, which
+    # blurs the target, on three datasets (documentation/benchmark.md, "Augmentation")
+    spatial_augmentation = "mirror"
 
     def __init__(self, ctx: TrainingContext):
         self.ctx = ctx
