@@ -296,7 +296,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="CPU-sized run: 3 mm voxels, the 2d configuration, narrow network, short schedule (11 min measured on 2 CPU cores)",
+        help="CPU-sized run: 3 mm voxels, the 2d configuration, narrow network, short schedule (10 min measured on 2 CPU cores)",
     )
     parser.add_argument(
         "--task", choices=TASKS, default="contrast",
