@@ -453,7 +453,7 @@ CASES = [
          2, ("Dataset123_Linked", "symbolic link", "remove the link")),
     # --- read-only folders, checked before any work
     Case("train-read-only-results", "planned_cases", train_after(lambda w: read_only(w.paths.results)),
-         2, (str(PHANTOM), "is not writable", "AUTOSR_RESULTS"), unprivileged=True),
+         2, ("results: is not writable", "AUTOSR_RESULTS"), unprivileged=True),
     Case("train-read-only-preprocessed", "planned_cases", train_after(lambda w: w.preprocessed.chmod(0o555)),
          2, ("Dataset999_Phantom", "is not writable", "splits.json"), ("results", "results/*"), unprivileged=True),
 ]  # fmt: skip
