@@ -18,9 +18,11 @@ import ctypes
 import json
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from fnmatch import fnmatch
@@ -531,3 +533,160 @@ def test_bad_input(case: Case, tmp_path: Path, autosr_roots: AutosrPaths, phanto
     changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
     unexpected = [k for k in changed if not any(fnmatch(k, pattern) for pattern in case.writes)]
     assert not unexpected, f"written, changed or deleted: {unexpected}"
+
+
+# --- faults: killed processes ---------------------------------------------------------------------------
+
+
+def start_training(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+    """A real `autosr train` process on the CPU (one thread), output to a pipe."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    cmd = [sys.executable, "-m", "autosr.cli", "train", *args, "--device", "cpu"]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def wait_for(path: Path, process: subprocess.Popen, seconds: float = 180) -> None:
+    deadline = time.time() + seconds
+    while not path.is_file():
+        assert process.poll() is None, process.stderr.read().decode()
+        assert time.time() < deadline, f"no {path.name} within {seconds} s"
+        time.sleep(0.05)
+
+
+def process_state(pid: int) -> str | None:
+    """The state letter of a process from /proc ('R', 'S', 'Z', ...), None once it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return text.rsplit(")", 1)[1].split()[0]
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat_line = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat_line.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc (Linux)")
+def test_data_workers_exit_when_training_is_killed(autosr_roots: AutosrPaths) -> None:
+    """kill -9 of `autosr train` with data-loading workers: the workers notice and exit on their own."""
+    from test_training import DATASET, make_tiny_dataset
+
+    make_tiny_dataset(autosr_roots)
+    latest = autosr_roots.results / DATASET / "Trainer__autosrPlans__3d_fullres" / "fold_0" / "checkpoint_latest.pt"
+    process = start_training(
+        ["901", "3d_fullres", "0", "--epochs", "40", "--iters-per-epoch", "3", "--num-workers", "2"]
+    )
+    try:
+        wait_for(latest, process)
+        workers = children_of(process.pid)
+        assert len(workers) >= 3, workers  # 2 training workers and 1 validation worker
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    deadline = time.time() + 20
+    while any(process_state(pid) not in (None, "Z") for pid in workers) and time.time() < deadline:
+        time.sleep(0.1)
+    left = [pid for pid in workers if process_state(pid) not in (None, "Z")]
+    for pid in left:  # do not leave them behind for the next test
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"worker processes {left} outlived the killed training"
+
+
+def weights_and_curves(checkpoint: Path) -> tuple[dict, dict]:
+    from autosr.training.checkpoint import load_checkpoint
+
+    saved = load_checkpoint(checkpoint)
+    return saved["network_weights"], saved["logger_state"]["curves"]
+
+
+def test_resume_after_kill_is_bit_exact_on_cpu(autosr_roots: AutosrPaths, tmp_path: Path) -> None:
+    """Train 12 epochs without a break; train the same fold again, kill it after a checkpoint with kill -9,
+    continue it: final weights and every logged loss are identical bit for bit (CPU, no data workers)."""
+    import torch
+    from test_training import DATASET, make_tiny_dataset
+
+    from autosr.training.run import prepare_fold
+
+    make_tiny_dataset(autosr_roots)
+    schedule = dict(device="cpu", epochs=12, iters_per_epoch=2, num_workers=0)
+    straight = prepare_fold(901, "3d_fullres", 0, paths=autosr_roots, **schedule)
+    straight.runner.fit()
+
+    interrupted = AutosrPaths.resolve(autosr_roots.raw, autosr_roots.preprocessed, tmp_path / "results_killed")
+    fold_dir = interrupted.results / DATASET / "Trainer__autosrPlans__3d_fullres" / "fold_0"
+    args = ["901", "3d_fullres", "0", "--epochs", "12", "--iters-per-epoch", "2", "--num-workers", "0"]
+    process = start_training(args + ["--results", str(interrupted.results)])
+    try:
+        wait_for(fold_dir / "checkpoint_latest.pt", process)
+        time.sleep(0.3)  # into the next epoch
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert not (fold_dir / "checkpoint_final.pt").exists()
+    resumed = prepare_fold(901, "3d_fullres", 0, paths=interrupted, continue_training=True, **schedule)
+    resumed_at = resumed.runner.current_epoch
+    assert 1 <= resumed_at < 12
+    resumed.runner.fit()
+
+    expected_weights, expected_curves = weights_and_curves(straight.fold_dir / "checkpoint_final.pt")
+    weights, curves = weights_and_curves(fold_dir / "checkpoint_final.pt")
+    assert expected_weights.keys() == weights.keys()
+    different = [name for name in weights if not torch.equal(weights[name], expected_weights[name])]
+    assert not different, f"weights differ after resuming at epoch {resumed_at}: {different}"
+    for name in ("train_loss", "val_loss"):
+        assert curves[name] == expected_curves[name], name
+
+
+# --- faults: temporary files left by a kill -------------------------------------------------------------
+
+KILLED_WRITER = """
+import sys, time
+from pathlib import Path
+from autosr.io.atomic import atomic_path
+
+with atomic_path(Path(sys.argv[1])) as tmp:
+    tmp.write_bytes(b"half a checkpoint")
+    print(tmp, flush=True)
+    time.sleep(60)
+"""
+
+
+def test_stale_temporary_files_of_a_target_are_removed_by_its_next_write(tmp_path: Path) -> None:
+    """A writer killed between writing its temporary file and renaming it leaves `.name.tmp-*`; the next
+    write of the same file removes it. Temporaries of other files, and of a writer still running, stay."""
+    from autosr.io.atomic import atomic_write_json, is_temporary
+
+    target, other = tmp_path / "plans.json", tmp_path / "splits.json"
+
+    def start_writer(path: Path) -> tuple[subprocess.Popen, Path]:
+        writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(path)], stdout=subprocess.PIPE, text=True)
+        return writer, Path(writer.stdout.readline().strip())
+
+    def kill(writer: subprocess.Popen) -> None:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+
+    running, in_progress = start_writer(target)
+    try:
+        killed, stale = start_writer(target)  # a writer's own start leaves a running writer's file alone
+        kill(killed)
+        killed_other, other_stale = start_writer(other)
+        kill(killed_other)
+        assert all(p.is_file() and is_temporary(p) for p in (stale, other_stale, in_progress))
+        atomic_write_json({"a": 1}, target)
+        assert json.loads(target.read_text()) == {"a": 1}
+        assert not stale.exists()
+        assert other_stale.exists() and in_progress.exists()
+    finally:
+        kill(running)
+    atomic_write_json({"a": 2}, target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["plans.json", other_stale.name])

@@ -2,7 +2,15 @@
 
 A killed process leaves either the old file or the new one, never half of one, so a resumed run can trust
 every file it finds. Temporary names start with '.' and contain '.tmp-' so they are never mistaken for
-outputs (and can be cleaned up).
+outputs: `.<stem>.tmp-<pid>-<random><suffix>`.
+
+A process killed between writing its temporary file and renaming it (kill -9, power loss) leaves that
+file behind; the next write of the same target removes such leftovers, so reruns do not pile up hidden
+copies of checkpoints and predictions. A leftover is one whose writer (the pid in its name) is no longer
+running on this machine; one written by a process still alive is left alone, because two writers of one
+file at a time do not happen in autosr (checkpoints are written by rank 0 only, each prediction and each
+preprocessed case by one process) and, should a user start the same part twice, each writer keeps its
+own temporary file and the last rename wins.
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,16 +29,48 @@ import numpy as np
 TEMP_MARKER = ".tmp-"
 
 
+def _stem_and_suffix(path: Path) -> tuple[str, str]:
+    suffix = "".join(path.suffixes) if path.suffixes else ""
+    return (path.name[: len(path.name) - len(suffix)] if suffix else path.name), suffix
+
+
 def temporary_name_for(path: Path) -> Path:
     """A hidden sibling name for `path` that keeps its full extension (SimpleITK picks the format by it)."""
-    name = path.name
-    suffix = "".join(path.suffixes) if path.suffixes else ""
-    stem = name[: len(name) - len(suffix)] if suffix else name
-    return path.with_name(f".{stem}{TEMP_MARKER}{uuid.uuid4().hex[:8]}{suffix}")
+    stem, suffix = _stem_and_suffix(path)
+    return path.with_name(f".{stem}{TEMP_MARKER}{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}")
 
 
 def is_temporary(path: Path) -> bool:
     return path.name.startswith(".") and TEMP_MARKER in path.name
+
+
+def stale_temporaries_of(path: Path) -> list[Path]:
+    """Temporary files of `path` left by writers that are no longer running (see the module docstring)."""
+    stem, suffix = _stem_and_suffix(path)
+    pattern = re.compile(re.escape(f".{stem}{TEMP_MARKER}") + r"(?:(\d+)-)?[0-9a-f]{8}" + re.escape(suffix))
+    prefix = f".{stem}{TEMP_MARKER}"
+    stale = []
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return []
+    for entry in entries:
+        if not entry.name.startswith(prefix) or not (match := pattern.fullmatch(entry.name)):
+            continue
+        writer = int(match.group(1)) if match.group(1) else None  # older names carry no pid
+        if writer is None or writer == os.getpid() or not _is_running(writer):
+            stale.append(Path(entry.path))
+    return stale
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 @contextlib.contextmanager
@@ -37,6 +78,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path to write to; on success it is renamed to `path`, on error removed."""
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in stale_temporaries_of(final):
+        leftover.unlink(missing_ok=True)
     tmp = temporary_name_for(final)
     try:
         yield tmp
