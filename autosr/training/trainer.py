@@ -214,8 +214,11 @@ class Trainer:
 
     # ---- the loop ------------------------------------------------------------------------------------
     def make_iterators(self):
+        """Train and validation batch streams, positioned at `current_epoch`: batch k of a stream depends on
+        the seed and k alone (`PatchLoader._seed_batch`), so a resumed run continues the very stream the
+        uninterrupted run would have seen (bit for bit without data workers; documentation/training.md)."""
         patch = self.config.patch_size
-        seed = self.ctx.seed + 7919 * self.ctx.rank + self.current_epoch
+        seed = self.ctx.seed + 7919 * self.ctx.rank
         train = make_batch_iterator(
             self.ctx.data_folder,
             self.ctx.train_cases,
@@ -225,6 +228,7 @@ class Trainer:
             augment=self.augment,
             mirror_axes=self.mirror_axes(),
             seed=seed,
+            first_batch=self.current_epoch * self.iters_per_epoch,
         )
         # fold 'all' has no validation cases: the val curve then tracks un-augmented training patches
         val_cases = self.ctx.val_cases or self.ctx.train_cases
@@ -236,6 +240,7 @@ class Trainer:
             max(0, self.ctx.num_workers // 2),
             augment=False,
             seed=seed + 1,
+            first_batch=self.current_epoch * self.val_iters_per_epoch,
         )
         return train, val
 
