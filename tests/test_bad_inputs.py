@@ -439,6 +439,11 @@ CASES = [
          2, ("case phantom_001", "phantom_001.mha", "NaN/Inf voxels", "re-save")),
     Case("evaluate-two-predictions-one-case", "preds", second_prediction_as_mha,
          2, ("case phantom_001", "phantom_001.mha", "phantom_001.nii.gz", "keep one")),
+    Case("evaluate-read-only-output", "preds", lambda w: (read_only(w.root / "ev"), evaluate(w))[1],
+         2, ("ev: is not writable", "choose another -o"), unprivileged=True),
+    Case("ensemble-output-is-an-input", "preds",
+         lambda w: ["ensemble", "-i", str(w.refs), str(w.preds), "-o", str(w.preds), "--overwrite"],
+         2, ("is one of the input folders", "choose another -o")),
     # --- escapes from the working folders
     Case("plan-data-identifier-escape", "planned",
          lambda w: (edit_plans(w, lambda p: p["configurations"]["3d_fullres"].__setitem__("data_identifier", "../../x")),
