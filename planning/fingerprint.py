@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from autosr.dataset.foreground import CT_FOREGROUND_HU, foreground_of  # noqa: F401 - re-exported
 from autosr.dataset.spec import CaseFiles, DatasetSpec, discover_cases, load_dataset_spec
 from autosr.errors import AutosrError
 from autosr.io import read_channels, read_image, resample_to_geometry
@@ -30,6 +29,14 @@ SAMPLES_PER_CASE = 10_000
 # A correlation this far below the dataset median flags a case (co-registered synthetic pairs sit within
 # 0.1 of each other; a pair shifted by a quarter of the field of view drops by more than 0.3).
 CORRELATION_ALARM_DROP = 0.3
+CT_FOREGROUND_HU = -500.0
+
+
+def foreground_of(target: np.ndarray, modality: str) -> np.ndarray:
+    """Where the target has signal, used when a dataset has no masks: above -500 HU for CT, non-zero else."""
+    if modality.upper() == "CT":
+        return target > CT_FOREGROUND_HU
+    return target > 0
 
 
 def nonzero_bbox(mask: np.ndarray) -> list[list[int]]:

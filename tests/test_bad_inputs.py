@@ -695,3 +695,58 @@ def test_stale_temporary_files_of_a_target_are_removed_by_its_next_write(tmp_pat
         kill(running)
     atomic_write_json({"a": 2}, target)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["plans.json", other_stale.name])
+
+
+# --- the NIfTI voxel check never refuses a good file ----------------------------------------------------
+
+
+def nifti_bytes(array: np.ndarray, tmp_path: Path) -> bytes:
+    path = tmp_path / "raw.nii"
+    sitk.WriteImage(sitk.GetImageFromArray(array), str(path), useCompression=False)
+    return path.read_bytes()
+
+
+def gzip_members(data: bytes, cuts: int) -> bytes:
+    """`data` as `cuts + 1` concatenated gzip members (as block-gzip tools write them): a valid .gz."""
+    import gzip
+
+    step = len(data) // (cuts + 1) + 1
+    return b"".join(gzip.compress(data[i : i + step]) for i in range(0, len(data), step))
+
+
+@pytest.mark.parametrize(
+    "kind, truncated, nonfinite",
+    [
+        ("float32 one member", False, 0),
+        ("float32 three members", False, 0),
+        ("int16 one member (trailer only)", False, 0),
+        ("int16 three members", False, 0),
+        ("float32 with NaN", False, 3),
+        ("float32 voxels cut, then compressed whole", True, 0),
+        ("int16 voxels cut, then compressed whole", True, 0),
+        ("float32 gzip trailer cut", True, 0),
+    ],
+)
+def test_nifti_voxel_check(kind: str, truncated: bool, nonfinite: int, tmp_path: Path) -> None:
+    import gzip
+
+    from autosr.io.nifti_integrity import check_nifti_voxels
+
+    rng = np.random.default_rng(0)
+    array = rng.normal(100, 20, (7, 9, 11)).astype(np.float32)
+    if "int16" in kind:
+        array = array.astype(np.int16)
+    if nonfinite:
+        array.flat[[3, 50, 400]] = [np.nan, np.inf, -np.inf]
+    data = nifti_bytes(array, tmp_path)
+    if "voxels cut" in kind:
+        data = data[: len(data) - 100]
+    compressed = gzip_members(data, 2) if "three members" in kind else gzip.compress(data)
+    if "trailer cut" in kind:
+        compressed = compressed[:-3]
+    path = tmp_path / "image.nii.gz"
+    path.write_bytes(compressed)
+    check = check_nifti_voxels(path)
+    assert check.truncated == truncated and check.num_nonfinite == nonfinite
+    if not truncated:
+        assert check.bytes_found == check.bytes_expected == array.size * array.itemsize

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 
-from autosr.dataset.foreground import describe_foreground, foreground_of
 from autosr.dataset.spec import CHANNEL_SUFFIX, CaseFiles, DatasetSpec, discover_cases, load_dataset_spec
 from autosr.errors import AutosrError, DatasetProblems, ImageFileProblem
 from autosr.io.atomic import is_temporary
@@ -84,13 +83,21 @@ def inspect_image(job: InspectJob | Path) -> ImageFacts:
         except AutosrError:
             region = None  # the mask's own inspection reports it
     elif job.foreground_modality is not None:
-        region = foreground_of(array, job.foreground_modality)
+        region = target_region(array, job.foreground_modality)
     if region is not None:
         region_size = int(np.count_nonzero(region))
         if region_size:
             inside = array[region]
             region_range = (float(inside.min()), float(inside.max()))
     return ImageFacts(job.path, geometry, int(np.count_nonzero(array)), value_range, region_range, region_size)
+
+
+def target_region(target: np.ndarray, modality: str) -> np.ndarray:
+    """The region that counts in a target without a mask: the foreground rule planning and preprocessing
+    use (imported where it is defined, so verification can never judge by another rule)."""
+    from autosr.planning.fingerprint import foreground_of
+
+    return foreground_of(target, modality)
 
 
 def inspect_images(jobs: Iterable[InspectJob | Path], num_processes: int = 1) -> dict[Path, ImageFacts]:
@@ -409,12 +416,12 @@ def check_target_region(name: str, split: str, case: CaseFiles, fact: ImageFacts
         region = f"its mask {case.mask}"
         fix = "fix the mask (it should cover the anatomy) or the target, or remove the case"
     else:
-        region = f"its foreground ({describe_foreground(spec.target_modality)}, the region that counts without a mask)"
+        region = "its foreground (the region that counts when a case has no mask)"
         fix = f"add a mask masks{split}/{case.case_id}{spec.file_ending}, fix the target, or remove the case"
     if fact.region_size == 0:
         if case.mask is not None:
             return []  # an empty mask is reported with the mask
-        return [f"{name}: target {case.target} has no foreground ({describe_foreground(spec.target_modality)}); {fix}"]
+        return [f"{name}: target {case.target} has no foreground (nothing stands out from the background); {fix}"]
     inside_low, inside_high = fact.region_range
     if inside_low != inside_high:
         return []

@@ -14,6 +14,7 @@ scanned in chunks, because only the voxels themselves can say whether they are f
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 import zlib
@@ -68,7 +69,15 @@ def is_nifti(path: str | os.PathLike) -> bool:
 
 
 def parse_nifti_header(head: bytes) -> NiftiHeader | None:
-    """The header fields of a NIfTI-1 or NIfTI-2 file from its first bytes; None when it is not one."""
+    """The header fields of a NIfTI-1 or NIfTI-2 file from its first bytes; None when it is not one (or
+    holds values no voxel layout can have: the image reader then has the last word)."""
+    try:
+        return _parse_nifti_header(head)
+    except (struct.error, ValueError, OverflowError):
+        return None
+
+
+def _parse_nifti_header(head: bytes) -> NiftiHeader | None:
     if len(head) < 348:
         return None
     for order in ("<", ">"):
@@ -88,7 +97,9 @@ def parse_nifti_header(head: bytes) -> NiftiHeader | None:
         dims = struct.unpack(order + "8q", head[16:80])
         offset = int(struct.unpack(order + "q", head[168:176])[0])
     num_dims = min(max(int(dims[0]), 1), 7)
-    num_voxels = int(np.prod([max(int(d), 1) for d in dims[1 : 1 + num_dims]], dtype=np.int64))
+    num_voxels = math.prod(max(int(d), 1) for d in dims[1 : 1 + num_dims])
+    if bitpix <= 0 or bitpix % 8:
+        return None
     return NiftiHeader(order, int(datatype), int(bitpix), max(offset, header_size), num_voxels)
 
 
