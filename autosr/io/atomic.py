@@ -6,7 +6,8 @@ outputs: `.<stem>.tmp-<pid>-<random><suffix>`.
 
 A process killed between writing its temporary file and renaming it (kill -9, power loss) leaves that
 file behind; the next write of the same target removes such leftovers, so reruns do not pile up hidden
-copies of checkpoints and predictions. A leftover is one whose writer (the pid in its name) is no longer
+copies of checkpoints and predictions. (A process lists a folder's temporary files at most once a minute:
+a leftover that appears while it runs is found by a write after the next listing.) A leftover is one whose writer (the pid in its name) is no longer
 running on this machine; one written by a process still alive is left alone, because two writers of one
 file at a time do not happen in autosr (checkpoints are written by rank 0 only, each prediction and each
 preprocessed case by one process) and, should a user start the same part twice, each writer keeps its
@@ -19,6 +20,7 @@ import contextlib
 import json
 import os
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +29,7 @@ from typing import Any
 import numpy as np
 
 TEMP_MARKER = ".tmp-"
+TEMP_WRITER_AND_RANDOM = re.compile(r"(?:(\d+)-)?[0-9a-f]{8}")  # between the marker and the suffix
 
 
 def _stem_and_suffix(path: Path) -> tuple[str, str]:
@@ -46,21 +49,40 @@ def is_temporary(path: Path) -> bool:
 
 def stale_temporaries_of(path: Path) -> list[Path]:
     """Temporary files of `path` left by writers that are no longer running (see the module docstring)."""
+    names = _temporary_names(path.parent)
+    if not names:
+        return []
     stem, suffix = _stem_and_suffix(path)
-    pattern = re.compile(re.escape(f".{stem}{TEMP_MARKER}") + r"(?:(\d+)-)?[0-9a-f]{8}" + re.escape(suffix))
     prefix = f".{stem}{TEMP_MARKER}"
     stale = []
-    try:
-        entries = list(os.scandir(path.parent))
-    except OSError:
-        return []
-    for entry in entries:
-        if not entry.name.startswith(prefix) or not (match := pattern.fullmatch(entry.name)):
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(suffix) and len(name) > len(prefix) + len(suffix)):
+            continue
+        if not (match := TEMP_WRITER_AND_RANDOM.fullmatch(name[len(prefix) : len(name) - len(suffix)])):
             continue
         writer = int(match.group(1)) if match.group(1) else None  # older names carry no pid
         if writer is None or writer == os.getpid() or not _is_running(writer):
-            stale.append(Path(entry.path))
+            stale.append(path.parent / name)
     return stale
+
+
+# folder -> (when it was listed, the temporary-file names in it). Listing a folder of 10,000 predictions
+# for every write would cost more than the write; temporaries are few, so one listing a minute suffices.
+_temporary_names_cache: dict[str, tuple[float, list[str]]] = {}
+RELIST_SECONDS = 60.0
+
+
+def _temporary_names(folder: Path) -> list[str]:
+    key = os.path.abspath(folder)
+    cached = _temporary_names_cache.get(key)
+    if cached is not None and time.monotonic() - cached[0] < RELIST_SECONDS:
+        return cached[1]
+    try:
+        names = [entry.name for entry in os.scandir(folder) if entry.name.startswith(".") and TEMP_MARKER in entry.name]
+    except OSError:
+        names = []
+    _temporary_names_cache[key] = (time.monotonic(), names)
+    return names
 
 
 def _is_running(pid: int) -> bool:
@@ -80,6 +102,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     final.parent.mkdir(parents=True, exist_ok=True)
     for leftover in stale_temporaries_of(final):
         leftover.unlink(missing_ok=True)
+        _temporary_names_cache.get(os.path.abspath(final.parent), (0.0, []))[1].remove(leftover.name)
     tmp = temporary_name_for(final)
     try:
         yield tmp
