@@ -13,8 +13,8 @@ import shutil
 
 from autosr.cli import add_path_arguments, paths_from_args
 from autosr.errors import AutosrError
-from autosr.io.atomic import atomic_write_json, read_json
-from autosr.paths import AutosrPaths, ensure_writable_folder
+from autosr.io.atomic import atomic_path, atomic_write_json, read_json
+from autosr.paths import AutosrPaths, ensure_writable_folder, path_under
 from autosr.planning.plans import CONFIGURATION_NAMES, Plans
 
 
@@ -57,12 +57,12 @@ def plan_dataset(
     if unknown:
         raise AutosrError(f"unknown configuration(s) {', '.join(unknown)} (valid: {', '.join(CONFIGURATION_NAMES)})")
     raw_dir = paths.raw_dataset(dataset)
-    out_dir = paths.require("preprocessed") / raw_dir.name
+    out_dir = path_under(paths.require("preprocessed"), raw_dir.name)
     verify_dataset(raw_dir, num_processes=num_processes).raise_if_problems()
     spec = load_dataset_spec(raw_dir)
     ensure_writable_folder(out_dir, "AUTOSR_PREPROCESSED")
-    shutil.copyfile(raw_dir / "dataset.json", out_dir / ".dataset.json.tmp")
-    os.replace(out_dir / ".dataset.json.tmp", out_dir / "dataset.json")
+    with atomic_path(out_dir / "dataset.json") as tmp:
+        shutil.copyfile(raw_dir / "dataset.json", tmp)
 
     fingerprint_path = out_dir / "fingerprint.json"
     from autosr.dataset.spec import discover_cases

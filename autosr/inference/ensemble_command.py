@@ -20,6 +20,7 @@ import numpy as np
 
 from autosr.errors import AutosrError
 from autosr.io import file_ending_of, read_image, write_image
+from autosr.paths import ensure_writable_folder
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +47,12 @@ def ensemble_folders(
     folders = [Path(d) for d in input_dirs]
     if len(folders) < 2:
         raise AutosrError("ensembling needs at least two prediction folders")
+    for folder in folders:
+        if folder.resolve() == Path(output_dir).resolve():
+            raise AutosrError(
+                f"-o {output_dir} is one of the input folders: the averages would replace that model's predictions; "
+                "choose another -o"
+            )
     listings = [_prediction_files(f) for f in folders]
     names = set(listings[0])
     if not names:
@@ -59,6 +66,7 @@ def ensemble_folders(
             problems.append(f"{folder} has {', '.join(extra)} which {folders[0]} lacks")
     if problems:
         raise AutosrError("the folders do not hold the same cases: " + "; ".join(problems))
+    ensure_writable_folder(Path(output_dir), fix="choose another -o, or fix the folder's permissions")
     written = []
     for name in sorted(names):
         destination = Path(output_dir) / name

@@ -16,7 +16,7 @@ from pathlib import Path
 from autosr.device import choose_device
 from autosr.errors import AutosrError
 from autosr.io.atomic import atomic_path, read_json
-from autosr.paths import AutosrPaths, model_folder_name
+from autosr.paths import AutosrPaths, ensure_writable_folder, model_folder_name, path_under
 from autosr.planning.plans import Plans
 from autosr.preprocessing.case_store import list_cases
 from autosr.training.data import default_num_workers
@@ -101,21 +101,22 @@ def prepare_fold(
     preprocessed_dir = paths.preprocessed_dataset(dataset)
     plans = Plans.load(preprocessed_dir / "plans.json")
     config = plans.configuration(configuration)
-    data_folder = preprocessed_dir / config.data_identifier
+    data_folder = path_under(preprocessed_dir, config.data_identifier)
     case_ids = list_cases(data_folder)
     if not case_ids:
         raise AutosrError(
             f"{data_folder}: no preprocessed cases for configuration '{configuration}'; "
             f"run `autosr plan {preprocessed_dir.name}` (with preprocessing) first"
         )
-    splits = load_or_create_splits(preprocessed_dir, case_ids)
-    train_cases, val_cases = cases_of_fold(splits, fold, case_ids)
-
-    model_dir = paths.results_dataset(preprocessed_dir.name) / model_folder_name(
-        trainer, plans.plans_name, configuration
+    model_dir = path_under(
+        paths.require("results"), preprocessed_dir.name, model_folder_name(trainer, plans.plans_name, configuration)
     )
     fold_dir = model_dir / f"fold_{fold}"
     _check_fold_folder(fold_dir, continue_training)
+    # before anything is written: a read-only results folder is one message now, not a traceback later
+    ensure_writable_folder(fold_dir, "AUTOSR_RESULTS", create=False)
+    splits = load_or_create_splits(preprocessed_dir, case_ids)
+    train_cases, val_cases = cases_of_fold(splits, fold, case_ids)
 
     rank, world_size, device_obj = init_distributed(choose_device(device))
     if rank == 0:

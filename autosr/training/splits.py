@@ -15,6 +15,7 @@ import numpy as np
 
 from autosr.errors import AutosrError
 from autosr.io.atomic import atomic_write_json, read_json
+from autosr.paths import ensure_writable_folder
 
 SPLITS_FILE = "splits.json"
 FOLD_ALL = "all"
@@ -68,6 +69,11 @@ def load_or_create_splits(
             raise AutosrError(f"{path}: not valid JSON ({e}); fix it or delete it to regenerate") from e
         return validate_splits(splits, case_ids, path)
     splits = make_splits(case_ids, num_folds, seed)
+    ensure_writable_folder(
+        path.parent,
+        fix=f"{SPLITS_FILE} (the cross-validation folds) is written there once: make the folder writable, point "
+        f"AUTOSR_PREPROCESSED elsewhere, or put a {SPLITS_FILE} there yourself",
+    )
     atomic_write_json(splits, path)
     return splits
 

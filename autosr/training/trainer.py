@@ -232,8 +232,11 @@ class Trainer:
 
     # ---- the loop ------------------------------------------------------------------------------------
     def make_iterators(self):
+        """Train and validation batch streams, positioned at `current_epoch`: batch k of a stream depends on
+        the seed and k alone (`PatchLoader._seed_batch`), so a resumed run continues the very stream the
+        uninterrupted run would have seen (bit for bit without data workers; documentation/training.md)."""
         patch = self.config.patch_size
-        seed = self.ctx.seed + 7919 * self.ctx.rank + self.current_epoch
+        seed = self.ctx.seed + 7919 * self.ctx.rank
         train = make_batch_iterator(
             self.ctx.data_folder,
             self.ctx.train_cases,
@@ -246,6 +249,7 @@ class Trainer:
             spatial_policy=self.spatial_augmentation,
             axis_groups=interchangeable_axes(self.config.patch_spacing),
             slice_axes=self.config.slice_axes,
+            first_batch=self.current_epoch * self.iters_per_epoch,
         )
         # fold 'all' has no validation cases: the val curve then tracks un-augmented training patches
         val_cases = self.ctx.val_cases or self.ctx.train_cases
@@ -258,6 +262,7 @@ class Trainer:
             augment=False,
             seed=seed + 1,
             slice_axes=self.config.slice_axes,
+            first_batch=self.current_epoch * self.val_iters_per_epoch,
         )
         return DevicePrefetcher(train, self.device), DevicePrefetcher(val, self.device)
 
