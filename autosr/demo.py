@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from autosr.errors import AutosrError
-from autosr.paths import DEFAULT_PLANS_NAME, AutosrPaths, model_folder_name
+from autosr.model_layout import ModelFolder
+from autosr.paths import DEFAULT_PLANS_NAME, AutosrPaths
 
 DEMO_DATASET_ID = 990
 DEMO_DATASET_NAME = "SyntheticBrain"
@@ -208,10 +209,9 @@ def run_demo(
     model_root = paths.results / dataset_name
     for configuration in schedule.configurations:
         for fold in range(5):
-            fold_dir = (
-                model_root / model_folder_name(schedule.trainer, DEFAULT_PLANS_NAME, configuration) / f"fold_{fold}"
-            )
-            if (fold_dir / "checkpoint_final.pt").is_file() and (fold_dir / "validation" / "summary.json").is_file():
+            model = ModelFolder.create(model_root, schedule.trainer, DEFAULT_PLANS_NAME, configuration)
+            fold_dir = model.fold(fold)
+            if fold_dir.checkpoint("final").is_file() and (fold_dir.validation_dir / "summary.json").is_file():
                 _say(f"{configuration} fold {fold} is trained and validated, skipping")
                 continue
             _say(f"training {configuration} fold {fold}")
@@ -222,7 +222,7 @@ def run_demo(
                 trainer=schedule.trainer,
                 paths=paths,
                 device=device,
-                continue_training=fold_dir.is_dir(),
+                continue_training=fold_dir.path.is_dir(),
                 epochs=schedule.epochs,
                 iters_per_epoch=schedule.iters_per_epoch,
             )
@@ -237,16 +237,16 @@ def run_demo(
     t0 = time.perf_counter()
     prediction_dirs = []
     for member in winner["members"]:
-        trainer, plans_name, configuration = member.split("__")
+        model = ModelFolder.parse(model_root / member)
         out = workdir / "predictions" / member
         _say(f"predicting the held-out scans with the 5-fold ensemble of {member}")
         predict(
             raw_dir / "imagesTs",
             out,
             dataset=dataset_name,
-            configuration=configuration,
-            trainer=trainer,
-            plans_name=plans_name,
+            configuration=model.configuration,
+            trainer=model.trainer,
+            plans_name=model.plans_name,
             device=device,
             paths=paths,
         )

@@ -244,10 +244,3 @@ def ensure_writable_folder(
             raise AutosrError(f"{probed}: is not writable (read-only file system); {fix}") from e
         raise AutosrError(f"{folder}: cannot be created or written ({e.strerror or e}); {fix}") from e
     return Path(folder)
-
-
-def model_folder_name(trainer: str, plans_name: str, configuration: str) -> str:
-    """`<Trainer>__<plans_name>__<configuration>`: one trained model under `$AUTOSR_RESULTS/DatasetXXX_Name/`."""
-    for value, what in ((trainer, "trainer"), (plans_name, "plans_name"), (configuration, "configuration")):
-        check_name(value, what)
-    return f"{trainer}__{plans_name}__{configuration}"

@@ -151,10 +151,10 @@ def prepare_dataset(name: str, workdir: Path, patch: list[int] | None = None):
 
 def train_variant(paths, folder: str, configuration: str, variant: str, iterations: int, workdir: Path):
     """Train fold 0 of `variant` for `iterations` (in epochs of 25); returns (network, plans, seconds)."""
+    from autosr.checkpoint import load_checkpoint
     from autosr.device import choose_device
     from autosr.planning.plans import Plans
     from autosr.preprocessing.case_store import list_cases
-    from autosr.training.checkpoint import load_checkpoint
     from autosr.training.splits import cases_of_fold, load_or_create_splits
     from autosr.training.trainer import TrainingContext
     from autosr.training.trainers import TRAINERS

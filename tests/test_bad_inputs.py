@@ -607,7 +607,7 @@ def test_data_workers_exit_when_training_is_killed(autosr_roots: AutosrPaths) ->
 
 
 def weights_and_curves(checkpoint: Path) -> tuple[dict, dict]:
-    from autosr.training.checkpoint import load_checkpoint
+    from autosr.checkpoint import load_checkpoint
 
     saved = load_checkpoint(checkpoint)
     return saved["network_weights"], saved["logger_state"]["curves"]
@@ -619,11 +619,11 @@ def test_resume_after_kill_is_bit_exact_on_cpu(autosr_roots: AutosrPaths, tmp_pa
     import torch
     from test_training import DATASET, make_tiny_dataset
 
-    from autosr.training.run import prepare_fold
+    from autosr.training.run import FoldRequest, prepare_fold
 
     make_tiny_dataset(autosr_roots)
     schedule = dict(device="cpu", epochs=12, iters_per_epoch=2, num_workers=0)
-    straight = prepare_fold(901, "3d_fullres", 0, paths=autosr_roots, **schedule)
+    straight = prepare_fold(FoldRequest(901, "3d_fullres", 0, **schedule), autosr_roots)
     straight.runner.fit()
 
     interrupted = AutosrPaths.resolve(autosr_roots.raw, autosr_roots.preprocessed, tmp_path / "results_killed")
@@ -637,7 +637,7 @@ def test_resume_after_kill_is_bit_exact_on_cpu(autosr_roots: AutosrPaths, tmp_pa
         process.send_signal(signal.SIGKILL)
         process.wait()
     assert not (fold_dir / "checkpoint_final.pt").exists()
-    resumed = prepare_fold(901, "3d_fullres", 0, paths=interrupted, continue_training=True, **schedule)
+    resumed = prepare_fold(FoldRequest(901, "3d_fullres", 0, continue_training=True, **schedule), interrupted)
     resumed_at = resumed.runner.current_epoch
     assert 1 <= resumed_at < 12
     resumed.runner.fit()

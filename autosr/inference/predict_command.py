@@ -19,8 +19,9 @@ from autosr.cli import add_path_arguments, paths_from_args
 from autosr.dataset.spec import load_dataset_spec
 from autosr.errors import AutosrError
 from autosr.inference.folder import FolderSummary, discover_prediction_cases, select_part
-from autosr.inference.model_folder import CHECKPOINT_NAMES, locate_model_folder, require_checkpoints
+from autosr.inference.model_folder import locate_model_folder, require_checkpoints
 from autosr.inference.sliding_window import DEFAULT_STEP_FRACTION
+from autosr.model_layout import CHECKPOINT_NAMES
 from autosr.paths import DEFAULT_PLANS_NAME, DEFAULT_TRAINER, AutosrPaths, ensure_writable_folder
 from autosr.planning.plans import Plans
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from autosr.checkpoint import load_checkpoint
 from autosr.dataset.spec import DatasetSpec, load_dataset_spec
 from autosr.device import choose_device, prefer_fixed_shape_kernels
 from autosr.errors import AutosrError
@@ -46,7 +47,6 @@ from autosr.inference.sliding_window import DEFAULT_STEP_FRACTION, predict_slidi
 from autosr.io import Geometry, write_image
 from autosr.planning.plans import Plans
 from autosr.preprocessing.preprocess import PreprocessedScan, preprocess_arrays, preprocess_for_inference
-from autosr.training.checkpoint import load_checkpoint
 
 NetworkBuilder = Callable[[dict, int, int], nn.Module]
 

@@ -27,20 +27,19 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from autosr.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from autosr.device import prefer_fixed_shape_kernels
 from autosr.errors import AutosrError
+from autosr.model_layout import FoldFolder
 from autosr.network import build_network
 from autosr.planning.plans import Plans
 from autosr.training.augmentation import interchangeable_axes
-from autosr.training.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from autosr.training.data import DevicePrefetcher, make_batch_iterator
 from autosr.training.device import barrier, mean_across_ranks
 from autosr.training.logger import TrainingLogger
 from autosr.training.loss import LOSSES, DeepSupervisionLoss, masked_l1
 from autosr.training.optim import GRAD_CLIP_NORM, PolyLRSchedule, build_optimizer
 from autosr.training.precision import MixedPrecision
-
-CHECKPOINT_NAMES = {"latest": "checkpoint_latest.pt", "best": "checkpoint_best.pt", "final": "checkpoint_final.pt"}
 
 
 @dataclass
@@ -173,7 +172,7 @@ class Trainer:
 
     # ---- checkpoints ---------------------------------------------------------------------------------
     def checkpoint_path(self, which: str) -> Path:
-        return self.ctx.output_folder / CHECKPOINT_NAMES[which]
+        return FoldFolder(self.ctx.output_folder).checkpoint(which)
 
     def state_dict(self) -> dict[str, Any]:
         return {
