@@ -147,8 +147,8 @@ def run_demo(
     from autosr.evaluation.find_best import find_best
     from autosr.evaluation.report import write_report
     from autosr.evaluation.report_text import summary_lines
-    from autosr.inference.predict_command import predict
-    from autosr.planning.plan_command import plan_dataset
+    from autosr.inference.api import predict
+    from autosr.planning.api import plan_dataset
     from autosr.training.run import train_fold
 
     if task not in TASKS:
@@ -252,7 +252,7 @@ def run_demo(
         )
         prediction_dirs.append(out)
     if len(prediction_dirs) > 1:
-        from autosr.inference.ensemble_command import ensemble_folders
+        from autosr.inference.api import ensemble_folders
 
         final_dir = workdir / "predictions" / "ensemble"
         ensemble_folders(prediction_dirs, final_dir)

@@ -107,7 +107,7 @@ def prepare_dataset(name: str, workdir: Path, patch: list[int] | None = None):
     from autosr.dataset_conversion.phantom import make_phantom_dataset
     from autosr.dataset_conversion.synthetic_brain import make_synthetic_brain_dataset
     from autosr.paths import AutosrPaths
-    from autosr.planning.plan_command import plan_dataset
+    from autosr.planning.api import plan_dataset
     from autosr.planning.plans import Plans
     from autosr.preprocessing.preprocess import preprocess_dataset
 

@@ -37,6 +37,7 @@ import numpy as np
 from autosr import __version__
 from autosr.dataset.spec import DatasetSpec
 from autosr.errors import AutosrError
+from autosr.network.build import DEFAULT_UPSAMPLING, total_stride
 from autosr.paths import DEFAULT_PLANS_NAME
 from autosr.planning.memory_model import estimate_training_bytes
 from autosr.planning.plans import CONFIGURATION_NAMES, Plans, validate_plans_dict
@@ -60,9 +61,6 @@ DEFAULT_GPU_MEMORY_GB = 8.0
 SR_ANISOTROPY_RATIO = 1.5
 # Input spacing at most this fraction coarser than the target's on every axis: not resolution enhancement.
 SR_MIN_RATIO = 1.2
-# Decoder upsampling written into new plans: interpolation + convolution, which avoided the checkerboard
-# artefacts of transposed convolutions at equal validation L1 (documentation/training.md, "Upsampling").
-DEFAULT_UPSAMPLING = "interp_conv"
 # Network normalization written into new plans: batch norm, whose fixed statistics at inference make the
 # prediction independent of the tiling. Measured against instance, group and no normalization at equal
 # budget on synthetic brains (2d) and phantoms (3d): documentation/benchmark.md, "Network normalization".
@@ -157,10 +155,6 @@ def topology(patch_size: list[int], spacing: list[float], dims: int) -> dict[str
         "deep_supervision": True,
         "norm": DEFAULT_NORM,
     }
-
-
-def total_stride(network: dict[str, Any]) -> list[int]:
-    return [int(v) for v in np.prod(np.array(network["strides"]), axis=0)]
 
 
 def _round_up(patch: list[int], stride: list[int]) -> list[int]:

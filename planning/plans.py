@@ -58,6 +58,7 @@ from typing import Any
 
 from autosr.errors import AutosrError
 from autosr.io.atomic import atomic_write_json
+from autosr.network.build import total_stride
 from autosr.paths import SAFE_NAME_RULE, check_name, name_problem
 
 CONFIGURATION_NAMES = ("2d", "3d_fullres", "3d_lowres")
@@ -275,9 +276,7 @@ def validate_plans_dict(raw: Any) -> list[str]:
         if not (isinstance(strides, list) and len(strides) == n_stages and all(_is_int_list(s, dims) for s in strides)):
             problems.append(f"{where}.network.strides must hold {n_stages} lists of {dims} integers")
         elif _is_int_list(patch, dims):
-            total = [1] * dims
-            for s in strides:
-                total = [t * x for t, x in zip(total, s)]
+            total = total_stride(net)
             bad = [p for p, t in zip(patch, total) if p % t]
             if bad:
                 problems.append(

@@ -79,7 +79,7 @@ def build_raw_nii(world: World) -> None:
 
 def build_planned(world: World) -> None:
     """plans.json, fingerprint.json and dataset.json in the preprocessed folder (no arrays yet)."""
-    from autosr.planning.plan_command import plan_dataset
+    from autosr.planning.api import plan_dataset
 
     plan_dataset(999, world.paths, configurations=["3d_fullres"], num_processes=1, preprocess=False, progress=False)
 

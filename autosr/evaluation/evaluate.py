@@ -28,7 +28,7 @@ from autosr.evaluation.normalization import (
     normalize_pair,
 )
 from autosr.evaluation.summary import MODEL, json_safe, summarize_table, write_results
-from autosr.io import SUPPORTED_ENDINGS, Geometry, read_image, resample_to_geometry
+from autosr.io import Geometry, file_ending_of, read_image, resample_to_geometry
 from autosr.preprocessing.foreground import target_foreground
 
 PathLike = str | os.PathLike
@@ -296,8 +296,8 @@ def images_in(folder: PathLike, suffix: str = "") -> dict[str, Path]:
     for p in sorted(folder.iterdir()):
         if not p.is_file() or p.name.startswith("."):
             continue
-        ending = next((e for e in sorted(SUPPORTED_ENDINGS, key=len, reverse=True) if p.name.lower().endswith(e)), None)
-        if ending is None:
+        ending = file_ending_of(p)
+        if not ending:
             continue
         stem = p.name[: -len(ending)]
         if suffix:

@@ -15,7 +15,6 @@ import itertools
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from autosr.dataset.spec import load_dataset_spec
@@ -27,7 +26,8 @@ from autosr.evaluation.crossval import (
     validation_predictions,
 )
 from autosr.evaluation.summary import BASELINE, HIGHER_IS_BETTER, MODEL, SUMMARY_METRICS, best_baseline, json_safe
-from autosr.io import atomic_write_json, read_image, write_image
+from autosr.inference.api import average_images
+from autosr.io import atomic_write_json, write_image
 from autosr.model_layout import CROSSVAL_FOLDER, ENSEMBLES_FOLDER, ModelFolder, model_folders
 from autosr.paths import DEFAULT_PLANS_NAME, DEFAULT_TRAINER, AutosrPaths
 from autosr.training.splits import read_splits
@@ -47,14 +47,7 @@ def ensemble_validation(members: list[ModelFolder], out_dir: Path, num_folds: in
     written = {}
     for case in common:
         target = out_dir / f"{case}{file_ending}"
-        arrays = [read_image(p[case]) for p in per_member]
-        geometry = arrays[0][1]
-        for (_, g), member in zip(arrays[1:], members[1:]):
-            if not g.same_grid(geometry):
-                raise AutosrError(
-                    f"case {case}: the validation predictions of {members[0].name} and {member.name} are on different grids"
-                )
-        mean = np.mean([a for a, _ in arrays], axis=0, dtype=np.float64).astype(np.float32)
+        mean, geometry = average_images([p[case] for p in per_member], case)
         write_image(mean, geometry, target)
         written[case] = target
     return written

@@ -1,4 +1,5 @@
-"""`autosr predict`: predict a folder of scans with a trained model's fold ensemble.
+"""`autosr predict`: predict a folder of scans with a trained model's fold ensemble (the command-line layer
+over `autosr.inference.api.predict`).
 
     autosr predict -i new_scans/ -o predictions/ -d 902 -c 3d_fullres -f 0 1 2 3 4
     autosr predict -i new_scans/ -o predictions/ -m $AUTOSR_RESULTS/Dataset902_Brain/Trainer__autosrPlans__3d_fullres
@@ -10,20 +11,13 @@ at the end), 2 for a problem that stopped the run before any case (no model, no 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from collections.abc import Sequence
-from pathlib import Path
 
 from autosr.cli import add_path_arguments, paths_from_args
-from autosr.dataset.spec import load_dataset_spec
-from autosr.errors import AutosrError
-from autosr.inference.folder import FolderSummary, discover_prediction_cases, select_part
-from autosr.inference.model_folder import locate_model_folder, require_checkpoints
+from autosr.inference.api import predict
 from autosr.inference.sliding_window import DEFAULT_STEP_FRACTION
 from autosr.model_layout import CHECKPOINT_NAMES
-from autosr.paths import DEFAULT_PLANS_NAME, DEFAULT_TRAINER, AutosrPaths, ensure_writable_folder
-from autosr.planning.plans import Plans
+from autosr.paths import DEFAULT_PLANS_NAME, DEFAULT_TRAINER
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -77,106 +71,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "outside the input's foreground grown by 2 voxels)",
     )  # fmt: skip
     add_path_arguments(parser)
-
-
-def predict(
-    input_dir: str | os.PathLike,
-    output_dir: str | os.PathLike,
-    dataset: str | int | None = None,
-    configuration: str | None = None,
-    folds: Sequence[int] = (0, 1, 2, 3, 4),
-    trainer: str = DEFAULT_TRAINER,
-    plans_name: str = DEFAULT_PLANS_NAME,
-    checkpoint: str = "final",
-    step_fraction: float = DEFAULT_STEP_FRACTION,
-    tile_batch_size: int | None = None,
-    use_mirroring: bool = True,
-    uncertainty: bool = False,
-    device: str | None = None,
-    num_parts: int = 1,
-    part_id: int = 0,
-    overwrite: bool = False,
-    on_input_grid: bool = False,
-    model_dir: str | os.PathLike | None = None,
-    paths: AutosrPaths | None = None,
-    progress: bool = True,
-    keep_background: bool = False,
-    compile_networks: bool = False,
-) -> FolderSummary:
-    """Find the model folder, load the fold ensemble and predict `input_dir` into `output_dir`."""
-    from autosr.inference.predictor import Predictor
-
-    check_options(step_fraction, tile_batch_size, num_parts, part_id)
-    check_folders(input_dir, output_dir)
-    if model_dir is None:
-        if dataset is None or configuration is None:
-            raise AutosrError("name the model: -d DATASET -c CONFIGURATION, or -m MODEL_FOLDER")
-        model_dir = locate_model_folder(paths or AutosrPaths.resolve(), dataset, configuration, trainer, plans_name)
-    model_dir = Path(model_dir)
-    check_before_loading(model_dir, input_dir, folds, checkpoint)
-    ensure_writable_folder(Path(output_dir), fix="choose another -o, or fix the folder's permissions")
-    predictor = Predictor.from_trained(
-        model_dir,
-        folds=list(folds),
-        checkpoint=checkpoint,
-        device=device,
-        step_fraction=step_fraction,
-        use_mirroring=use_mirroring,
-        tile_batch_size=tile_batch_size,
-        background_fill=not keep_background,
-        compile_networks=compile_networks,
-    )
-    return predictor.predict_folder(
-        input_dir,
-        output_dir,
-        overwrite=overwrite,
-        num_parts=num_parts,
-        part_id=part_id,
-        uncertainty=uncertainty,
-        on_input_grid=on_input_grid,
-        progress=progress,
-    )
-
-
-def check_options(step_fraction: float, tile_batch_size: int | None, num_parts: int, part_id: int) -> None:
-    """Numbers that would otherwise fail only after the model is loaded, or once per case."""
-    if not 0 < step_fraction <= 1:
-        raise AutosrError(f"--step-size must be in (0, 1], got {step_fraction}")
-    if tile_batch_size is not None and tile_batch_size < 1:
-        raise AutosrError(
-            f"--tile-batch-size must be at least 1, got {tile_batch_size} (leave it out for the training batch size)"
-        )
-    select_part([], num_parts, part_id)  # checks --num-parts/--part-id
-
-
-def check_folders(input_dir: str | os.PathLike, output_dir: str | os.PathLike) -> None:
-    """The output folder must not be the input folder nor hold it: predictions (and their uncertainty/
-    subfolder) would land among the inputs, and the next run would read a prediction named like
-    `scan_0001.nii.gz` as channel 1 of a case `scan`, or predict a prediction. An output folder inside
-    the input folder is fine: cases are only looked for in the input folder itself, not below it."""
-    inputs, outputs = Path(input_dir).resolve(), Path(output_dir).resolve()
-    if inputs == outputs:
-        raise AutosrError(
-            f"-o {output_dir} is the input folder: predictions would be mixed with the scans and read back as "
-            "inputs; choose another -o (a new folder, or one beside the inputs)"
-        )
-    if outputs in inputs.parents:
-        raise AutosrError(
-            f"-i {input_dir} lies inside the output folder {output_dir}: predictions and their uncertainty/ folder "
-            "are written there and could land among the inputs; choose another -o (one that does not hold the inputs)"
-        )
-
-
-def check_before_loading(model_dir: Path, input_dir: str | os.PathLike, folds: Sequence[int], checkpoint: str) -> None:
-    """Fail in a second, before networks are built: missing checkpoints, an input folder with nothing to predict."""
-    require_checkpoints(model_dir, list(folds), checkpoint)
-    if not (model_dir / "dataset.json").is_file():
-        raise AutosrError(
-            f"{model_dir / 'dataset.json'}: missing; copy the dataset's dataset.json into the model folder"
-        )
-    spec = load_dataset_spec(model_dir)
-    num_channels = Plans.load(model_dir / "plans.json").num_input_channels
-    discover_prediction_cases(input_dir, spec.file_ending, num_channels)
 
 
 def run(args: argparse.Namespace) -> int:

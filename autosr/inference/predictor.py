@@ -45,6 +45,7 @@ from autosr.inference.model_folder import configuration_of, require_checkpoints
 from autosr.inference.running_stats import RunningMeanStd
 from autosr.inference.sliding_window import DEFAULT_STEP_FRACTION, predict_sliding_window
 from autosr.io import Geometry, write_image
+from autosr.network.build import total_stride
 from autosr.planning.plans import Plans
 from autosr.preprocessing.preprocess import PreprocessedScan, preprocess_arrays, preprocess_for_inference
 
@@ -177,10 +178,9 @@ class Predictor:
         return network.to(self.device).eval()
 
     def _check_divisible(self, patch_size: tuple[int, ...]) -> None:
-        strides = self.configuration.network.get("strides")
-        if not strides:
+        if not self.configuration.network.get("strides"):
             return
-        total = [int(np.prod([s[a] for s in strides])) for a in range(len(patch_size))]
+        total = total_stride(self.configuration.network)
         if any(p % t for p, t in zip(patch_size, total)):
             raise AutosrError(
                 f"inference patch size {patch_size} must be divisible by the network's total stride {total}"
