@@ -73,6 +73,13 @@ def test_weight_schedule_warms_up_then_ramps(autosr_roots: AutosrPaths) -> None:
     disc = trainer.extra_networks["discriminator"]
     assert trainer.extra_optimizers["discriminator"].param_groups[0]["betas"] == (0.5, 0.999)
     assert next(disc.parameters()).device.type == "cpu"
+    # one schedule for both optimizers, each from its own initial learning rate
+    generator_lr = trainer.schedule.step(5)
+    discriminator_lr = trainer.extra_optimizers["discriminator"].param_groups[0]["lr"]
+    assert generator_lr / trainer.optimizer.param_groups[0]["initial_lr"] == pytest.approx(
+        discriminator_lr / trainer.extra_optimizers["discriminator"].param_groups[0]["initial_lr"]
+    )
+    assert "discriminator" in trainer.state_dict()["extra_grad_scalers"]  # its scaler is checkpointed too
 
 
 def _predict_one(model_dir: Path, preprocessed: Path, fold: int) -> np.ndarray:

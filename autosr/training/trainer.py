@@ -96,16 +96,17 @@ class Trainer:
         self.network = self.build_network().to(self.device)
         self.loss = self.build_loss()
         self.optimizer = self.build_optimizer(self.network)
-        self.schedule = PolyLRSchedule(self.optimizer, self.num_epochs)
-        self.precision = MixedPrecision(self.device)
+        self.precision = self.build_precision()
         self.logger = TrainingLogger(
             ctx.output_folder / "training_log.txt" if self.is_main else None, echo=self.is_main
         )
         self.extra_networks: dict[str, nn.Module] = {}
         self.extra_optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.extra_precisions: dict[str, MixedPrecision] = {}
         self.build_extras()
         for net in self.extra_networks.values():
             net.to(self.device)
+        self.schedule = self.build_schedule()
         self.train_module = self.wrap_distributed(self.network)
         self.current_epoch = 0
 
@@ -124,8 +125,18 @@ class Trainer:
     def build_optimizer(self, network: nn.Module) -> torch.optim.Optimizer:
         return build_optimizer(self.optimizer_name, network.parameters())
 
+    def build_precision(self) -> MixedPrecision:
+        """Autocast dtype and gradient scaler of one optimizer's steps (one per optimizer)."""
+        return MixedPrecision(self.device)
+
+    def build_schedule(self) -> PolyLRSchedule:
+        """The learning-rate schedule of every optimizer, extras included (each from its own initial LR)."""
+        return PolyLRSchedule([self.optimizer, *self.extra_optimizers.values()], self.num_epochs)
+
     def build_extras(self) -> None:
-        """Register extra networks/optimizers (e.g. a discriminator) in self.extra_networks/_optimizers."""
+        """Register extra networks, optimizers and their precisions (e.g. a discriminator) in
+        self.extra_networks / extra_optimizers / extra_precisions: they are moved to the device, scheduled,
+        checkpointed and restored without further code."""
 
     def mirror_axes(self) -> tuple[int, ...]:
         """Axes of the patch that augmentation may mirror (all of them by default)."""
@@ -192,6 +203,7 @@ class Trainer:
             "logger_state": self.logger.state_dict(),
             "extra_networks": {k: v.state_dict() for k, v in self.extra_networks.items()},
             "extra_optimizers": {k: v.state_dict() for k, v in self.extra_optimizers.items()},
+            "extra_grad_scalers": {k: v.state_dict() for k, v in self.extra_precisions.items()},
         }
 
     def save(self, which: str) -> None:
@@ -214,6 +226,8 @@ class Trainer:
                 self.extra_networks[name].load_state_dict(state)
             for name, state in ckpt.get("extra_optimizers", {}).items():
                 self.extra_optimizers[name].load_state_dict(state)
+            for name, state in ckpt.get("extra_grad_scalers", {}).items():
+                self.extra_precisions[name].load_state_dict(state)
         except (RuntimeError, KeyError, ValueError) as e:
             raise AutosrError(
                 f"{path} does not fit the network of the current plans ({e}); the plans changed since this "
