@@ -51,13 +51,9 @@ def paths_from_args(args: argparse.Namespace):
 
 
 def _load_command(name: str):
-    module_name = COMMANDS[name][0]
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        if e.name is not None and module_name.startswith(e.name):
-            return None
-        raise
+    """The command's module. Every registered command is built, so an import error is real (a missing
+    dependency, a checkout run without installing) and keeps its traceback."""
+    return importlib.import_module(COMMANDS[name][0])
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -71,11 +67,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     for name, (_, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         if name == command:
-            module = _load_command(name)
-            if module is not None:
-                module.add_arguments(p)
-            else:
-                p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+            _load_command(name).add_arguments(p)
     return parser
 
 
@@ -96,9 +88,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     module = _load_command(args.command)
-    if module is None:
-        print(f"autosr {args.command}: not built yet in this version", file=sys.stderr)
-        return 2
     try:
         code = module.run(args)
     except AutosrError as e:

@@ -65,9 +65,9 @@ VARIANTS: dict[str, tuple[Callable[[dict], None] | None, str]] = {
     "group": (_set_network("norm", "group"), "Trainer"),
     "none": (_set_network("norm", "none"), "Trainer"),
     # spatial augmentation ("Augmentation")
-    "aug_interpolating": (None, "Trainer"),
+    "aug_interpolating": (None, "TrainerInterpolatingAugmentation"),
     "aug_lossless": (None, "TrainerLosslessAugmentation"),
-    "aug_mirror": (None, "TrainerMirrorAugmentation"),
+    "aug_mirror": (None, "Trainer"),
     # residual learning and the 2D plane ("Super-resolution")
     "residual": (_set_network("residual", True), "Trainer"),
     "direct": (_set_network("residual", False), "Trainer"),
@@ -110,7 +110,7 @@ def prepare_dataset(name: str, workdir: Path, patch: list[int] | None = None):
     from autosr.dataset_conversion.phantom import make_phantom_dataset
     from autosr.dataset_conversion.synthetic_brain import make_synthetic_brain_dataset
     from autosr.paths import AutosrPaths
-    from autosr.planning.plan_command import plan_dataset
+    from autosr.planning.api import plan_dataset
     from autosr.planning.plans import Plans
     from autosr.preprocessing.preprocess import preprocess_dataset
 
@@ -154,10 +154,10 @@ def prepare_dataset(name: str, workdir: Path, patch: list[int] | None = None):
 
 def train_variant(paths, folder: str, configuration: str, variant: str, iterations: int, workdir: Path):
     """Train fold 0 of `variant` for `iterations` (in epochs of 25); returns (network, plans, seconds)."""
+    from autosr.checkpoint import load_checkpoint
     from autosr.device import choose_device
     from autosr.planning.plans import Plans
     from autosr.preprocessing.case_store import list_cases
-    from autosr.training.checkpoint import load_checkpoint
     from autosr.training.splits import cases_of_fold, load_or_create_splits
     from autosr.training.trainer import TrainingContext
     from autosr.training.trainers import TRAINERS

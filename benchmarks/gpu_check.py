@@ -141,6 +141,7 @@ def synthetic_fingerprint(scale: float, cases: int = 20) -> dict[str, Any]:
 
 def make_plans(args: argparse.Namespace, device: torch.device, part: Part, memory_gb: float | None = None):
     from autosr.dataset.spec import parse_dataset_spec
+    from autosr.network import total_stride
     from autosr.planning.planner import plan_experiment
 
     spec = parse_dataset_spec(
@@ -167,8 +168,7 @@ def make_plans(args: argparse.Namespace, device: torch.device, part: Part, memor
     if args.small:  # a network a CPU runs in seconds; the code path is the planned one
         network = config["network"]
         network["features_per_stage"] = [max(4, min(f // 8, 16)) for f in network["features_per_stage"]]
-        stride = np.prod(np.array(network["strides"]), axis=0)
-        config["patch_size"] = [int(max(16, s)) for s in stride]
+        config["patch_size"] = [max(16, s) for s in total_stride(network)]
         config["batch_size"] = 2
     part.rows.append(
         {
@@ -226,7 +226,9 @@ def check_training(args, plans, device: torch.device, part: Part, workdir: Path)
     cases = write_preprocessed_cases(data_folder, shape, 4 if args.small else 6)
     workers = args.workers
     steps, warmup = (3, 1) if args.small else (15, 5)
-    variants = [t for t in TRAINERS if t in ("TrainerLosslessAugmentation", "AdversarialTrainer") or "Diffusion" in t]
+    variants = [
+        t for t in TRAINERS if t in ("TrainerInterpolatingAugmentation", "AdversarialTrainer") or "Diffusion" in t
+    ]
     for name in ["Trainer", *variants]:
         if part.allows(f"{name} step"):
             trainer = trainer_for(name, plans, data_folder, workdir / "results", cases, device, workers)

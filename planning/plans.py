@@ -58,6 +58,8 @@ from typing import Any
 
 from autosr.errors import AutosrError
 from autosr.io.atomic import atomic_write_json
+from autosr.network.build import total_stride
+from autosr.paths import SAFE_NAME_RULE, check_name, name_problem
 
 CONFIGURATION_NAMES = ("2d", "3d_fullres", "3d_lowres")
 ARCHITECTURES = ("PlainConvUNet", "ResEncUNet")
@@ -77,7 +79,8 @@ class ConfigurationPlan:
 
     @property
     def data_identifier(self) -> str:
-        return str(self.raw["data_identifier"])
+        """The preprocessed folder name (checked: it becomes a folder under $AUTOSR_PREPROCESSED)."""
+        return check_name(self.raw["data_identifier"], f"configurations.{self.name}.data_identifier")
 
     @property
     def spacing_zyx(self) -> tuple[float, float, float]:
@@ -124,7 +127,8 @@ class Plans:
 
     @property
     def plans_name(self) -> str:
-        return str(self.raw.get("plans_name", "autosrPlans"))
+        """Part of the model folder name (checked: it becomes a folder under $AUTOSR_RESULTS)."""
+        return check_name(self.raw.get("plans_name", "autosrPlans"), "plans_name")
 
     @property
     def dataset_name(self) -> str:
@@ -206,6 +210,10 @@ def validate_plans_dict(raw: Any) -> list[str]:
             problems.append(f"missing key '{key}'")
     if problems:
         return problems
+    if "plans_name" in raw and (problem := name_problem(raw["plans_name"])) is not None:
+        problems.append(
+            f"'plans_name' {raw['plans_name']!r} cannot be used as a file or folder name: it {problem}; {SAFE_NAME_RULE}"
+        )
     n_in = raw["num_input_channels"]
     norm = raw["normalization"]
     if not isinstance(norm, dict) or "input" not in norm or "target" not in norm:
@@ -217,9 +225,18 @@ def validate_plans_dict(raw: Any) -> list[str]:
         return problems + ["'configurations' must be a non-empty object"]
     for name, c in configurations.items():
         where = f"configurations.{name}"
+        if (problem := name_problem(name)) is not None:
+            problems.append(
+                f"configuration name {name!r} cannot be used as a file or folder name: it {problem}; {SAFE_NAME_RULE}"
+            )
+            continue
         if not isinstance(c, dict):
             problems.append(f"{where} must be an object")
             continue
+        if (problem := name_problem(c.get("data_identifier"))) is not None:
+            problems.append(
+                f"{where}.data_identifier {c.get('data_identifier')!r} cannot be used as a file or folder name: it {problem}; {SAFE_NAME_RULE}"
+            )
         net = c.get("network")
         if not isinstance(net, dict):
             problems.append(f"{where}.network is missing")
@@ -259,9 +276,7 @@ def validate_plans_dict(raw: Any) -> list[str]:
         if not (isinstance(strides, list) and len(strides) == n_stages and all(_is_int_list(s, dims) for s in strides)):
             problems.append(f"{where}.network.strides must hold {n_stages} lists of {dims} integers")
         elif _is_int_list(patch, dims):
-            total = [1] * dims
-            for s in strides:
-                total = [t * x for t, x in zip(total, s)]
+            total = total_stride(net)
             bad = [p for p, t in zip(patch, total) if p % t]
             if bad:
                 problems.append(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from pathlib import Path
 
@@ -12,6 +13,12 @@ from autosr.dataset_conversion.phantom import make_phantom_dataset
 from autosr.paths import AutosrPaths
 
 torch.set_num_threads(1)
+
+# Tests that generate synthetic brains need the MNI152 template shipped with nilearn (the `demo` extra,
+# which CI installs); without it they are skipped, all the same way.
+needs_nilearn = pytest.mark.skipif(
+    importlib.util.find_spec("nilearn") is None, reason="needs nilearn's MNI152 template: pip install autosr[demo]"
+)
 
 
 @pytest.fixture

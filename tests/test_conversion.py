@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from conftest import needs_nilearn
 
 from autosr.cli import main
 from autosr.dataset.verify import verify_dataset
@@ -144,6 +145,7 @@ def test_synthrad_mha_cbct_layout(tmp_path):
         convert_synthrad(root, tmp_path / "raw", 12, "None", input_kind="mr")
 
 
+@needs_nilearn
 def test_synthetic_brain_is_valid_deterministic_and_on_two_grids(tmp_path):
     kwargs = dict(num_train=2, num_test=1, target_spacing_mm=6.0, seed=3, num_processes=1)
     first = make_synthetic_brain_dataset(tmp_path / "a", 950, **kwargs)
@@ -196,6 +198,7 @@ def test_thick_slices_average_the_signal_over_their_thickness():
     assert profile[2] == pytest.approx(0.0, abs=1e-3) and profile.sum() == pytest.approx(25.0, rel=0.05)
 
 
+@needs_nilearn
 def test_thick_slice_datasets_through_the_cli(autosr_roots):
     assert main(["convert", "phantom", "6", "--size", "16", "--num-train", "2", "--num-test", "0",
                  "--slice-thickness", "4", "--slice-axis", "1"]) == 0  # fmt: skip

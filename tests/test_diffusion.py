@@ -14,6 +14,7 @@ from test_predictor import plans_dict
 from test_training import DATASET, NET_2D, NET_3D, kill_training_after_first_checkpoint, make_tiny_dataset
 from torch import nn
 
+from autosr.checkpoint import load_checkpoint
 from autosr.cli import main
 from autosr.errors import AutosrError
 from autosr.inference.predictor import Predictor
@@ -30,10 +31,9 @@ from autosr.network import build_network
 from autosr.network.time_embedding import TIME_EMBEDDING_FEATURES, sinusoidal_features
 from autosr.paths import AutosrPaths
 from autosr.planning.plans import Plans
-from autosr.training.checkpoint import load_checkpoint
 from autosr.training.diffusion.trainer import DiffusionTrainer, velocity_loss
 from autosr.training.loss import OUTSIDE_MASK_WEIGHT
-from autosr.training.run import prepare_fold
+from autosr.training.run import FoldRequest, prepare_fold
 from autosr.training.trainers import TRAINERS
 
 MODEL = "DiffusionTrainer__autosrPlans__3d_fullres"
@@ -213,7 +213,9 @@ def test_sampling_options_are_for_generative_models_only() -> None:
 
 def test_trainer_builds_a_timed_network_with_a_state_channel(autosr_roots: AutosrPaths) -> None:
     make_tiny_dataset(autosr_roots, n_cases=5)
-    run = prepare_fold(901, "3d_fullres", 0, "DiffusionTrainer", autosr_roots, "cpu", epochs=2, num_workers=0)
+    run = prepare_fold(
+        FoldRequest(901, "3d_fullres", 0, "DiffusionTrainer", "cpu", epochs=2, num_workers=0), autosr_roots
+    )
     trainer = run.runner
     assert isinstance(trainer, DiffusionTrainer) and TRAINERS["DiffusionTrainer"] is DiffusionTrainer
     plan = trainer.network_plan()
@@ -255,7 +257,8 @@ def test_train_kill_resume_predict_end_to_end(autosr_roots: AutosrPaths, tmp_pat
     saved = load_checkpoint(latest)
     epoch = saved["epoch"]
     run = prepare_fold(
-        901, "3d_fullres", 1, "DiffusionTrainer", autosr_roots, "cpu", continue_training=True, num_workers=0
+        FoldRequest(901, "3d_fullres", 1, "DiffusionTrainer", "cpu", continue_training=True, num_workers=0),
+        autosr_roots,
     )
     runner = run.runner
     assert runner.current_epoch == epoch and 1 <= epoch < 40

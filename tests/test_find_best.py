@@ -139,9 +139,10 @@ def test_find_best_without_models_or_splits(autosr_roots: AutosrPaths, phantom_d
 
 
 def test_predict_lines_name_non_default_trainer_and_plans(tmp_path: Path) -> None:
-    from autosr.evaluation.find_best import ModelFolder, predict_lines
+    from autosr.evaluation.find_best import predict_lines
+    from autosr.model_layout import ModelFolder
 
-    member = ModelFolder("TrainerGAN", "bigPlans", "3d_fullres", tmp_path / "TrainerGAN__bigPlans__3d_fullres")
+    member = ModelFolder.create(tmp_path, "TrainerGAN", "bigPlans", "3d_fullres")
     lines, ensemble = predict_lines(DATASET, [member], [0, 1, 2])
     assert lines == [
         f"autosr predict -i INPUT_FOLDER -o OUTPUT_FOLDER -d {DATASET} -c 3d_fullres -f 0 1 2 --trainer TrainerGAN --plans bigPlans"

@@ -188,3 +188,13 @@ def test_no_low_resolution_configuration_for_resolution_enhancement():
     )
     assert "3d_lowres" in contrast.configuration_names
     assert "3d_lowres" not in enhance.configuration_names
+
+
+def test_residual_learning_is_planned_for_2d_resolution_enhancement_only():
+    enhance = plan_experiment(fingerprint((1.0, 1.0, 1.0), (96, 128, 96), input_spacing_zyx=(4.0, 1.0, 1.0)), SPEC)
+    contrast = plan_experiment(fingerprint((1.0, 1.0, 1.0), (96, 128, 96)), SPEC)
+    assert enhance.configuration("2d").network["residual"] is True
+    assert enhance.configuration("3d_fullres").network["residual"] is False  # measured worse in 3D
+    for name in ("2d", "3d_fullres"):
+        assert contrast.configuration(name).network["residual"] is False
+        assert contrast.configuration(name).network["norm"] == "batch"

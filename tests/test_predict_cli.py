@@ -17,7 +17,7 @@ from test_predictor import make_model_folder, tiny_builder
 
 from autosr.cli import main
 from autosr.errors import AutosrError
-from autosr.inference.ensemble_command import ensemble_folders
+from autosr.inference.api import ensemble_folders
 from autosr.inference.folder import prefetch, select_part
 from autosr.inference.predictor import Predictor
 from autosr.io import Geometry, grid_covering, read_channels, read_image, write_image

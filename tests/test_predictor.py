@@ -16,8 +16,9 @@ import torch
 from torch import nn
 
 from autosr.errors import AutosrError
-from autosr.inference.model_folder import parse_model_folder_name, require_checkpoints
+from autosr.inference.model_folder import require_checkpoints
 from autosr.inference.predictor import Predictor
+from autosr.model_layout import ModelFolder
 
 torch.set_num_threads(1)
 
@@ -221,11 +222,16 @@ def test_larger_inference_tiles_must_fit_the_network_stride(tmp_path):
         Predictor.from_trained(folder, folds=(0,), network_builder=tiny_builder, patch_size=(31, 32, 32))
 
 
-def test_model_folder_names():
-    parsed = parse_model_folder_name("Trainer__autosrPlans__3d_fullres")
+def test_model_folder_layout(tmp_path):
+    parsed = ModelFolder.parse(tmp_path / "Trainer__autosrPlans__3d_fullres")
     assert (parsed.trainer, parsed.plans_name, parsed.configuration) == ("Trainer", "autosrPlans", "3d_fullres")
-    assert str(parsed) == "Trainer__autosrPlans__3d_fullres"
-    assert parse_model_folder_name("fold_0") is None
+    assert parsed == ModelFolder.create(tmp_path, "Trainer", "autosrPlans", "3d_fullres")
+    assert ModelFolder.parse(tmp_path / "fold_0") is None
+    fold = parsed.fold(2)
+    assert fold.checkpoint("best") == tmp_path / "Trainer__autosrPlans__3d_fullres" / "fold_2" / "checkpoint_best.pt"
+    assert fold.validation_dir.parent == fold.path and parsed.crossval_dir.name == "crossval_results"
+    with pytest.raises(AutosrError, match="trainer"):
+        ModelFolder.create(tmp_path, "../x", "autosrPlans", "3d_fullres")
 
 
 class AxisProbe(nn.Module):

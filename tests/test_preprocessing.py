@@ -12,7 +12,7 @@ from autosr.dataset.spec import discover_cases, load_dataset_spec
 from autosr.dataset_conversion.phantom import make_phantom_dataset
 from autosr.errors import AutosrError
 from autosr.io import Geometry, grid_covering, read_image
-from autosr.planning.plan_command import plan_dataset
+from autosr.planning.api import plan_dataset
 from autosr.planning.plans import Plans
 from autosr.preprocessing.case_store import list_cases, load_case
 from autosr.preprocessing.inverse import revert_prediction

@@ -13,11 +13,11 @@ import pytest
 import torch
 from torch import nn
 
+from autosr.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
 from autosr.errors import AutosrError
 from autosr.paths import AutosrPaths
 from autosr.preprocessing.case_store import save_case
 from autosr.training import trainers
-from autosr.training.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
 from autosr.training.data import PatchLoader, default_num_workers
 from autosr.training.logger import TrainingLogger
 from autosr.training.loss import OUTSIDE_MASK_WEIGHT, DeepSupervisionLoss, L1Loss, masked_l1, masked_ssim

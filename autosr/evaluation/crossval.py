@@ -27,22 +27,11 @@ from autosr.evaluation.evaluate import (
     score_cases,
 )
 from autosr.evaluation.summary import json_safe, summarize_table, write_results
-from autosr.io import read_json
+from autosr.model_layout import ModelFolder
 from autosr.preprocessing.normalization import input_scheme_names
+from autosr.training.splits import read_splits
 
 PathLike = str | os.PathLike
-CROSSVAL_FOLDER = "crossval_results"
-
-
-def load_splits(preprocessed_dataset_dir: PathLike) -> list[dict[str, list[str]]]:
-    """The folds of `splits.json`: a list of {"train": [...], "val": [...]}."""
-    path = Path(preprocessed_dataset_dir) / "splits.json"
-    if not path.is_file():
-        raise AutosrError(f"{path}: not found; the folds are written when training starts (`autosr train`)")
-    splits = read_json(path)
-    if not isinstance(splits, list) or not all(isinstance(s, dict) and "train" in s and "val" in s for s in splits):
-        raise AutosrError(f'{path}: must hold a list of {{"train": [...], "val": [...]}} folds')
-    return splits
 
 
 def fold_of_case(splits: list[dict[str, list[str]]]) -> dict[str, int]:
@@ -148,8 +137,9 @@ def score_validation_predictions(
 def validation_predictions(model_dir: PathLike, num_folds: int) -> dict[str, Path]:
     """{case: file} over `fold_k/validation/` of k = 0..num_folds-1 (folders that exist)."""
     found: dict[str, Path] = {}
+    model = ModelFolder.at(model_dir)
     for k in range(num_folds):
-        found.update(images_in(Path(model_dir) / f"fold_{k}" / "validation"))
+        found.update(images_in(model.fold(k).validation_dir))
     return found
 
 
@@ -162,34 +152,34 @@ def merge_crossval(
     baseline_params: dict[int, dict[str, Any]] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Merge and score the folds of one model folder into `<model_dir>/crossval_results/`."""
-    model_dir = Path(model_dir)
-    splits = load_splits(preprocessed_dataset_dir)
-    predictions = validation_predictions(model_dir, len(splits))
-    folds_present = [k for k in range(len(splits)) if (model_dir / f"fold_{k}" / "validation").is_dir()]
+    model = ModelFolder.at(model_dir)
+    splits = read_splits(preprocessed_dataset_dir)
+    predictions = validation_predictions(model.path, len(splits))
+    folds_present = model.folds_with_validation(len(splits))
     if not predictions:
-        raise AutosrError(f"{model_dir}: no fold_k/validation/ predictions; train the folds first")
-    precomputed = _fold_tables(model_dir, folds_present, model_dir / CROSSVAL_FOLDER / "images" if pictures else None)
+        raise AutosrError(f"{model.path}: no fold_k/validation/ predictions; train the folds first")
+    precomputed = _fold_tables(model, folds_present, model.crossval_dir / "images" if pictures else None)
     return score_validation_predictions(
         predictions,
         raw_dataset_dir,
         splits,
-        model_dir / CROSSVAL_FOLDER,
+        model.crossval_dir,
         baseline_params,
         num_processes,
         pictures,
-        description={"model_dir": str(model_dir), "folds": folds_present},
+        description={"model_dir": str(model.path), "folds": folds_present},
         precomputed=precomputed,
     )
 
 
-def _fold_tables(model_dir: Path, folds: list[int], pictures_dir: Path | None) -> pd.DataFrame | None:
+def _fold_tables(model: ModelFolder, folds: list[int], pictures_dir: Path | None) -> pd.DataFrame | None:
     """Rows the folds' own validation already scored, where still current (newer than every prediction of
     that fold, and for the same cases); their pictures are copied next to the merged table."""
     import shutil
 
     tables = []
     for k in folds:
-        folder = model_dir / f"fold_{k}" / "validation"
+        folder = model.fold(k).validation_dir
         csv = folder / "cases.csv"
         predictions = images_in(folder)
         if not csv.is_file() or not predictions:

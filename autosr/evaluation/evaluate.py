@@ -28,7 +28,7 @@ from autosr.evaluation.normalization import (
     normalize_pair,
 )
 from autosr.evaluation.summary import MODEL, json_safe, summarize_table, write_results
-from autosr.io import SUPPORTED_ENDINGS, Geometry, read_image, resample_to_geometry
+from autosr.io import Geometry, file_ending_of, read_image, resample_to_geometry
 from autosr.preprocessing.foreground import target_foreground
 
 PathLike = str | os.PathLike
@@ -258,7 +258,8 @@ def _evaluate_case_safely(job: CaseJob, settings: EvaluationSettings) -> tuple[l
     try:
         return evaluate_case(job, settings), None
     except AutosrError as e:
-        return [], str(e)
+        message = str(e)
+        return [], message if message.startswith(f"case {job.case_id}") else f"case {job.case_id}: {message}"
 
 
 def score_cases(jobs: list[CaseJob], settings: EvaluationSettings, num_processes: int = 1) -> pd.DataFrame:
@@ -282,23 +283,39 @@ def score_cases(jobs: list[CaseJob], settings: EvaluationSettings, num_processes
 
 
 def images_in(folder: PathLike, suffix: str = "") -> dict[str, Path]:
-    """{case: file} for the image files of `folder` named `<case><suffix><ending>`."""
+    """{case: file} for the image files of `folder` named `<case><suffix><ending>`.
+
+    Two files for one case (`case.mha` beside `case.nii.gz`) are an error naming both: picking one would
+    score whichever sorts first, perhaps a stale export.
+    """
     folder = Path(folder)
     found: dict[str, Path] = {}
     if not folder.is_dir():
         return found
+    duplicates: dict[str, list[Path]] = {}
     for p in sorted(folder.iterdir()):
         if not p.is_file() or p.name.startswith("."):
             continue
-        ending = next((e for e in sorted(SUPPORTED_ENDINGS, key=len, reverse=True) if p.name.lower().endswith(e)), None)
-        if ending is None:
+        ending = file_ending_of(p)
+        if not ending:
             continue
         stem = p.name[: -len(ending)]
         if suffix:
             if not stem.endswith(suffix):
                 continue
             stem = stem[: -len(suffix)]
+        if stem in found:
+            duplicates.setdefault(stem, [found[stem]]).append(p)
         found.setdefault(stem, p)
+    if duplicates:
+        raise DatasetProblems(
+            [
+                f"case {case}: {folder} holds {len(files)} files for it ({', '.join(p.name for p in files)}); keep one "
+                "(autosr cannot tell which one to use): move the others out of the folder"
+                for case, files in sorted(duplicates.items())
+            ],
+            header="a case has more than one file",
+        )
     return found
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from autosr.errors import AutosrError
 from autosr.evaluation.normalization import NORMALIZATIONS
 from autosr.io import read_json
+from autosr.paths import ensure_writable_folder
 
 DEFAULT_PROCESSES = min(4, os.cpu_count() or 1)
 
@@ -91,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         if not isinstance(params, dict) or not {"a", "b"} <= set(params):
             raise AutosrError(f"{path}: must hold a JSON object with keys 'a' and 'b' (and optionally 'order')")
     out_dir = Path(args.output) if args.output else Path(args.pred_dir) / "evaluation"
+    ensure_writable_folder(out_dir, fix="choose another -o, or fix the folder's permissions", create=False)
     _, summary = evaluate_folders(
         args.ref_dir,
         args.pred_dir,

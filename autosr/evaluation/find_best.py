@@ -12,51 +12,32 @@ lines for the winner.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from autosr.dataset.spec import load_dataset_spec
 from autosr.errors import AutosrError
 from autosr.evaluation.crossval import (
-    CROSSVAL_FOLDER,
     fold_baseline_params,
-    load_splits,
     merge_crossval,
     score_validation_predictions,
     validation_predictions,
 )
 from autosr.evaluation.summary import BASELINE, HIGHER_IS_BETTER, MODEL, SUMMARY_METRICS, best_baseline, json_safe
-from autosr.io import atomic_write_json, read_image, write_image
+from autosr.inference.api import average_images
+from autosr.io import atomic_write_json, write_image
+from autosr.model_layout import CROSSVAL_FOLDER, ENSEMBLES_FOLDER, ModelFolder, model_folders
 from autosr.paths import DEFAULT_PLANS_NAME, DEFAULT_TRAINER, AutosrPaths
+from autosr.training.splits import read_splits
 
 TIE_DECIMALS = 6  # metric means equal to 6 decimals count as a tie (then MAE decides)
 
 
-@dataclass(frozen=True)
-class ModelFolder:
-    trainer: str
-    plans: str
-    configuration: str
-    path: Path
-
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-
 def find_model_folders(results_dataset_dir: Path) -> list[ModelFolder]:
-    """Every `<Trainer>__<plans>__<configuration>` folder with at least one fold_k/validation/."""
-    found = []
-    if results_dataset_dir.is_dir():
-        for p in sorted(results_dataset_dir.iterdir()):
-            parts = p.name.split("__")
-            if p.is_dir() and len(parts) == 3 and any(p.glob("fold_*/validation")):
-                found.append(ModelFolder(parts[0], parts[1], parts[2], p))
-    return found
+    """Every model folder with at least one fold_k/validation/."""
+    return [m for m in model_folders(results_dataset_dir) if any(m.path.glob("fold_*/validation"))]
 
 
 def ensemble_validation(members: list[ModelFolder], out_dir: Path, num_folds: int, file_ending: str) -> dict[str, Path]:
@@ -66,14 +47,7 @@ def ensemble_validation(members: list[ModelFolder], out_dir: Path, num_folds: in
     written = {}
     for case in common:
         target = out_dir / f"{case}{file_ending}"
-        arrays = [read_image(p[case]) for p in per_member]
-        geometry = arrays[0][1]
-        for (_, g), member in zip(arrays[1:], members[1:]):
-            if not g.same_grid(geometry):
-                raise AutosrError(
-                    f"case {case}: the validation predictions of {members[0].name} and {member.name} are on different grids"
-                )
-        mean = np.mean([a for a, _ in arrays], axis=0, dtype=np.float64).astype(np.float32)
+        mean, geometry = average_images([p[case] for p in per_member], case)
         write_image(mean, geometry, target)
         written[case] = target
     return written
@@ -90,8 +64,8 @@ def predict_lines(dataset_name: str, members: list[ModelFolder], folds: list[int
         line = f"autosr predict -i INPUT_FOLDER -o {out} -d {dataset_name} -c {m.configuration} -f {fold_text}"
         if m.trainer != DEFAULT_TRAINER:
             line += f" --trainer {m.trainer}"
-        if m.plans != DEFAULT_PLANS_NAME:
-            line += f" --plans {m.plans}"
+        if m.plans_name != DEFAULT_PLANS_NAME:
+            line += f" --plans {m.plans_name}"
         lines.append(line)
     ensemble = f"autosr ensemble -i {' '.join(outputs)} -o OUTPUT_FOLDER" if len(members) > 1 else None
     return lines, ensemble
@@ -145,13 +119,13 @@ def find_best(
     if trainers:
         models = [m for m in models if m.trainer in trainers]
     if plans_name:
-        models = [m for m in models if m.plans == plans_name]
+        models = [m for m in models if m.plans_name == plans_name]
     if not models:
         raise AutosrError(
             f"no trained model folders with validation predictions match in {results_dir} (found: {available}); "
             "train all folds first, or check -c/--trainers/-p"
         )
-    splits = load_splits(preprocessed_dir)
+    splits = read_splits(preprocessed_dir)
     baseline_params = fold_baseline_params(raw_dir, spec, splits)
     candidates: list[dict[str, Any]] = []
     tables: dict[str, pd.DataFrame] = {}
@@ -164,13 +138,13 @@ def find_best(
                 "kind": "model",
                 "members": [m],
                 "folds": summary["folds"],
-                "results": str(m.path / CROSSVAL_FOLDER),
+                "results": str(m.crossval_dir),
             }
         )
     if ensembles and len(models) > 1:
         for a, b in itertools.combinations(models, 2):
             name = f"ensemble__{a.name}--{b.name}"
-            folder = results_dir / "ensembles" / name
+            folder = results_dir / ENSEMBLES_FOLDER / name
             predictions = ensemble_validation([a, b], folder, len(splits), spec.file_ending)
             if not predictions:
                 continue

@@ -17,9 +17,9 @@ from typing import Any
 import pandas as pd
 
 from autosr.evaluation.baseline import BASELINE_METHODS
-from autosr.evaluation.crossval import CROSSVAL_FOLDER
 from autosr.evaluation.summary import BASELINE, MODEL, SUMMARY_METRICS
 from autosr.io import atomic_path, read_json
+from autosr.model_layout import CROSSVAL_FOLDER, ENSEMBLES_FOLDER, model_folders
 from autosr.paths import AutosrPaths
 
 STYLE = """
@@ -153,14 +153,9 @@ def write_report(
         body.append("<p>No <code>best.json</code> yet: run <code>autosr find-best DATASET</code>.</p>")
     for title, folder in (evaluations or {}).items():
         body.append(_section(title, Path(folder), None, max_pictures))
-    model_dirs = (
-        sorted(p for p in results_dir.iterdir() if p.is_dir() and len(p.name.split("__")) == 3)
-        if results_dir.is_dir()
-        else []
-    )
-    for model_dir in model_dirs:
-        body.append(_section(model_dir.name, model_dir, model_dir, max_pictures))
-    ensembles = results_dir / "ensembles"
+    for model in model_folders(results_dir):
+        body.append(_section(model.name, model.path, model.path, max_pictures))
+    ensembles = results_dir / ENSEMBLES_FOLDER
     if ensembles.is_dir():
         for folder in sorted(p for p in ensembles.iterdir() if p.is_dir()):
             body.append(_section(folder.name, folder, None, max_pictures))

@@ -24,6 +24,7 @@ from typing import Generic, TypeVar
 
 from autosr.dataset.spec import CHANNEL_SUFFIX, CaseFiles, discover_input_cases
 from autosr.errors import AutosrError
+from autosr.paths import SAFE_NAME_RULE, name_problem
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -93,6 +94,11 @@ def discover_prediction_cases(input_dir: str | os.PathLike, file_ending: str, nu
 
 
 def _problem_of(files: CaseFiles) -> str | None:
+    if (problem := name_problem(files.case_id)) is not None:
+        return (
+            f"the case id {files.case_id!r} {problem}, and predictions are named after it; rename the input "
+            f"files ({SAFE_NAME_RULE})"
+        )
     if not files.missing_channels:
         return None
     missing = ", ".join(f"_{i:04d}" for i in files.missing_channels)

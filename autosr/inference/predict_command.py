@@ -1,4 +1,5 @@
-"""`autosr predict`: predict a folder of scans with a trained model's fold ensemble.
+"""`autosr predict`: predict a folder of scans with a trained model's fold ensemble (the command-line layer
+over `autosr.inference.api.predict`).
 
     autosr predict -i new_scans/ -o predictions/ -d 902 -c 3d_fullres -f 0 1 2 3 4
     autosr predict -i new_scans/ -o predictions/ -m $AUTOSR_RESULTS/Dataset902_Brain/Trainer__autosrPlans__3d_fullres
@@ -10,20 +11,14 @@ at the end), 2 for a problem that stopped the run before any case (no model, no 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from collections.abc import Sequence
-from pathlib import Path
 
 from autosr.cli import add_path_arguments, paths_from_args
-from autosr.dataset.spec import load_dataset_spec
-from autosr.errors import AutosrError
-from autosr.inference.folder import FolderSummary, discover_prediction_cases
-from autosr.inference.model_folder import CHECKPOINT_NAMES, locate_model_folder, require_checkpoints
+from autosr.inference.api import predict
 from autosr.inference.sampling import DEFAULT_SAMPLING_STEPS
 from autosr.inference.sliding_window import DEFAULT_STEP_FRACTION
-from autosr.paths import DEFAULT_PLANS_NAME, DEFAULT_TRAINER, AutosrPaths
-from autosr.planning.plans import Plans
+from autosr.model_layout import CHECKPOINT_NAMES
+from autosr.paths import DEFAULT_PLANS_NAME, DEFAULT_TRAINER
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -95,88 +90,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also write every sample to OUT/samples/<case>_sample<NN><ending> (fold-major)",
     )  # fmt: skip
     add_path_arguments(parser)
-
-
-def predict(
-    input_dir: str | os.PathLike,
-    output_dir: str | os.PathLike,
-    dataset: str | int | None = None,
-    configuration: str | None = None,
-    folds: Sequence[int] = (0, 1, 2, 3, 4),
-    trainer: str = DEFAULT_TRAINER,
-    plans_name: str = DEFAULT_PLANS_NAME,
-    checkpoint: str = "final",
-    step_fraction: float = DEFAULT_STEP_FRACTION,
-    tile_batch_size: int | None = None,
-    use_mirroring: bool = True,
-    uncertainty: bool = False,
-    device: str | None = None,
-    num_parts: int = 1,
-    part_id: int = 0,
-    overwrite: bool = False,
-    on_input_grid: bool = False,
-    model_dir: str | os.PathLike | None = None,
-    paths: AutosrPaths | None = None,
-    progress: bool = True,
-    keep_background: bool = False,
-    compile_networks: bool = False,
-    sampling_steps: int | None = None,
-    num_samples: int | None = None,
-    seed: int = 0,
-    save_samples: bool = False,
-) -> FolderSummary:
-    """Find the model folder, load the fold ensemble and predict `input_dir` into `output_dir`.
-
-    `sampling_steps`, `num_samples`, `seed`, `save_samples` apply to generative models only (an error for
-    a regression model, except `seed` and `save_samples`, which it ignores).
-    """
-    from autosr.inference.predictor import Predictor
-
-    if not 0 < step_fraction <= 1:
-        raise AutosrError(f"--step-size must be in (0, 1], got {step_fraction}")
-    if model_dir is None:
-        if dataset is None or configuration is None:
-            raise AutosrError("name the model: -d DATASET -c CONFIGURATION, or -m MODEL_FOLDER")
-        model_dir = locate_model_folder(paths or AutosrPaths.resolve(), dataset, configuration, trainer, plans_name)
-    model_dir = Path(model_dir)
-    check_before_loading(model_dir, input_dir, folds, checkpoint)
-    predictor = Predictor.from_trained(
-        model_dir,
-        folds=list(folds),
-        checkpoint=checkpoint,
-        device=device,
-        step_fraction=step_fraction,
-        use_mirroring=use_mirroring,
-        tile_batch_size=tile_batch_size,
-        background_fill=not keep_background,
-        compile_networks=compile_networks,
-        sampling_steps=sampling_steps,
-        num_samples=num_samples,
-        seed=seed,
-    )
-    return predictor.predict_folder(
-        input_dir,
-        output_dir,
-        overwrite=overwrite,
-        num_parts=num_parts,
-        part_id=part_id,
-        uncertainty=uncertainty,
-        on_input_grid=on_input_grid,
-        progress=progress,
-        save_samples=save_samples,
-    )
-
-
-def check_before_loading(model_dir: Path, input_dir: str | os.PathLike, folds: Sequence[int], checkpoint: str) -> None:
-    """Fail in a second, before networks are built: missing checkpoints, an input folder with nothing to predict."""
-    require_checkpoints(model_dir, list(folds), checkpoint)
-    if not (model_dir / "dataset.json").is_file():
-        raise AutosrError(
-            f"{model_dir / 'dataset.json'}: missing; copy the dataset's dataset.json into the model folder"
-        )
-    spec = load_dataset_spec(model_dir)
-    num_channels = Plans.load(model_dir / "plans.json").num_input_channels
-    discover_prediction_cases(input_dir, spec.file_ending, num_channels)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from autosr.checkpoint import load_checkpoint
 from autosr.dataset.spec import DatasetSpec, load_dataset_spec
 from autosr.device import choose_device, prefer_fixed_shape_kernels
 from autosr.errors import AutosrError
@@ -49,9 +50,9 @@ from autosr.inference.running_stats import RunningMeanStd
 from autosr.inference.sampling import SamplerSpec, minimum_volume_shape, sample_seed, sample_volume
 from autosr.inference.sliding_window import DEFAULT_STEP_FRACTION, predict_sliding_window
 from autosr.io import Geometry, write_image
+from autosr.network.build import total_stride
 from autosr.planning.plans import Plans
 from autosr.preprocessing.preprocess import PreprocessedScan, preprocess_arrays, preprocess_for_inference
-from autosr.training.checkpoint import load_checkpoint
 
 NetworkBuilder = Callable[[dict, int, int], nn.Module]
 
@@ -210,10 +211,9 @@ class Predictor:
         return network.to(self.device).eval()
 
     def _check_divisible(self, patch_size: tuple[int, ...]) -> None:
-        strides = self.configuration.network.get("strides")
-        if not strides:
+        if not self.configuration.network.get("strides"):
             return
-        total = [int(np.prod([s[a] for s in strides])) for a in range(len(patch_size))]
+        total = total_stride(self.configuration.network)
         if any(p % t for p, t in zip(patch_size, total)):
             raise AutosrError(
                 f"inference patch size {patch_size} must be divisible by the network's total stride {total}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from torch import nn
 
 from autosr.errors import AutosrError
@@ -12,6 +13,13 @@ from autosr.network.unet import ARCHITECTURES
 # Default decoder upsampling when a plan does not say: interpolation + conv. Measured against transposed
 # convolutions on the phantom (documentation/training.md, "Upsampling: interp_conv vs transposed").
 DEFAULT_UPSAMPLING = "interp_conv"
+
+
+def total_stride(network_plan: dict[str, Any]) -> list[int]:
+    """Per axis, the product of the stages' strides: every patch or tile edge must be a multiple of it."""
+    strides = network_plan["strides"]
+    return [int(np.prod([s[a] for s in strides])) for a in range(len(strides[0]))]
+
 
 _REQUIRED = ("dims", "features_per_stage", "kernel_sizes", "strides", "n_conv_per_stage", "n_conv_per_stage_decoder")
 

@@ -105,6 +105,7 @@ def prepare_input(
 
 
 def _check_finite(inputs: np.ndarray, where: str) -> None:
+    """Arrays handed over from Python have not been through the reader's checks."""
     if not np.all(np.isfinite(inputs)):
         raise AutosrError(f"{where}: contains NaN or Inf voxels; fix or replace the scan")
 
@@ -115,8 +116,7 @@ def preprocess_training_case(
     """(input (C,Z,Y,X), target (1,Z,Y,X), mask uint8 (1,Z,Y,X), properties) of one training case."""
     config = plans.configuration(config_name)
     orders = config.resampling
-    inputs, input_geometry = read_channels(case_files.channels)
-    _check_finite(inputs, str(case_files.channels[0]))
+    inputs, input_geometry = read_channels(case_files.channels)  # the reader refuses NaN/Inf and truncation
     target, target_geometry = read_image(case_files.target)
     if case_files.mask is not None:
         mask_raw, mask_geometry = read_image(case_files.mask)

@@ -14,6 +14,8 @@ configuration's `slice_axes` (drawn per sample), spanning the two other volume a
 from __future__ import annotations
 
 import os
+import random
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from autosr.errors import AutosrError
 from autosr.preprocessing.case_store import load_case
 from autosr.preprocessing.foreground import border_values
 from autosr.training.augmentation import sample_size, training_transforms
+from autosr.training.worker_guard import exit_when_parent_dies
 
 # Share of each batch centred inside the mask: the remaining 2/3 still see background and borders, so
 # the network learns to leave the background alone. Standard choice, not tuned here.
@@ -62,6 +65,11 @@ def crop_padded(
         dst.append(slice(lo - s, hi - s))
     out[tuple(dst)] = array[tuple(src)]
     return out
+
+
+def batch_seed(seed: int | None, place: int) -> int:
+    """A 32-bit seed for batch `place` of the stream of `seed` (well mixed, so neighbouring places differ)."""
+    return int(np.random.SeedSequence([0 if seed is None else int(seed), int(place)]).generate_state(1)[0])
 
 
 def patch_start(centre: Sequence[int], patch_size: Sequence[int], shape: Sequence[int]) -> list[int]:
@@ -105,7 +113,7 @@ class CaseCache:
             self._fill[case_id] = (border_values(case.input), border_values(case.target))
         return self._fill[case_id]
 
-    def foreground(self, case_id: str, rng: np.random.RandomState) -> np.ndarray:
+    def foreground(self, case_id: str) -> np.ndarray:
         if case_id not in self._foreground:
             case = self.get(case_id)
             if case.mask is None:
@@ -113,6 +121,9 @@ class CaseCache:
             else:
                 points = np.argwhere(np.asarray(case.mask[0]) > 0)
                 if len(points) > self.MAX_FOREGROUND_POINTS:
+                    # seeded by the case, not the batch stream: the subset must not depend on when (in which
+                    # epoch, after a resume or not) the case is first drawn
+                    rng = np.random.RandomState(zlib.crc32(case_id.encode()))
                     points = points[rng.choice(len(points), self.MAX_FOREGROUND_POINTS, replace=False)]
             self._foreground[case_id] = points
         return self._foreground[case_id]
@@ -135,6 +146,7 @@ class PatchLoader(DataLoader):
         spatial_policy: str = "interpolating",
         axis_groups: Sequence[Sequence[int]] = (),
         slice_axes: Sequence[int] = (0,),
+        first_batch: int = 0,
     ):
         if not case_ids:
             raise AutosrError(f"{folder}: no cases to sample patches from")
@@ -152,21 +164,32 @@ class PatchLoader(DataLoader):
             else None
         )
         self.seed = seed
+        self.first_batch = int(first_batch)
+        self._batches_made = 0
         self.rng = np.random.RandomState(seed)
-        self._rng_pid = os.getpid()
+        self._creator_pid = os.getpid()
 
-    def _reseed_in_worker(self) -> None:
-        """Worker processes are forks: without this they would all draw the same patches and flips."""
-        if self._rng_pid == os.getpid():
-            return
-        self._rng_pid = os.getpid()
-        worker_seed = (0 if self.seed is None else self.seed) * 1000 + self.thread_id + 1
-        self.rng = np.random.RandomState(worker_seed)
-        np.random.seed(worker_seed)
-        torch.manual_seed(worker_seed)
+    def _seed_batch(self) -> None:
+        """Seed every generator a batch draws from (patch positions, numpy, torch and Python's `random`, used by
+        the augmentation) from the seed and the batch's place in the stream.
+
+        The n-th batch a process makes is batch `first_batch + thread_id + n * num_threads` of the stream, so
+        each batch is a function of (seed, place) alone: a training resumed at epoch e (`first_batch` = e x
+        batches per epoch) gets the very batches the uninterrupted run got, and forked workers never repeat
+        each other. In a worker, the first call also starts the watch that ends it with its parent.
+        """
+        if os.getpid() != self._creator_pid:
+            exit_when_parent_dies(self._creator_pid)
+        place = self.first_batch + self.thread_id + self._batches_made * self.number_of_threads_in_multithreaded
+        self._batches_made += 1
+        seed = batch_seed(self.seed, place)
+        self.rng = np.random.RandomState(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        random.seed(seed)
 
     def _centre(self, case_id: str, shape: Sequence[int], on_foreground: bool) -> list[int]:
-        points = self.cache.foreground(case_id, self.rng) if on_foreground else None
+        points = self.cache.foreground(case_id) if on_foreground else None
         if points is not None and len(points):
             return [int(v) for v in points[self.rng.randint(len(points))]]
         return [int(self.rng.randint(0, s)) for s in shape]
@@ -209,7 +232,7 @@ class PatchLoader(DataLoader):
         }
 
     def generate_train_batch(self) -> dict[str, object]:
-        self._reseed_in_worker()
+        self._seed_batch()
         cases = [self._data[i] for i in self.rng.randint(0, len(self._data), self.batch_size)]
         n_foreground = int(round(self.batch_size * self.foreground_fraction))
         samples = [self.sample(c, on_foreground=i < n_foreground) for i, c in enumerate(cases)]
@@ -233,10 +256,15 @@ def make_batch_iterator(
     spatial_policy: str = "interpolating",
     axis_groups: Sequence[Sequence[int]] = (),
     slice_axes: Sequence[int] = (0,),
+    first_batch: int = 0,
 ):
-    """An infinite batch iterator: single-process for `num_workers == 0`, else batchgenerators'
-    NonDetMultiThreadedAugmenter with `num_workers` processes, each seeded differently."""
-    options = dict(spatial_policy=spatial_policy, axis_groups=axis_groups, slice_axes=slice_axes)
+    """An infinite batch iterator starting at batch `first_batch` of the stream `seed` defines (see
+    `PatchLoader._seed_batch`): single-process for `num_workers == 0`, else batchgenerators'
+    NonDetMultiThreadedAugmenter with `num_workers` processes, which hands batches over in the order the
+    workers finish them (so with workers the batches are the same random process, not the same sequence)."""
+    options = dict(
+        spatial_policy=spatial_policy, axis_groups=axis_groups, slice_axes=slice_axes, first_batch=first_batch
+    )
     if num_workers <= 0:
         loader = PatchLoader(folder, case_ids, patch_size, batch_size, augment, mirror_axes, seed=seed, **options)
         return SingleThreadedAugmenter(loader, None)

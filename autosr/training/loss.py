@@ -38,7 +38,7 @@ def masked_l1(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
     return (diff * weight).sum() / weight.sum().clamp_min(1e-6)
 
 
-def _gaussian_window(dims: int, sigma: float = 1.5, radius: int = 3, device=None) -> torch.Tensor:
+def _gaussian_window(sigma: float = 1.5, radius: int = 3, device=None) -> torch.Tensor:
     x = torch.arange(-radius, radius + 1, dtype=torch.float32, device=device)
     g = torch.exp(-(x**2) / (2 * sigma**2))
     return g / g.sum()
@@ -66,7 +66,7 @@ def masked_ssim(
     """Mean local SSIM (Gaussian window sigma 1.5), weighted like `masked_l1`. `data_range` is in normalized units
     (4 covers about +-2 standard deviations of a z-scored target)."""
     p, t = prediction.float(), target.float()
-    g = _gaussian_window(p.ndim - 2, device=p.device)
+    g = _gaussian_window(device=p.device)
     mu_p, mu_t = _blur(p, g), _blur(t, g)
     var_p = _blur(p * p, g) - mu_p**2
     var_t = _blur(t * t, g) - mu_t**2

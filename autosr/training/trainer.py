@@ -27,20 +27,19 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from autosr.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from autosr.device import prefer_fixed_shape_kernels
 from autosr.errors import AutosrError
+from autosr.model_layout import FoldFolder
 from autosr.network import build_network
 from autosr.planning.plans import Plans
 from autosr.training.augmentation import interchangeable_axes
-from autosr.training.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from autosr.training.data import DevicePrefetcher, make_batch_iterator
 from autosr.training.device import barrier, mean_across_ranks
 from autosr.training.logger import TrainingLogger
 from autosr.training.loss import LOSSES, DeepSupervisionLoss, masked_l1
 from autosr.training.optim import GRAD_CLIP_NORM, PolyLRSchedule, build_optimizer
 from autosr.training.precision import MixedPrecision
-
-CHECKPOINT_NAMES = {"latest": "checkpoint_latest.pt", "best": "checkpoint_best.pt", "final": "checkpoint_final.pt"}
 
 
 @dataclass
@@ -64,7 +63,7 @@ class TrainingContext:
 
 
 class Trainer:
-    """Default trainer: masked L1 with deep supervision, AdamW + poly LR, full augmentation.
+    """Default trainer: masked L1 with deep supervision, AdamW + poly LR, mirroring and intensity augmentation.
 
     Schedule: 1000 epochs x 250 iterations, fixed (no user tuning); `num_epochs`/`iters_per_epoch` in the
     context override it for quick runs.
@@ -76,7 +75,9 @@ class Trainer:
     loss_name = "l1"
     optimizer_name = "adamw"  # measured: documentation/training.md, "Optimizer: SGD vs AdamW"
     augment = True
-    spatial_augmentation = "interpolating"  # a policy of autosr.training.augmentation.SPATIAL_POLICIES
+    # mirroring only (autosr.training.augmentation.SPATIAL_POLICIES): measured better than rotation/scaling, which
+    # blurs the target, on three datasets (documentation/benchmark.md, "Augmentation")
+    spatial_augmentation = "mirror"
 
     def __init__(self, ctx: TrainingContext):
         self.ctx = ctx
@@ -95,16 +96,17 @@ class Trainer:
         self.network = self.build_network().to(self.device)
         self.loss = self.build_loss()
         self.optimizer = self.build_optimizer(self.network)
-        self.schedule = PolyLRSchedule(self.optimizer, self.num_epochs)
-        self.precision = MixedPrecision(self.device)
+        self.precision = self.build_precision()
         self.logger = TrainingLogger(
             ctx.output_folder / "training_log.txt" if self.is_main else None, echo=self.is_main
         )
         self.extra_networks: dict[str, nn.Module] = {}
         self.extra_optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.extra_precisions: dict[str, MixedPrecision] = {}
         self.build_extras()
         for net in self.extra_networks.values():
             net.to(self.device)
+        self.schedule = self.build_schedule()
         self.train_module = self.wrap_distributed(self.network)
         self.current_epoch = 0
 
@@ -123,8 +125,18 @@ class Trainer:
     def build_optimizer(self, network: nn.Module) -> torch.optim.Optimizer:
         return build_optimizer(self.optimizer_name, network.parameters())
 
+    def build_precision(self) -> MixedPrecision:
+        """Autocast dtype and gradient scaler of one optimizer's steps (one per optimizer)."""
+        return MixedPrecision(self.device)
+
+    def build_schedule(self) -> PolyLRSchedule:
+        """The learning-rate schedule of every optimizer, extras included (each from its own initial LR)."""
+        return PolyLRSchedule([self.optimizer, *self.extra_optimizers.values()], self.num_epochs)
+
     def build_extras(self) -> None:
-        """Register extra networks/optimizers (e.g. a discriminator) in self.extra_networks/_optimizers."""
+        """Register extra networks, optimizers and their precisions (e.g. a discriminator) in
+        self.extra_networks / extra_optimizers / extra_precisions: they are moved to the device, scheduled,
+        checkpointed and restored without further code."""
 
     def sampler_spec(self) -> dict[str, Any] | None:
         """How the predictor samples a generative trainer's network (`autosr.inference.sampling.SamplerSpec`
@@ -176,7 +188,7 @@ class Trainer:
 
     # ---- checkpoints ---------------------------------------------------------------------------------
     def checkpoint_path(self, which: str) -> Path:
-        return self.ctx.output_folder / CHECKPOINT_NAMES[which]
+        return FoldFolder(self.ctx.output_folder).checkpoint(which)
 
     def state_dict(self) -> dict[str, Any]:
         sampler = self.sampler_spec()
@@ -198,6 +210,7 @@ class Trainer:
             "logger_state": self.logger.state_dict(),
             "extra_networks": {k: v.state_dict() for k, v in self.extra_networks.items()},
             "extra_optimizers": {k: v.state_dict() for k, v in self.extra_optimizers.items()},
+            "extra_grad_scalers": {k: v.state_dict() for k, v in self.extra_precisions.items()},
         }
 
     def save(self, which: str) -> None:
@@ -220,6 +233,8 @@ class Trainer:
                 self.extra_networks[name].load_state_dict(state)
             for name, state in ckpt.get("extra_optimizers", {}).items():
                 self.extra_optimizers[name].load_state_dict(state)
+            for name, state in ckpt.get("extra_grad_scalers", {}).items():
+                self.extra_precisions[name].load_state_dict(state)
         except (RuntimeError, KeyError, ValueError) as e:
             raise AutosrError(
                 f"{path} does not fit the network of the current plans ({e}); the plans changed since this "
@@ -237,8 +252,11 @@ class Trainer:
 
     # ---- the loop ------------------------------------------------------------------------------------
     def make_iterators(self):
+        """Train and validation batch streams, positioned at `current_epoch`: batch k of a stream depends on
+        the seed and k alone (`PatchLoader._seed_batch`), so a resumed run continues the very stream the
+        uninterrupted run would have seen (bit for bit without data workers; documentation/training.md)."""
         patch = self.config.patch_size
-        seed = self.ctx.seed + 7919 * self.ctx.rank + self.current_epoch
+        seed = self.ctx.seed + 7919 * self.ctx.rank
         train = make_batch_iterator(
             self.ctx.data_folder,
             self.ctx.train_cases,
@@ -251,6 +269,7 @@ class Trainer:
             spatial_policy=self.spatial_augmentation,
             axis_groups=interchangeable_axes(self.config.patch_spacing),
             slice_axes=self.config.slice_axes,
+            first_batch=self.current_epoch * self.iters_per_epoch,
         )
         # fold 'all' has no validation cases: the val curve then tracks un-augmented training patches
         val_cases = self.ctx.val_cases or self.ctx.train_cases
@@ -263,6 +282,7 @@ class Trainer:
             augment=False,
             seed=seed + 1,
             slice_axes=self.config.slice_axes,
+            first_batch=self.current_epoch * self.val_iters_per_epoch,
         )
         return DevicePrefetcher(train, self.device), DevicePrefetcher(val, self.device)
 

@@ -29,10 +29,12 @@ class TrainerLosslessAugmentation(Trainer):
     spatial_augmentation = "lossless"
 
 
-class TrainerMirrorAugmentation(Trainer):
-    """Mirroring as the only spatial augmentation (documentation/training.md, "Augmentation")."""
+class TrainerInterpolatingAugmentation(Trainer):
+    """Rotation (+-30 deg) and scaling (0.7-1.4) before mirroring: more geometric variety, at the price of a
+    target blurred by the interpolation (documentation/training.md, "Augmentation"). For data whose
+    subjects lie in the scanner at very different angles or sizes."""
 
-    spatial_augmentation = "mirror"
+    spatial_augmentation = "interpolating"
 
 
 class TrainerSGD(Trainer):
@@ -52,7 +54,7 @@ TRAINERS: dict[str, type[Trainer]] = {
     "TrainerSSIMLoss": TrainerSSIMLoss,
     "TrainerNoMirroring": TrainerNoMirroring,
     "TrainerLosslessAugmentation": TrainerLosslessAugmentation,
-    "TrainerMirrorAugmentation": TrainerMirrorAugmentation,
+    "TrainerInterpolatingAugmentation": TrainerInterpolatingAugmentation,
     "TrainerSGD": TrainerSGD,
 }
 

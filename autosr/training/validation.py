@@ -36,7 +36,6 @@ def validate_fold(
     output_folder: Path,
     device: torch.device,
     mirror_axes: Sequence[int],
-    progress: bool = True,
     sampler: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Predict, export and score fold `fold`'s validation cases; returns the summary written. `sampler`: the
