@@ -89,6 +89,14 @@ def test_out_of_distribution_scans_are_flagged_and_held_out_scans_are_not(traine
     assert "intensity-by-depth profile" in table.loc["ood_contrast", "reason"]
     assert table.loc["phantom_006", "spacing_z"] == 1.5 and table.loc["phantom_006", "network_s"] > 0
 
+    # the report page of the folder: the flagged scans with their reasons, the signals, a picture of each
+    assert main(["report", "--predictions", "held-out + OOD", str(out)]) == 0
+    page = (out / "report.html").read_text()
+    assert "5 scans: 5 predicted, 0 failed, 3 flagged by the quality check" in page
+    assert all(f"<td>{case}</td>" in page for case in ("ood_spacing", "ood_scaled", "ood_contrast"))
+    assert "<td>phantom_006</td>" not in page and "Quality signals" in page
+    assert page.count("data:image/png;base64") == 1 + 3  # the signal panels and one picture per flagged scan
+
 
 def test_uncertainty_is_compared_with_its_own_ensemble(trained_phantom, tmp_path):
     model_dir = tmp_path / "results" / "Dataset999_Phantom" / "Trainer__autosrPlans__2d"

@@ -41,14 +41,13 @@ import numpy as np
 from autosr.errors import AutosrError
 from autosr.inference.folder import FolderSummary, InputCase, output_file, uncertainty_file
 from autosr.inference.qc import QCReference, ScanSignals, input_signals, uncertainty_signals
-from autosr.inference.scan_summary import write_row
+from autosr.inference.scan_summary import THRESHOLDS_NAME, write_row
 from autosr.inference.scan_worker import ScanWorker
 from autosr.io import write_image
 from autosr.io.atomic import atomic_path, atomic_write_json
 from autosr.preprocessing.preprocess import PreprocessedScan
 
 NetworkStep = Callable[[np.ndarray, bool], tuple[np.ndarray, "np.ndarray | None"]]
-QC_THRESHOLDS_NAME = "qc_thresholds.json"
 NO_REFERENCE = "not checked: the model folder has no qc_reference.json (create it with `autosr qc-reference`)"
 
 
@@ -385,7 +384,7 @@ def predict_folder(
                 "uncertainty_key": key,
                 "uncertainty_bounds": qc_reference.uncertainty_bounds(key),
             },
-            Path(output_dir) / QC_THRESHOLDS_NAME,
+            Path(output_dir) / THRESHOLDS_NAME,
         )
     workers = default_num_workers() if num_workers is None else num_workers
     try:

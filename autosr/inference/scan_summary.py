@@ -22,6 +22,7 @@ from autosr.io.atomic import atomic_path, atomic_write_json, is_temporary
 
 QC_FOLDER = "qc"
 SUMMARY_NAME = "summary.csv"
+THRESHOLDS_NAME = "qc_thresholds.json"  # the limits the flags of a folder were measured against (for the report)
 LOCK_NAME = ".summary.lock"
 # the columns that lead the table; the signals follow in the order of `SIGNAL_ORDER`, then any others
 LEADING_COLUMNS = (
