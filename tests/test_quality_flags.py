@@ -105,6 +105,10 @@ def test_uncertainty_is_compared_with_its_own_ensemble(trained_phantom, tmp_path
     assert main(["qc-reference", "-m", str(model_dir), "--uncertainty", "-f", "0", "1", "--device", "cpu", *raw]) == 0
     reference = QCReference.load(model_dir)
     (key,) = reference.data["uncertainty"]
+    # measuring the inputs again (in two processes) gives the same reference and keeps the uncertainty entry
+    assert main(["qc-reference", "-m", str(model_dir), "--rebuild", "-np", "2", *raw]) == 0
+    rebuilt = QCReference.load(model_dir).data
+    assert rebuilt["bounds"] == reference.data["bounds"] and list(rebuilt["uncertainty"]) == [key]
     assert key.startswith("folds=0,1;checkpoint=final;") and set(reference.data["uncertainty"][key]["bounds"]) == {
         "uncertainty_mean",
         "uncertainty_p99",

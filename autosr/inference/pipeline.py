@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -175,13 +176,8 @@ class _InlineExecutor(Executor):
     def __init__(self, worker: ScanWorker, qc: QCSettings):
         _STATE.update(worker=worker, qc=qc)
 
-    def submit(self, fn, /, *args, **kwargs) -> Future:
-        future: Future = Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except Exception as e:  # noqa: BLE001 - delivered through the future, as a process would
-            future.set_exception(e)
-        return future
+    def submit(self, fn, /, *args) -> Future:
+        return _run_now(fn, *args)
 
 
 def _start_context():
@@ -204,6 +200,45 @@ def _executor(worker: ScanWorker, qc: QCSettings, num_workers: int) -> Executor:
         initializer=_init_worker,
         initargs=(worker, qc, threads),
     )
+
+
+def _run_now(fn, *args) -> Future:
+    """`fn(*args)` in this thread, its result (or exception) in a completed Future."""
+    future: Future = Future()
+    try:
+        future.set_result(fn(*args))
+    except Exception as e:  # noqa: BLE001 - delivered through the future
+        future.set_exception(e)
+    return future
+
+
+class _PoolStarter:
+    """Submits the first scans to a fresh pool from a thread.
+
+    Starting worker processes takes seconds (an interpreter importing numpy, SimpleITK and torch; much more on
+    a busy machine), and the first `submit` waits for it. Meanwhile the main process prepares and predicts the
+    first scan itself, so the start-up is hidden behind real work instead of added to the run.
+    """
+
+    def __init__(self, pool: Executor, cases: list[InputCase]):
+        self.cases = cases
+        self.futures: list[Future] = []
+        self._pool = pool
+        self._thread = threading.Thread(target=self._submit, name="autosr-pool-start", daemon=True)
+        self._thread.start()
+
+    def _submit(self) -> None:
+        for case in self.cases:
+            try:
+                self.futures.append(self._pool.submit(_prepare_in_worker, case))
+            except Exception as e:  # noqa: BLE001 - a pool that cannot start fails these cases, reported per case
+                failed: Future = Future()
+                failed.set_exception(e)
+                self.futures.append(failed)
+
+    def join(self) -> list[tuple[InputCase, Future]]:
+        self._thread.join()
+        return list(zip(self.cases, self.futures))
 
 
 def describe_failure(error: BaseException) -> str:
@@ -272,9 +307,17 @@ def run_folder(
             bar.update(1)
 
     pool = _executor(worker, qc, num_workers)
+    starter: _PoolStarter | None = None
+    if num_workers > 0 and cases:  # the first scan here while the workers start (see _PoolStarter)
+        first = cases.popleft()
+        starter = _PoolStarter(pool, [cases.popleft() for _ in range(min(depth, len(cases)))])
+        preparing.append((first, _run_now(prepare_scan, worker, first)))
     try:
-        while cases or preparing:
-            while cases and len(preparing) <= depth:  # the next scans prepare while this one is on the network
+        while cases or preparing or starter is not None:
+            if starter is not None and not preparing:
+                preparing.extend(starter.join())
+                starter = None
+            while starter is None and cases and len(preparing) <= depth:  # the next scans prepare meanwhile
                 case = cases.popleft()
                 preparing.append((case, pool.submit(_prepare_in_worker, case)))
             case, future = preparing.popleft()
@@ -304,6 +347,9 @@ def run_folder(
                 str(case.channel_files[0]),
             )
             del prepared, prediction, spread
+            if starter is not None:  # after the first scan's network step: the workers have had their time
+                preparing.extend(starter.join())
+                starter = None
             collect(depth)
             finishing.append((case.case_id, pool.submit(_finish_in_worker, job)))
             bar.set_postfix_str(f"{case.case_id} network {network_s:.1f}s", refresh=False)
@@ -311,6 +357,8 @@ def run_folder(
         collect(1)
     except BaseException:
         # interrupted (or a bug): stop preparing, write what went through the network, then stop
+        if starter is not None:
+            preparing.extend(starter.join())
         for _, future in preparing:
             future.cancel()
         for case_id, future in finishing:

@@ -104,14 +104,18 @@ def ensure_reference(
     progress: bool = True,
     rebuild: bool = False,
 ) -> QCReference:
-    """The model folder's reference, built (and saved) when missing, made with other plans, or `rebuild`."""
+    """The model folder's reference, built (and saved) when missing, made with other plans, or `rebuild`
+    (which measures the inputs again and keeps the uncertainty entries when the plans are the same)."""
     model_dir = Path(model_dir)
     plans = Plans.load(model_dir / "plans.json")
     configuration = configuration_of(model_dir, None, plans.configuration_names)
     existing = QCReference.load(model_dir)
-    if not rebuild and reference_is_current(existing, configuration, preprocessing_hash(plans, configuration)):
+    current = reference_is_current(existing, configuration, preprocessing_hash(plans, configuration))
+    if current and not rebuild:
         return existing
     reference = build_input_reference(model_dir, raw_dataset_dir, num_processes, progress)
+    if current:  # the same plans: the ensembles' uncertainty entries still hold
+        reference.data["uncertainty"] = existing.data.get("uncertainty", {})
     reference.save(model_dir)
     return reference
 

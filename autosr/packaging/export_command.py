@@ -29,10 +29,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint", choices=CHECKPOINT_NAMES, default="final", help="which checkpoint of each fold (default: final)"
     )
-    parser.add_argument(
-        "-np", "--num-processes", type=int, default=1,
-        help="processes for measuring the training cases' QC signals when the model folder has none (default: 1)",
-    )  # fmt: skip
     add_path_arguments(parser)
 
 
@@ -48,7 +44,6 @@ def run(args: argparse.Namespace) -> int:
         folds=args.folds,
         checkpoint=args.checkpoint,
         paths=paths_from_args(args),
-        num_processes=max(1, args.num_processes),
     )
     print(
         f"model package: {path} ({path.stat().st_size / 1024**2:.1f} MiB); install with `autosr install-model {path}`"
