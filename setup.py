@@ -17,6 +17,7 @@ PACKAGES = [
     "autosr.training.adversarial",
     "autosr.inference",
     "autosr.evaluation",
+    "autosr.packaging",
     "autosr.planning",
     "autosr.dataset_conversion",
 ]

@@ -344,7 +344,10 @@ class Case:
     unprivileged: bool = False  # run without root's power to ignore file permissions
 
 
-PREDICTED = ("out", "out/phantom_007.nii.gz")  # predict writes the good case and nothing else
+# what every predict run writes besides predictions: the per-scan summary rows (failed scans get one too),
+# the thresholds used, and the model's quality reference (measured once from the raw training cases)
+RUN_RECORDS = ("out/qc", "out/qc/*", "out/qc_thresholds.json", "out/summary.csv", "results/*/*/qc_reference.json")
+PREDICTED = ("out", "out/phantom_007.nii.gz", *RUN_RECORDS)  # predict writes the good case and nothing else
 
 CASES = [
     # --- one reader for every command: NaN/Inf, truncated files, broken links, 2D images
@@ -367,7 +370,7 @@ CASES = [
          1, ("phantom_006", "phantom_006_0000.nii.gz", "truncated", "copy or export the file again"), PREDICTED),
     Case("predict-truncated-nii", "model_nii", predict_after(lambda w: truncate(w.inputs / "phantom_006_0000.nii")),
          1, ("phantom_006", "phantom_006_0000.nii", "truncated", "copy or export the file again"),
-         ("out", "out/phantom_007.nii")),
+         ("out", "out/phantom_007.nii", *RUN_RECORDS)),
     Case("predict-2d-image", "model", predict_after(two_dimensional_input),
          1, ("phantom_006", "phantom_006_0000.nii.gz", "is a 2D image", "3D"), PREDICTED),
     Case("predict-dangling-symlink", "model",

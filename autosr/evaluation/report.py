@@ -119,10 +119,12 @@ def write_report(
     output: str | os.PathLike | None = None,
     max_pictures: int = DEFAULT_MAX_PICTURES,
     evaluations: dict[str, str | os.PathLike] | None = None,
+    predictions: dict[str, str | os.PathLike] | None = None,
 ) -> Path:
     """Write the HTML report (default `$AUTOSR_RESULTS/<dataset>/report.html`) and return its path.
 
-    `evaluations`: {title: folder written by `autosr evaluate`} shown first, e.g. a held-out test set."""
+    `evaluations`: {title: folder written by `autosr evaluate`} shown first, e.g. a held-out test set.
+    `predictions`: {title: folder written by `autosr predict`}: its quality flags (prediction_report.py)."""
     dataset_name = paths.dataset_name(dataset)
     results_dir = paths.results_dataset(dataset_name)
     out = Path(output) if output else results_dir / "report.html"
@@ -153,6 +155,10 @@ def write_report(
         body.append("<p>No <code>best.json</code> yet: run <code>autosr find-best DATASET</code>.</p>")
     for title, folder in (evaluations or {}).items():
         body.append(_section(title, Path(folder), None, max_pictures))
+    for title, folder in (predictions or {}).items():
+        from autosr.evaluation.prediction_report import prediction_section
+
+        body.append(prediction_section(folder, title))
     for model in model_folders(results_dir):
         body.append(_section(model.name, model.path, model.path, max_pictures))
     ensembles = results_dir / ENSEMBLES_FOLDER
