@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("autosr.inference.predict_command", "predict a folder of scans with a trained model"),
     "ensemble": ("autosr.inference.ensemble_command", "average predictions of several configurations"),
     "evaluate": ("autosr.evaluation.evaluate_command", "score predictions against references"),
+    "segment-tissue": ("autosr.evaluation.segment_tissue_command", "csf/gm/wm tissue segmenter (built-in)"),
     "find-best": ("autosr.evaluation.find_best_command", "rank configurations and ensembles by cross-validation"),
     "report": ("autosr.evaluation.report_command", "write an offline HTML report of a dataset's results"),
     "demo": ("autosr.demo", "generate a synthetic brain dataset and run the whole pipeline on it"),
