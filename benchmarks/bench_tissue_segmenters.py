@@ -98,7 +98,9 @@ def main() -> None:
             values = np.array([r[name] for r in rows])
             cells.append(f"{values.mean():.3f} ± {values.std():.3f}")
         mean = np.mean([np.mean(list(r.values())) for r in rows])
-        print(f"| {image_name} | {method} | {' | '.join(cells)} | {mean:.3f} | {np.mean(seconds[(image_name, method)]):.2f} |")
+        print(
+            f"| {image_name} | {method} | {' | '.join(cells)} | {mean:.3f} | {np.mean(seconds[(image_name, method)]):.2f} |"
+        )
 
 
 if __name__ == "__main__":
