@@ -9,8 +9,8 @@ template from nilearn) with a given seed, then for every case segments, inside t
     onto the target grid (linear), as `autosr evaluate` gives it to a segmenter,
 
 with each segmenter, and reports Dice per class (1 CSF, 2 GM, 3 WM) against the true label map
-(mean +- std over cases, population std) and seconds per case (one thread; timings are only
-comparable within one run on an otherwise idle machine). `--betas` and `--bias-degrees` sweep the new model's
+(mean +- std over cases, population std) and CPU seconds per case (`time.process_time`, run with
+OMP_NUM_THREADS=1: robust to other jobs sharing the machine, unlike wall time). `--betas` and `--bias-degrees` sweep the new model's
 parameters (the measurement behind `tissue_segmenter.BETA` and `BIAS_DEGREE`; sweep on one seed, report
 on another).
 
@@ -82,15 +82,15 @@ def main() -> None:
         source, source_grid = read_image(folder / "imagesTr" / f"{case}_0000.nii.gz")
         images = {"target": target, "input on target grid": resample_to_geometry(source, source_grid, grid, order=1)}
         for (image_name, image), (method, params) in itertools.product(images.items(), methods.items()):
-            start = time.perf_counter()
+            start = time.process_time()
             if params is None:
                 labels = segment_tissue_intensity_only(image, mask)
             else:
                 labels = segment_tissue(image, grid.spacing_zyx, mask, beta=params[0], bias_degree=params[1])
-            seconds.setdefault((image_name, method), []).append(time.perf_counter() - start)
+            seconds.setdefault((image_name, method), []).append(time.process_time() - start)
             scores.setdefault((image_name, method), []).append(dice_per_class(truth, labels))
     print(f"{args.cases} synthetic brains, seed {args.seed}, target {args.spacing:g} mm; Dice against the true labels")
-    print("| image | segmenter | CSF | GM | WM | mean | s/case |")
+    print("| image | segmenter | CSF | GM | WM | mean | CPU s/case |")
     print("|---|---|---|---|---|---|---|")
     for (image_name, method), rows in scores.items():
         cells = []
