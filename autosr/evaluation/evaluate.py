@@ -27,8 +27,14 @@ from autosr.evaluation.normalization import (
     describe_normalization,
     normalize_pair,
 )
+from autosr.evaluation.structure_evaluation import StructureCaseFiles, StructureOptions, evaluate_structures
 from autosr.evaluation.summary import MODEL, json_safe, summarize_table, write_results
-from autosr.io import Geometry, file_ending_of, read_image, resample_to_geometry
+from autosr.io import (
+    Geometry,
+    file_ending_of,
+    read_image,
+    resample_to_geometry,
+)
 from autosr.preprocessing.foreground import target_foreground
 
 PathLike = str | os.PathLike
@@ -351,14 +357,20 @@ def evaluate_folders(
     tissue_agreement: bool = True,
     ms_ssim: bool = True,
     backend: str = "auto",
+    structures: StructureOptions | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Score every prediction `<case><ending>` in `pred_dir` against `ref_dir/<case><ending>`.
 
     Masks `mask_dir/<case><ending>`; inputs `input_dir/<case>_0000<ending>` (for the baseline row and the
-    pictures); user label maps `seg_ref_dir`/`seg_pred_dir/<case><ending>`. Without `baseline_params` the
-    baseline's linear map is fitted on the evaluated cases themselves (in-sample; said in the summary).
-    Reference cases without a prediction are listed in the summary and the rest are still scored.
-    Writes `cases.csv`, `summary.json` and `images/<case>.png` into `out_dir` when given.
+    pictures); user label maps `seg_ref_dir` (the reference labels, e.g. manual) and `seg_pred_dir`
+    `/<case><ending>`. Without `baseline_params` the baseline's linear map is fitted on the evaluated
+    cases themselves (in-sample; said in the summary). Reference cases without a prediction are listed in
+    the summary and the rest are still scored. Writes `cases.csv`, `summary.json` and `images/<case>.png`
+    into `out_dir` when given.
+
+    Structure agreement (`structure_evaluation.evaluate_structures`: `structures.csv`, Bland-Altman
+    pictures, `structure_agreement` in the summary) runs with `structures` holding a segmenter, or with
+    both label-map folders and an `out_dir`.
     """
     settings = EvaluationSettings(
         modality.upper(), normalization, data_range, resample, tissue_agreement, ms_ssim, backend
@@ -370,8 +382,14 @@ def evaluate_folders(
         _require_folder(seg_ref_dir, "reference segmentation"),
         _require_folder(seg_pred_dir, "prediction segmentation"),
     )
-    if (seg_ref_dir is None) != (seg_pred_dir is None):
-        raise AutosrError("--seg-ref and --seg-pred go together: give both label-map folders or neither")
+    segmenter = structures.segmenter if structures is not None else None
+    if segmenter is None and (seg_ref_dir is None) != (seg_pred_dir is None):
+        raise AutosrError(
+            "--reference-labels (--seg-ref) and --seg-pred go together without a segmenter: give both "
+            "label-map folders, or --segmenter to segment what is missing"
+        )
+    if segmenter is not None and out_dir is None:
+        raise AutosrError("structure agreement with a segmenter needs an output folder for the label maps")
     references, predictions = images_in(ref_dir), images_in(pred_dir)
     if not references:
         raise AutosrError(f"no reference images in {ref_dir} (expected <case><ending>, e.g. case_001.nii.gz)")
@@ -437,6 +455,16 @@ def evaluate_folders(
         "baseline": {**baseline_params, "note": baseline_note} if input_dir is not None else None,
         **summarize_table(table),
     }
+    if out is not None and (segmenter is not None or (seg_ref_dir is not None and seg_pred_dir is not None)):
+        structure_cases = [
+            StructureCaseFiles(
+                c, references[c], predictions[c], inputs.get(c), masks.get(c), seg_refs.get(c), seg_preds.get(c)
+            )
+            for c in cases
+        ]
+        _, summary["structure_agreement"] = evaluate_structures(
+            structure_cases, structures or StructureOptions(), out, num_processes
+        )
     if out is not None:
         write_results(table, summary, out)
     return table, json_safe(summary)

@@ -62,6 +62,13 @@ def _summary_table(summary: dict[str, Any]) -> str:
     return f"<table><tr><th>metric</th>{head}</tr>{''.join(rows)}</table>"
 
 
+def _structure_section(summary: dict[str, Any], results: Path) -> str:
+    """Per-structure agreement and Bland-Altman plots, when a segmenter or label maps were used."""
+    from autosr.evaluation.structure_report import structure_section_html
+
+    return structure_section_html(summary, results)
+
+
 def _section(title: str, folder: Path, model_dir: Path | None, max_pictures: int) -> str:
     results = folder / CROSSVAL_FOLDER if (folder / CROSSVAL_FOLDER).is_dir() else folder
     parts = [f"<h2>{html.escape(title)}</h2>"]
@@ -75,6 +82,7 @@ def _section(title: str, folder: Path, model_dir: Path | None, max_pictures: int
     if summary.get("cases_missing_prediction"):
         parts.append(f"<p>Missing predictions: {html.escape(', '.join(summary['cases_missing_prediction']))}</p>")
     parts.append(_summary_table(summary))
+    parts.append(_structure_section(summary, results))
     if model_dir is not None:
         curves = sorted(model_dir.glob("fold_*/progress.png"))
         if curves:
