@@ -22,12 +22,9 @@ from autosr import __version__
 from autosr.dataset.spec import DatasetSpec, discover_cases, load_dataset_spec
 from autosr.errors import AutosrError
 from autosr.evaluation.baseline import CaseBaselineStatistics, baseline_statistics, params_from_statistics
-from autosr.evaluation.evaluate import (
-    CaseJob,
-    EvaluationSettings,
-    images_in,
-    score_cases,
-)
+from autosr.evaluation.case_scoring import CaseJob, score_cases
+from autosr.evaluation.folder_matching import images_in
+from autosr.evaluation.settings import EvaluationSettings
 from autosr.evaluation.structure_evaluation import StructureCaseFiles, StructureOptions, evaluate_structures
 from autosr.evaluation.summary import json_safe, summarize_table, write_results
 from autosr.model_layout import ModelFolder
