@@ -37,6 +37,7 @@ class FolderSummary:
     failed: dict[str, str] = field(default_factory=dict)
     flagged: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    ignored: list[str] = field(default_factory=list)  # hidden image files of the input folder, not predicted
 
     @property
     def ok(self) -> bool:
@@ -50,6 +51,11 @@ class FolderSummary:
             lines.append(
                 f"{len(self.flagged)} flagged by the quality check (see summary.csv): {', '.join(self.flagged[:10])}"
                 + (" ..." if len(self.flagged) > 10 else "")
+            )
+        if self.ignored:
+            lines.append(
+                f"{len(self.ignored)} hidden file(s) not predicted (names starting with '.'; rename them to predict "
+                f"them): {', '.join(self.ignored[:5])}" + (" ..." if len(self.ignored) > 5 else "")
             )
         wall, network = self.timings.get("wall_s"), self.timings.get("network_s")
         if wall and network is not None and self.predicted:
@@ -99,6 +105,12 @@ def discover_prediction_cases(input_dir: str | os.PathLike, file_ending: str, nu
                 f"{num_channels} channel{'s' if num_channels > 1 else ''} (_0000 to _{num_channels - 1:04d})"
             )
     return cases
+
+
+def hidden_image_files(input_dir: str | os.PathLike, file_ending: str) -> list[str]:
+    """Image files of `input_dir` whose names start with '.' (editor or macOS copies such as `._scan_0000`):
+    never predicted, but named in the run's summary so a scan renamed by mistake is not lost silently."""
+    return sorted(p.name for p in Path(input_dir).iterdir() if p.name.startswith(".") and p.name.endswith(file_ending))
 
 
 def _problem_of(files: CaseFiles) -> str | None:
