@@ -23,9 +23,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("autosr.planning.plan_command", "verify, fingerprint, plan and preprocess a dataset"),
     "train": ("autosr.training.train_command", "train one fold of one configuration"),
     "predict": ("autosr.inference.predict_command", "predict a folder of scans with a trained model"),
+    "qc-reference": ("autosr.inference.qc_reference_command", "measure the training cases for per-scan quality flags"),
     "ensemble": ("autosr.inference.ensemble_command", "average predictions of several configurations"),
     "evaluate": ("autosr.evaluation.evaluate_command", "score predictions against references"),
+    "segment-tissue": ("autosr.evaluation.segment_tissue_command", "csf/gm/wm tissue segmenter (built-in)"),
     "find-best": ("autosr.evaluation.find_best_command", "rank configurations and ensembles by cross-validation"),
+    "export-model": ("autosr.packaging.export_command", "write a trained model's package (zip with model card)"),
+    "install-model": ("autosr.packaging.install_command", "check a model package and install it under AUTOSR_RESULTS"),
     "report": ("autosr.evaluation.report_command", "write an offline HTML report of a dataset's results"),
     "demo": ("autosr.demo", "generate a synthetic brain dataset and run the whole pipeline on it"),
 }

@@ -204,7 +204,8 @@ def score(
     prediction_file: Path, raw: Path, case: str, baseline_params=None, tissue: bool = False
 ) -> list[dict[str, Any]]:
     from autosr.evaluation.baseline import baseline_prediction
-    from autosr.evaluation.evaluate import CaseJob, EvaluationSettings, evaluate_case
+    from autosr.evaluation.case_scoring import CaseJob, evaluate_case
+    from autosr.evaluation.settings import EvaluationSettings
     from autosr.io import read_image, resample_to_geometry
 
     job = CaseJob(

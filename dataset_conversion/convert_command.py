@@ -77,6 +77,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     brain.add_argument("--seed", type=int, default=0, help="random seed; a seed always gives the same dataset")
     brain.add_argument(
+        "--tissue-labels",
+        action="store_true",
+        help="also write the true tissue label maps (1 csf, 2 gm, 3 wm) to labelsTr/ and labelsTs/",
+    )
+    brain.add_argument(
         "-np", "--num-processes", type=int, default=max(1, min(4, os.cpu_count() or 1)), help="worker processes"
     )
     _add_common(brain, "SyntheticBrain")
@@ -125,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
         folder = make_synthetic_brain_dataset(
             raw_root, args.id, args.name, args.num_train, args.num_test, args.target_spacing, args.input_spacing,
             args.seed, args.num_processes, args.overwrite, args.slice_thickness, args.slice_axis, args.contrast,
+            args.tissue_labels,
         )  # fmt: skip
     else:
         from autosr.dataset_conversion.phantom import make_phantom_dataset

@@ -9,7 +9,10 @@ of the template's tissue maps. From the deformed maps:
   target grid (the reference grid, `target_spacing_mm`);
 - the input is low-field-like: weaker grey/white contrast, a blur matching its voxel size, a smooth
   multiplicative bias field, Rician noise, sampled on a coarser grid covering the same physical extent;
-- the brain mask is the deformed grey + white matter + CSF map above 0.5, on the target grid.
+- the brain mask is the deformed grey + white matter + CSF map above 0.5, on the target grid;
+- optionally (`tissue_labels=True`) the true tissue label map, on the target grid: inside the brain mask
+  the most probable of the deformed maps, 1 CSF, 2 grey matter, 3 white matter; 0 outside
+  (`labelsTr/<case>.nii.gz`, `labelsTs/`), the ground truth for tissue segmenters.
 
 Everything is drawn from `numpy.random.default_rng(seed, case index)`, so a seed gives the same dataset
 whatever the number of processes.
@@ -203,6 +206,33 @@ def _write_subject(job: tuple[Path, str, str, int, int, float, float | None, int
     return case_id
 
 
+TISSUE_LABELS = {1: "csf", 2: "gm", 3: "wm"}
+
+
+def true_tissue_labels(template: TissueTemplate, seed: int, case_index: int) -> np.ndarray:
+    """The true tissue label map (uint8, target grid, `TISSUE_LABELS`) of case `case_index` of a seed.
+
+    Repeats `make_subject`'s deformation, which is the first draw from the case's generator, so the
+    labels belong to exactly the written target (their union equals its brain mask).
+    """
+    coordinates = random_deformation(template, np.random.default_rng([seed, case_index]))
+    maps = np.stack(
+        [
+            ndimage.map_coordinates(m, coordinates, order=1, mode="constant", cval=0.0)
+            for m in (template.csf, template.gm, template.wm)
+        ]
+    )
+    brain = ndimage.binary_fill_holes(maps.sum(axis=0) > 0.5)
+    return ((np.argmax(maps, axis=0) + 1) * brain).astype(np.uint8)
+
+
+def _write_tissue_labels(job: tuple[Path, str, str, int, int, float, float | None, int, str]) -> str:
+    folder, split, case_id, seed, case_index = job[:5]
+    labels = true_tissue_labels(_WORKER_TEMPLATE, seed, case_index)
+    write_image(labels, _WORKER_TEMPLATE.geometry, folder / f"labels{split}" / f"{case_id}.nii.gz", dtype=np.uint8)
+    return case_id
+
+
 def make_synthetic_brain_dataset(
     raw_root: str | os.PathLike,
     dataset_id: int,
@@ -217,12 +247,14 @@ def make_synthetic_brain_dataset(
     slice_thickness_mm: float | None = None,
     slice_axis: int = 0,
     contrast: str = "low-field",
+    tissue_labels: bool = False,
 ) -> Path:
     """Write `DatasetXXX_Name` under `raw_root` and return its folder.
 
     `input_spacing_mm` defaults to 1.5 x `target_spacing_mm` (a 2 mm target gets a 3 mm input).
     `slice_thickness_mm` makes the input a thick-slice acquisition along array axis `slice_axis` (0 = z,
     axial slices; 1 = y, coronal; 2 = x, sagittal), e.g. 2 mm in-plane with 8 mm slices.
+    `tissue_labels`: also write the true tissue label maps to `labelsTr/` and `labelsTs/`.
     """
     if target_spacing_mm <= 0 or (input_spacing_mm is not None and input_spacing_mm <= 0):
         raise AutosrError("voxel sizes must be positive (--target-spacing, --input-spacing in mm)")
@@ -251,13 +283,16 @@ def make_synthetic_brain_dataset(
         )  # fmt: skip
         for index in range(num_train + num_test)
     ]
+    writers = [_write_subject, _write_tissue_labels] if tissue_labels else [_write_subject]
     if num_processes <= 1:
         _set_worker_template(template)
-        for job in jobs:
-            _write_subject(job)
+        for writer in writers:
+            for job in jobs:
+                writer(job)
     else:
         with ProcessPoolExecutor(num_processes, initializer=_set_worker_template, initargs=(template,)) as pool:
-            list(pool.map(_write_subject, jobs))
+            for writer in writers:
+                list(pool.map(writer, jobs))
     write_dataset_json(
         folder,
         name=name,

@@ -276,6 +276,13 @@ def two_dimensional_input(world: World) -> None:
     sitk.WriteImage(volume[:, :, volume.GetSize()[2] // 2], str(path))
 
 
+def single_slice_input(world: World) -> None:
+    path = world.inputs / "phantom_006_0000.nii.gz"
+    volume = sitk.ReadImage(str(path))
+    middle = volume.GetSize()[2] // 2
+    sitk.WriteImage(volume[:, :, middle : middle + 1], str(path))
+
+
 def predict_into_input(world: World) -> list[str]:
     argv = predict(world)
     argv[argv.index("-o") + 1] = str(world.inputs)
@@ -344,7 +351,10 @@ class Case:
     unprivileged: bool = False  # run without root's power to ignore file permissions
 
 
-PREDICTED = ("out", "out/phantom_007.nii.gz")  # predict writes the good case and nothing else
+# what every predict run writes besides predictions: the per-scan summary rows (failed scans get one too),
+# the thresholds used, and the model's quality reference (measured once from the raw training cases)
+RUN_RECORDS = ("out/qc", "out/qc/*", "out/qc_thresholds.json", "out/summary.csv", "results/*/*/qc_reference.json")
+PREDICTED = ("out", "out/phantom_007.nii.gz", *RUN_RECORDS)  # predict writes the good case and nothing else
 
 CASES = [
     # --- one reader for every command: NaN/Inf, truncated files, broken links, 2D images
@@ -367,9 +377,14 @@ CASES = [
          1, ("phantom_006", "phantom_006_0000.nii.gz", "truncated", "copy or export the file again"), PREDICTED),
     Case("predict-truncated-nii", "model_nii", predict_after(lambda w: truncate(w.inputs / "phantom_006_0000.nii")),
          1, ("phantom_006", "phantom_006_0000.nii", "truncated", "copy or export the file again"),
-         ("out", "out/phantom_007.nii")),
+         ("out", "out/phantom_007.nii", *RUN_RECORDS)),
     Case("predict-2d-image", "model", predict_after(two_dimensional_input),
          1, ("phantom_006", "phantom_006_0000.nii.gz", "is a 2D image", "3D"), PREDICTED),
+    Case("predict-hidden-input-file", "model",
+         predict_after(lambda w: (w.inputs / "phantom_006_0000.nii.gz").rename(w.inputs / ".phantom_006_0000.nii.gz")),
+         0, ("hidden file", "not predicted", ".phantom_006_0000.nii.gz", "rename"), PREDICTED),
+    Case("predict-single-slice-3d", "model", predict_after(single_slice_input),
+         1, ("phantom_006", "phantom_006_0000.nii.gz", "single slice", "whole 3D scan"), PREDICTED),
     Case("predict-dangling-symlink", "model",
          predict_after(lambda w: dangling_link(w.inputs / "phantom_006_0000.nii.gz")),
          1, ("phantom_006", "broken symbolic link", "moved_away.nii.gz"), PREDICTED),

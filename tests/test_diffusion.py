@@ -297,3 +297,20 @@ def test_train_kill_resume_predict_end_to_end(autosr_roots: AutosrPaths, tmp_pat
     assert [p.name for p in samples] == [f"{case}_sample{i:02d}.nii.gz" for i in range(4)]  # 2 folds x 2
     assert main([*predict, "-o", str(tmp_path / "seed1"), *options, "--seed", "1"]) == 0
     assert np.abs(read_image(tmp_path / "seed1" / validation_file.name)[0] - first).max() > 0
+
+
+def test_qc_uncertainty_key_names_the_sampling() -> None:
+    """The spread of a generative model depends on samples, steps and seed: the quality flags' uncertainty
+    reference is kept per sampling, and a regression model's key is unchanged."""
+    from autosr.inference.qc import uncertainty_key
+
+    regression = _predictor(build_network({**NET_3D, "deep_supervision": False}, 1, 1), sampler=None)
+    assert regression.sampling_key is None
+    assert uncertainty_key([0, 1], "final", (0,), 0.5, regression.sampling_key) == uncertainty_key(
+        [0, 1], "final", (0,), 0.5
+    )
+    keys = {
+        uncertainty_key([0, 1], "final", (0,), 0.5, _predictor(ConstantVelocity(0.0), **options).sampling_key)
+        for options in ({}, {"num_samples": 2}, {"sampling_steps": 2}, {"seed": 1})
+    }
+    assert len(keys) == 4

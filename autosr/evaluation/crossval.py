@@ -5,7 +5,9 @@ Each fold k predicted its held-out cases into `<model_dir>/fold_k/validation/<ca
 target grid). The references are the raw dataset's `targetsTr/`, the regions its `masksTr/`. The
 baseline rows of a case use the baselines fitted on *that fold's training cases* (from `splits.json`),
 so the baseline is as out-of-sample as the model. Output: `<model_dir>/crossval_results/` with
-`cases.csv` (a `fold` column added), `summary.json` and `images/`.
+`cases.csv` (a `fold` column added), `summary.json` and `images/`; with structure options (a segmenter
+and/or reference label maps) also `structures.csv` and `bland_altman/` (`structure_evaluation.py`), the
+segmentations of targets and inputs kept in `$AUTOSR_RESULTS/<dataset>/segmentations/` for every model.
 """
 
 from __future__ import annotations
@@ -20,12 +22,10 @@ from autosr import __version__
 from autosr.dataset.spec import DatasetSpec, discover_cases, load_dataset_spec
 from autosr.errors import AutosrError
 from autosr.evaluation.baseline import CaseBaselineStatistics, baseline_statistics, params_from_statistics
-from autosr.evaluation.evaluate import (
-    CaseJob,
-    EvaluationSettings,
-    images_in,
-    score_cases,
-)
+from autosr.evaluation.case_scoring import CaseJob, score_cases
+from autosr.evaluation.folder_matching import images_in
+from autosr.evaluation.settings import EvaluationSettings
+from autosr.evaluation.structure_evaluation import StructureCaseFiles, StructureOptions, evaluate_structures
 from autosr.evaluation.summary import json_safe, summarize_table, write_results
 from autosr.model_layout import ModelFolder
 from autosr.preprocessing.normalization import input_scheme_names
@@ -69,12 +69,19 @@ def score_validation_predictions(
     pictures: bool = True,
     description: dict[str, Any] | None = None,
     precomputed: pd.DataFrame | None = None,
+    structures: StructureOptions | None = None,
+    reference_labels_dir: PathLike | None = None,
+    segmentation_cache: PathLike | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Score {case: prediction file} against the raw training targets; the baseline per the case's fold.
 
     `precomputed`: rows already scored (e.g. by each fold's end-of-training validation) for some of the
-    cases; those cases are not scored again.
+    cases; those cases are not scored again. `structures` (with a segmenter) and/or
+    `reference_labels_dir` (label maps `<case><ending>`) add the structure agreement;
+    `segmentation_cache` keeps the target and input segmentations (default: inside `out_dir`).
     """
+    if reference_labels_dir is not None and (structures is None or structures.segmenter is None):
+        raise AutosrError("--reference-labels needs --segmenter: the validation predictions must be segmented")
     raw_dataset_dir = Path(raw_dataset_dir)
     spec = load_dataset_spec(raw_dataset_dir)
     cases = discover_cases(raw_dataset_dir, spec, "Tr")
@@ -130,8 +137,51 @@ def score_validation_predictions(
         },
         **summarize_table(table),
     }
+    if (structures is not None and structures.segmenter is not None) or reference_labels_dir is not None:
+        summary["structure_agreement"] = _structure_agreement(
+            scored, cases, predictions, folds, structures, reference_labels_dir, out_dir, num_processes,
+            segmentation_cache,
+        )  # fmt: skip
     write_results(table, summary, out_dir)
     return table, json_safe(summary)
+
+
+def _structure_agreement(
+    scored: list[str],
+    cases: dict[str, Any],
+    predictions: dict[str, Path],
+    folds: dict[str, int],
+    structures: StructureOptions | None,
+    reference_labels_dir: PathLike | None,
+    out_dir: Path,
+    num_processes: int,
+    segmentation_cache: PathLike | None,
+) -> dict[str, Any]:
+    labels = {}
+    if reference_labels_dir is not None:
+        labels = images_in(reference_labels_dir)
+        lacking = [c for c in scored if c not in labels]
+        if not Path(reference_labels_dir).is_dir() or lacking:
+            raise AutosrError(
+                f"{reference_labels_dir}: no reference label map <case><ending> for "
+                f"{', '.join(lacking[:8]) or 'any case'}{' ...' if len(lacking) > 8 else ''}"
+            )
+    files = [
+        StructureCaseFiles(
+            case,
+            cases[case].target,
+            predictions[case],
+            cases[case].channels[0],
+            cases[case].mask,
+            labels.get(case),
+            extra={"fold": folds[case]},
+        )
+        for case in scored
+    ]
+    _, summary = evaluate_structures(
+        files, structures or StructureOptions(), out_dir, num_processes, segmentation_cache
+    )
+    return summary
 
 
 def validation_predictions(model_dir: PathLike, num_folds: int) -> dict[str, Path]:
@@ -150,8 +200,12 @@ def merge_crossval(
     num_processes: int = 1,
     pictures: bool = True,
     baseline_params: dict[int, dict[str, Any]] | None = None,
+    structures: StructureOptions | None = None,
+    reference_labels_dir: PathLike | None = None,
+    segmentation_cache: PathLike | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Merge and score the folds of one model folder into `<model_dir>/crossval_results/`."""
+    """Merge and score the folds of one model folder into `<model_dir>/crossval_results/` (structure
+    agreement options as in `score_validation_predictions`)."""
     model = ModelFolder.at(model_dir)
     splits = read_splits(preprocessed_dataset_dir)
     predictions = validation_predictions(model.path, len(splits))
@@ -169,6 +223,9 @@ def merge_crossval(
         pictures,
         description={"model_dir": str(model.path), "folds": folds_present},
         precomputed=precomputed,
+        structures=structures,
+        reference_labels_dir=reference_labels_dir,
+        segmentation_cache=segmentation_cache,
     )
 
 

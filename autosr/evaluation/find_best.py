@@ -25,6 +25,7 @@ from autosr.evaluation.crossval import (
     score_validation_predictions,
     validation_predictions,
 )
+from autosr.evaluation.structure_evaluation import SEGMENTATIONS_FOLDER, StructureOptions
 from autosr.evaluation.summary import BASELINE, HIGHER_IS_BETTER, MODEL, SUMMARY_METRICS, best_baseline, json_safe
 from autosr.inference.api import average_images
 from autosr.io import atomic_write_json, write_image
@@ -103,8 +104,15 @@ def find_best(
     ensembles: bool = True,
     num_processes: int = 1,
     pictures: bool = True,
+    structures: StructureOptions | None = None,
+    reference_labels_dir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Score, rank and write `best.json` into `$AUTOSR_RESULTS/<dataset>/`; returns its contents."""
+    """Score, rank and write `best.json` into `$AUTOSR_RESULTS/<dataset>/`; returns its contents.
+
+    `structures` (a segmenter) and/or `reference_labels_dir` add the structure agreement to every
+    candidate's cross-validation results (ranking stays by `metric`); target and input segmentations are
+    shared in `$AUTOSR_RESULTS/<dataset>/segmentations/`.
+    """
     if metric not in SUMMARY_METRICS:
         raise AutosrError(f"unknown metric '{metric}'; choose one of {', '.join(SUMMARY_METRICS)}")
     dataset_name = paths.dataset_name(dataset)
@@ -129,8 +137,15 @@ def find_best(
     baseline_params = fold_baseline_params(raw_dir, spec, splits)
     candidates: list[dict[str, Any]] = []
     tables: dict[str, pd.DataFrame] = {}
+    structure_kwargs = dict(
+        structures=structures,
+        reference_labels_dir=reference_labels_dir,
+        segmentation_cache=results_dir / SEGMENTATIONS_FOLDER,
+    )
     for m in models:
-        table, summary = merge_crossval(m.path, raw_dir, preprocessed_dir, num_processes, pictures, baseline_params)
+        table, summary = merge_crossval(
+            m.path, raw_dir, preprocessed_dir, num_processes, pictures, baseline_params, **structure_kwargs
+        )
         tables[m.name] = table
         candidates.append(
             {
@@ -157,6 +172,7 @@ def find_best(
                 num_processes,
                 pictures,
                 description={"ensemble_of": [a.name, b.name], "predictions": str(folder)},
+                **structure_kwargs,
             )
             tables[name] = table
             folds = sorted(set(candidates[models.index(a)]["folds"]) & set(candidates[models.index(b)]["folds"]))

@@ -62,6 +62,13 @@ def _summary_table(summary: dict[str, Any]) -> str:
     return f"<table><tr><th>metric</th>{head}</tr>{''.join(rows)}</table>"
 
 
+def _structure_section(summary: dict[str, Any], results: Path) -> str:
+    """Per-structure agreement and Bland-Altman plots, when a segmenter or label maps were used."""
+    from autosr.evaluation.structure_report import structure_section_html
+
+    return structure_section_html(summary, results)
+
+
 def _section(title: str, folder: Path, model_dir: Path | None, max_pictures: int) -> str:
     results = folder / CROSSVAL_FOLDER if (folder / CROSSVAL_FOLDER).is_dir() else folder
     parts = [f"<h2>{html.escape(title)}</h2>"]
@@ -75,6 +82,7 @@ def _section(title: str, folder: Path, model_dir: Path | None, max_pictures: int
     if summary.get("cases_missing_prediction"):
         parts.append(f"<p>Missing predictions: {html.escape(', '.join(summary['cases_missing_prediction']))}</p>")
     parts.append(_summary_table(summary))
+    parts.append(_structure_section(summary, results))
     if model_dir is not None:
         curves = sorted(model_dir.glob("fold_*/progress.png"))
         if curves:
@@ -119,10 +127,12 @@ def write_report(
     output: str | os.PathLike | None = None,
     max_pictures: int = DEFAULT_MAX_PICTURES,
     evaluations: dict[str, str | os.PathLike] | None = None,
+    predictions: dict[str, str | os.PathLike] | None = None,
 ) -> Path:
     """Write the HTML report (default `$AUTOSR_RESULTS/<dataset>/report.html`) and return its path.
 
-    `evaluations`: {title: folder written by `autosr evaluate`} shown first, e.g. a held-out test set."""
+    `evaluations`: {title: folder written by `autosr evaluate`} shown first, e.g. a held-out test set.
+    `predictions`: {title: folder written by `autosr predict`}: its quality flags (prediction_report.py)."""
     dataset_name = paths.dataset_name(dataset)
     results_dir = paths.results_dataset(dataset_name)
     out = Path(output) if output else results_dir / "report.html"
@@ -153,6 +163,10 @@ def write_report(
         body.append("<p>No <code>best.json</code> yet: run <code>autosr find-best DATASET</code>.</p>")
     for title, folder in (evaluations or {}).items():
         body.append(_section(title, Path(folder), None, max_pictures))
+    for title, folder in (predictions or {}).items():
+        from autosr.evaluation.prediction_report import prediction_section
+
+        body.append(prediction_section(folder, title))
     for model in model_folders(results_dir):
         body.append(_section(model.name, model.path, model.path, max_pictures))
     ensembles = results_dir / ENSEMBLES_FOLDER

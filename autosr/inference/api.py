@@ -37,10 +37,10 @@ def predict(
     output_dir: str | os.PathLike,
     dataset: str | int | None = None,
     configuration: str | None = None,
-    folds: Sequence[int] = (0, 1, 2, 3, 4),
+    folds: Sequence[int] | None = None,
     trainer: str = DEFAULT_TRAINER,
     plans_name: str = DEFAULT_PLANS_NAME,
-    checkpoint: str = "final",
+    checkpoint: str | None = None,
     step_fraction: float = DEFAULT_STEP_FRACTION,
     tile_batch_size: int | None = None,
     use_mirroring: bool = True,
@@ -55,20 +55,55 @@ def predict(
     progress: bool = True,
     keep_background: bool = False,
     compile_networks: bool = False,
+    model_package: str | os.PathLike | None = None,
+    num_workers: int | None = None,
     sampling_steps: int | None = None,
     num_samples: int | None = None,
     seed: int = 0,
     save_samples: bool = False,
 ) -> FolderSummary:
-    """Find the model folder, load the fold ensemble and predict `input_dir` into `output_dir`.
+    """Find the model (folder, or a package unpacked for this run), load the fold ensemble and predict
+    `input_dir` into `output_dir`. `folds`/`checkpoint` None: 0-4 and final, or the package's.
 
     `sampling_steps`, `num_samples`, `seed`, `save_samples` apply to generative models only (an error for
-    a regression model, except `seed` and `save_samples`, which it ignores).
+    a regression model, except `seed`, which it ignores).
     """
     from autosr.inference.predictor import Predictor
 
     check_options(step_fraction, tile_batch_size, num_parts, part_id)
     check_folders(input_dir, output_dir)
+    if model_package is not None:
+        if model_dir is not None or dataset is not None or configuration is not None:
+            raise AutosrError("--model names the model by itself: leave out -d/-c and -m")
+        from autosr.packaging.install import open_model_package
+
+        with open_model_package(model_package) as package:
+            return predict(
+                input_dir,
+                output_dir,
+                folds=folds or package.manifest.folds,
+                checkpoint=checkpoint or package.manifest.checkpoint,
+                step_fraction=step_fraction,
+                tile_batch_size=tile_batch_size,
+                use_mirroring=use_mirroring,
+                uncertainty=uncertainty,
+                device=device,
+                num_parts=num_parts,
+                part_id=part_id,
+                overwrite=overwrite,
+                on_input_grid=on_input_grid,
+                model_dir=package.model_dir,
+                progress=progress,
+                keep_background=keep_background,
+                compile_networks=compile_networks,
+                num_workers=num_workers,
+                sampling_steps=sampling_steps,
+                num_samples=num_samples,
+                seed=seed,
+                save_samples=save_samples,
+            )
+    folds = list(folds) if folds else [0, 1, 2, 3, 4]
+    checkpoint = checkpoint or "final"
     if model_dir is None:
         if dataset is None or configuration is None:
             raise AutosrError("name the model: -d DATASET -c CONFIGURATION, or -m MODEL_FOLDER")
@@ -76,6 +111,8 @@ def predict(
     model_dir = Path(model_dir)
     check_before_loading(model_dir, input_dir, folds, checkpoint)
     ensure_writable_folder(Path(output_dir), fix="choose another -o, or fix the folder's permissions")
+    if model_package is None:
+        prepare_qc_reference(model_dir, paths or AutosrPaths.resolve(), progress)
     predictor = Predictor.from_trained(
         model_dir,
         folds=list(folds),
@@ -99,6 +136,7 @@ def predict(
         uncertainty=uncertainty,
         on_input_grid=on_input_grid,
         progress=progress,
+        num_workers=num_workers,
         save_samples=save_samples,
     )
 
@@ -142,6 +180,27 @@ def check_before_loading(model_dir: Path, input_dir: str | os.PathLike, folds: S
     spec = load_dataset_spec(model_dir)
     num_channels = Plans.load(model_dir / "plans.json").num_input_channels
     discover_prediction_cases(input_dir, spec.file_ending, num_channels)
+
+
+def prepare_qc_reference(model_dir: Path, paths: AutosrPaths, progress: bool = True) -> None:
+    """Measure the training cases for the quality flags once (cached in the model folder as qc_reference.json)
+    when the folder has no current reference and the raw dataset is reachable; otherwise leave it."""
+    from autosr.inference.model_folder import configuration_of
+    from autosr.inference.qc import QCReference, reference_is_current
+    from autosr.inference.qc_reference import ensure_reference
+    from autosr.preprocessing.preprocess import preprocessing_hash
+
+    plans = Plans.load(model_dir / "plans.json")
+    configuration = configuration_of(model_dir, None, plans.configuration_names)
+    if reference_is_current(QCReference.load(model_dir), configuration, preprocessing_hash(plans, configuration)):
+        return
+    raw = paths.raw / model_dir.parent.name if paths.raw is not None else None
+    if raw is None or not (raw / "dataset.json").is_file() or not os.access(model_dir, os.W_OK):
+        return
+    print(
+        f"autosr predict: measuring the training cases of {raw.name} for the quality flags (once; kept in {model_dir})"
+    )
+    ensure_reference(model_dir, raw, progress=progress)
 
 
 def _prediction_files(folder: Path) -> dict[str, Path]:

@@ -3,6 +3,10 @@ over `autosr.inference.api.predict`).
 
     autosr predict -i new_scans/ -o predictions/ -d 902 -c 3d_fullres -f 0 1 2 3 4
     autosr predict -i new_scans/ -o predictions/ -m $AUTOSR_RESULTS/Dataset902_Brain/Trainer__autosrPlans__3d_fullres
+    autosr predict -i new_scans/ -o predictions/ --model brain_3d_fullres.zip      # a package from export-model
+
+Besides the predictions, OUT/summary.csv holds one row per scan: timings, input geometry, the quality signals
+and a `flag` with its reason (autosr/inference/qc.py).
 
 The exit code is 0 when every case was predicted (or already done), 1 when some failed (they are listed
 at the end), 2 for a problem that stopped the run before any case (no model, no input files).
@@ -28,8 +32,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--configuration", help="configuration, e.g. 3d_fullres or 2d (with -d)")
     parser.add_argument("-m", "--model-dir", help="model folder <Trainer>__<plans>__<configuration> (instead of -d/-c)")
     parser.add_argument(
-        "-f", "--folds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="folds to ensemble (default: 0 1 2 3 4)"
-    )
+        "--model", dest="model_package", metavar="PACKAGE",
+        help="a model package (.zip from `autosr export-model`), read directly (instead of -d/-c or -m)",
+    )  # fmt: skip
+    parser.add_argument(
+        "-f", "--folds", nargs="+", type=int, default=None,
+        help="folds to ensemble (default: 0 1 2 3 4; with --model, the package's folds)",
+    )  # fmt: skip
     parser.add_argument(
         "--trainer", default=DEFAULT_TRAINER, help=f"trainer name in the model folder (default: {DEFAULT_TRAINER})"
     )
@@ -37,8 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--plans", default=DEFAULT_PLANS_NAME, help=f"plans name in the model folder (default: {DEFAULT_PLANS_NAME})"
     )
     parser.add_argument(
-        "--checkpoint", choices=CHECKPOINT_NAMES, default="final", help="which checkpoint of each fold (default: final)"
-    )
+        "--checkpoint", choices=CHECKPOINT_NAMES, default=None,
+        help="which checkpoint of each fold (default: final; with --model, the package's)",
+    )  # fmt: skip
     parser.add_argument(
         "--step-size", type=float, default=DEFAULT_STEP_FRACTION,
         help=f"sliding-window step as a fraction of the patch (default: {DEFAULT_STEP_FRACTION}; smaller = more overlap, slower)",
@@ -58,6 +68,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--part-id", type=int, default=0, help="which part this run predicts (0 .. num-parts - 1)")
     parser.add_argument("--overwrite", action="store_true", help="predict cases whose output already exists again")
+    parser.add_argument(
+        "--num-workers", type=int, default=None,
+        help="processes that read, preprocess and export scans beside the network (default: $AUTOSR_NUM_WORKERS, "
+        "else the CPU count - 1, at most 4; 0: everything in one process, one step after the other)",
+    )  # fmt: skip
     parser.add_argument(
         "--on-input-grid", action="store_true",
         help="write predictions on each input's own grid instead of the planned spacing over its extent",
@@ -115,6 +130,8 @@ def run(args: argparse.Namespace) -> int:
         paths=paths_from_args(args),
         keep_background=args.keep_background,
         compile_networks=args.compile,
+        model_package=args.model_package,
+        num_workers=args.num_workers,
         sampling_steps=args.sampling_steps,
         num_samples=args.num_samples,
         seed=args.seed,

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,26 +31,17 @@ from autosr.dataset.spec import DatasetSpec, load_dataset_spec
 from autosr.device import choose_device, prefer_fixed_shape_kernels
 from autosr.errors import AutosrError
 from autosr.inference.fast_path import compile_network, measured_tile_batch_size
-from autosr.inference.folder import (
-    FolderSummary,
-    InputCase,
-    discover_prediction_cases,
-    is_finished,
-    output_file,
-    prefetch,
-    sample_file,
-    select_part,
-    uncertainty_file,
-)
+from autosr.inference.folder import FolderSummary
 from autosr.inference.mirroring import mirror_combinations, normalize_mirror_axes, volume_flip_dims
 from autosr.inference.model_folder import configuration_of, require_checkpoints
 from autosr.inference.running_stats import RunningMeanStd
 from autosr.inference.sampling import SamplerSpec, minimum_volume_shape, sample_seed, sample_volume
+from autosr.inference.scan_worker import ScanWorker
 from autosr.inference.sliding_window import DEFAULT_STEP_FRACTION, predict_sliding_window
 from autosr.io import Geometry, write_image
 from autosr.network.build import total_stride
 from autosr.planning.plans import Plans
-from autosr.preprocessing.preprocess import PreprocessedScan, preprocess_arrays, preprocess_for_inference
+from autosr.preprocessing.preprocess import PreprocessedScan, preprocess_arrays
 
 NetworkBuilder = Callable[[dict, int, int], nn.Module]
 
@@ -135,6 +124,10 @@ class Predictor:
             if value is not None and value < 1:
                 raise AutosrError(f"{name} must be at least 1, got {value}")
         self.seed = int(seed)
+        # where the networks came from (set by from_trained): the folder's QC reference, the ensemble's name
+        self.model_dir: Path | None = None
+        self.folds: tuple[int, ...] | None = None
+        self.checkpoint_name: str | None = None
 
     # --- construction --------------------------------------------------------------------------------
     @classmethod
@@ -187,7 +180,7 @@ class Predictor:
                 ) from e
             networks.append(network)
         mirror_axes = first.get("mirror_axes", plans.configuration(configuration).raw.get("mirror_axes"))
-        return cls(
+        predictor = cls(
             networks,
             plans,
             configuration,
@@ -205,6 +198,8 @@ class Predictor:
             num_samples=num_samples,
             seed=seed,
         )
+        predictor.model_dir, predictor.folds, predictor.checkpoint_name = model_dir, tuple(files), checkpoint
+        return predictor
 
     def _prepare(self, network: nn.Module) -> nn.Module:
         # deep-supervision outputs are left as they are: the sliding window uses the full-resolution one
@@ -226,6 +221,14 @@ class Predictor:
     @property
     def file_ending(self) -> str:
         return self.dataset_spec.file_ending if self.dataset_spec is not None else ".nii.gz"
+
+    @property
+    def sampling_key(self) -> str | None:
+        """How a generative model is sampled (its spread depends on it), for the QC uncertainty key; None for
+        a regression model."""
+        if self.sampler is None:
+            return None
+        return f"samples={self.num_samples};sampling_steps={self.sampling_steps or self.sampler.steps};seed={self.seed}"
 
     @property
     def num_members(self) -> int:
@@ -333,13 +336,13 @@ class Predictor:
         )
 
     # --- cases ---------------------------------------------------------------------------------------
+    def scan_worker(self) -> ScanWorker:
+        """The preprocessing and export of this model as plain data (what folder workers run)."""
+        return ScanWorker(self.plans.raw, self.configuration_name, self.background_fill)
+
     def preprocess(self, channel_files: Sequence[str | os.PathLike]) -> PreprocessedScan:
         """Read, resample, crop and normalize one case's channel files exactly as in training."""
-        if len(channel_files) != self.num_input_channels:
-            raise AutosrError(
-                f"got {len(channel_files)} channel file(s) but the model was trained on {self.num_input_channels}"
-            )
-        return preprocess_for_inference([Path(p) for p in channel_files], self.plans, self.configuration_name)
+        return self.scan_worker().preprocess(channel_files)
 
     def export(
         self,
@@ -349,25 +352,9 @@ class Predictor:
         uncertainty: np.ndarray | None = None,
         foreground: np.ndarray | None = None,
     ) -> tuple[np.ndarray, Geometry, np.ndarray | None]:
-        """Invert the preprocessing: (array in target units, its Geometry, uncertainty in target units).
-
-        With the scan's input `foreground` (and `background_fill` on) the prediction holds the training
-        targets' background level outside the subject region. The uncertainty is exported as
-        revert(mean + std) - revert(mean), which carries it through the same resampling and scales it by the
-        target normalization's scale (exact for the affine schemes).
-        """
-        from autosr.preprocessing.inverse import revert_prediction
-
-        subject = foreground if self.background_fill else None
-        options = dict(on_input_grid=on_input_grid, foreground=subject)
-        array, geometry = revert_prediction(prediction, properties, self.plans, self.configuration_name, **options)
-        spread = None
-        if uncertainty is not None:
-            upper, _ = revert_prediction(
-                prediction + uncertainty, properties, self.plans, self.configuration_name, **options
-            )
-            spread = np.abs(upper - array).astype(np.float32)
-        return np.asarray(array, dtype=np.float32), geometry, spread
+        """Invert the preprocessing: (array in target units, Geometry, uncertainty in target units); see
+        `ScanWorker.export`."""
+        return self.scan_worker().export(prediction, properties, on_input_grid, uncertainty, foreground)
 
     def predict_case(
         self,
@@ -385,16 +372,9 @@ class Predictor:
         output_path: str | os.PathLike,
         uncertainty_path: str | os.PathLike | None,
         on_input_grid: bool,
-        sample_path: Callable[[int], Path] | None = None,
     ) -> Path:
-        samples: list[np.ndarray] | None = [] if sample_path is not None and self.sampler is not None else None
-        prediction, uncertainty = self.predict_preprocessed(
-            scan.input, with_uncertainty=uncertainty_path is not None, samples=samples
-        )
+        prediction, uncertainty = self.predict_preprocessed(scan.input, with_uncertainty=uncertainty_path is not None)
         array, geometry, spread = self.export(prediction, scan.properties, on_input_grid, uncertainty, scan.foreground)
-        for index, sample in enumerate(samples or []):
-            exported, sample_geometry, _ = self.export(sample, scan.properties, on_input_grid, None, scan.foreground)
-            write_image(exported, sample_geometry, sample_path(index))
         if uncertainty_path is not None:
             write_image(spread, geometry, uncertainty_path)  # first: the prediction marks the case finished
         write_image(array, geometry, output_path)
@@ -426,64 +406,32 @@ class Predictor:
         uncertainty: bool = False,
         on_input_grid: bool = False,
         progress: bool = True,
+        num_workers: int | None = None,
         save_samples: bool = False,
     ) -> FolderSummary:
-        """Predict every case of `input_dir` into `output_dir` as `<case><ending>`; see `autosr.inference.folder`.
+        """Predict every case of `input_dir` into `output_dir` as `<case><ending>`, with `summary.csv` (one row
+        per scan, quality flags); see `autosr.inference.folder` and `autosr.inference.pipeline`.
 
-        Finished cases are skipped unless `overwrite`; the next case is preprocessed in the background while
-        the current one is predicted; a case that fails is recorded and the run goes on. `save_samples`: a
-        generative model's samples also go to `output_dir/samples/<case>_sample<NN><ending>` (fold-major).
+        Finished cases are skipped unless `overwrite`; reading, preprocessing and export run in `num_workers`
+        worker processes beside the network (default: `pipeline.default_num_workers()`; 0: all in this
+        process); a case that fails is recorded and the run goes on. `save_samples`: a generative model's samples
+        also go to `output_dir/samples/<case>_sample<NN><ending>` (fold-major).
         """
-        from tqdm import tqdm
+        from autosr.inference.pipeline import predict_folder
 
-        if save_samples and self.sampler is None:
-            raise AutosrError(
-                "--save-samples is for generative models (e.g. DiffusionTrainer); this is a regression model"
-            )
-        ending = self.file_ending
-        cases = discover_prediction_cases(input_dir, ending, self.num_input_channels)
-        mine = set(select_part([c.case_id for c in cases], num_parts, part_id))
-        summary = FolderSummary()
-        todo: list[InputCase] = []
-        for case in cases:
-            if case.case_id not in mine:
-                continue
-            if not overwrite and is_finished(output_dir, case.case_id, ending):
-                summary.skipped.append(case.case_id)
-            else:
-                todo.append(case)
-        Path(output_dir).mkdir(parents=True, exist_ok=True)
-        bar = tqdm(total=len(todo), desc="predict", unit="case", disable=not progress, file=sys.stderr)
-        last = time.perf_counter()
-        for item in prefetch(todo, self._preprocess_case):
-            case = item.item
-            try:
-                if item.error is not None:
-                    raise item.error
-                self._predict_and_write(
-                    item.result,
-                    output_file(output_dir, case.case_id, ending),
-                    uncertainty_file(output_dir, case.case_id, ending) if uncertainty else None,
-                    on_input_grid,
-                    functools.partial(sample_file, output_dir, case.case_id, file_ending=ending)
-                    if save_samples
-                    else None,
-                )
-                summary.predicted.append(case.case_id)
-            except Exception as e:  # noqa: BLE001 - one bad scan must not stop a run over thousands
-                summary.failed[case.case_id] = _describe_failure(e)
-                bar.write(f"autosr predict: {case.case_id} failed: {summary.failed[case.case_id]}")
-            now = time.perf_counter()  # wall time per case, preprocessing overlap included
-            bar.set_postfix_str(f"{case.case_id} {now - last:.1f}s", refresh=False)
-            last = now
-            bar.update(1)
-        bar.close()
-        return summary
-
-    def _preprocess_case(self, case: InputCase) -> PreprocessedScan:
-        if case.problem is not None:
-            raise AutosrError(case.problem)
-        return self.preprocess(case.channel_files)
+        return predict_folder(
+            self,
+            input_dir,
+            output_dir,
+            overwrite,
+            num_parts,
+            part_id,
+            uncertainty,
+            on_input_grid,
+            progress,
+            num_workers,
+            save_samples=save_samples,
+        )
 
 
 def _to_device_if_it_fits(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -495,9 +443,3 @@ def _to_device_if_it_fits(tensor: torch.Tensor, device: torch.device) -> torch.T
     except torch.cuda.OutOfMemoryError:
         torch.cuda.empty_cache()
         return tensor
-
-
-def _describe_failure(error: BaseException) -> str:
-    if isinstance(error, AutosrError):
-        return str(error)
-    return f"{type(error).__name__}: {error}"

@@ -8,6 +8,7 @@ through here. Writes are atomic (see `autosr.io.atomic`).
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -85,14 +86,73 @@ def read_sitk(path: str | os.PathLike) -> sitk.Image:
                 f"is {dimension}D with size {' x '.join(map(str, size))}",
                 "autosr reads 3D volumes: store each volume (channel, time point) in its own file",
             )
+        if 1 in size[:3]:
+            raise ImageFileProblem(
+                path,
+                f"is a single slice ({' x '.join(map(str, size[:3]))} voxels): a 2D image stored as 3D",
+                "autosr trains on and predicts 3D volumes: give the whole 3D scan (one file per channel)",
+            )
         image = reader.Execute()
     except RuntimeError as e:
+        shortfall = metaimage_shortfall(path)
+        if shortfall is not None:
+            found, expected = shortfall
+            raise ImageFileProblem(
+                path,
+                f"is truncated: it holds {found} of the {expected} bytes of voxel data its header announces "
+                "(an interrupted copy or download?)",
+                "copy or export the file again",
+            ) from e
         message = str(e).strip().splitlines()[-1] if str(e).strip() else "unknown reader error"
+        if "No such file or directory" in message:  # ITK reports a failed voxel read with the last errno
+            message = "the voxel data could not be read completely: the file is probably truncated or damaged"
+            raise ImageFileProblem(
+                path, f"cannot be read as an image ({message})", "copy or export the file again"
+            ) from e
         raise ImageFileProblem(path, f"cannot be read as an image ({message})", "re-export or replace the file") from e
     if image.GetDimension() == 4:
         image = image[:, :, :, 0]
     check_voxels(path, image)
     return image
+
+
+METAIMAGE_ELEMENT_BYTES = {
+    "MET_CHAR": 1, "MET_UCHAR": 1, "MET_SHORT": 2, "MET_USHORT": 2, "MET_INT": 4, "MET_UINT": 4,
+    "MET_LONG": 4, "MET_ULONG": 4, "MET_LONG_LONG": 8, "MET_ULONG_LONG": 8, "MET_FLOAT": 4, "MET_DOUBLE": 8,
+}  # fmt: skip
+
+
+def metaimage_shortfall(path: Path) -> tuple[int, int] | None:
+    """(bytes found, bytes announced) when an uncompressed single-file MetaImage (.mha) holds less voxel data
+    than its header announces; None otherwise (other formats, compressed data, a whole file). ITK reports
+    such a file with an unrelated errno ("No such file or directory"), so the reader says it here instead."""
+    if path.suffix.lower() != ".mha":
+        return None
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    fields: dict[str, str] = {}
+    offset = 0
+    for line in head.split(b"\n"):
+        offset += len(line) + 1
+        key, _, value = line.decode("latin-1").partition("=")
+        fields[key.strip()] = value.strip()
+        if key.strip() == "ElementDataFile":
+            break
+    else:
+        return None
+    if fields.get("ElementDataFile") != "LOCAL" or fields.get("CompressedData", "False").lower() == "true":
+        return None
+    element = METAIMAGE_ELEMENT_BYTES.get(fields.get("ElementType", ""))
+    try:
+        sizes = [int(v) for v in fields.get("DimSize", "").split()]
+        channels = int(fields.get("ElementNumberOfChannels", "1"))
+    except ValueError:
+        return None
+    if element is None or not sizes:
+        return None
+    expected = math.prod(sizes) * channels * element
+    found = path.stat().st_size - offset
+    return (found, expected) if found < expected else None
 
 
 def check_image_file_present(path: Path) -> None:

@@ -49,11 +49,15 @@ class PolyLRSchedule:
         self.optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
         self.max_epochs = max_epochs
         self.exponent = exponent
-        self.groups = [g for o in self.optimizers for g in o.param_groups]
-        for g in self.groups:
+        for g in self._groups():
             g.setdefault("initial_lr", g["lr"])
 
+    def _groups(self) -> list[dict]:
+        # looked up on every step: `optimizer.load_state_dict` (resuming) replaces the param-group dicts, so
+        # groups kept from construction would be orphans and the loaded LR would stay for the rest of training
+        return [g for o in self.optimizers for g in o.param_groups]
+
     def step(self, epoch: int) -> float:
-        for g in self.groups:
+        for g in self._groups():
             g["lr"] = poly_lr(g["initial_lr"], epoch, self.max_epochs, self.exponent)
         return self.optimizers[0].param_groups[0]["lr"]
