@@ -390,6 +390,11 @@ def test_flow_from_the_input_trains_resumes_and_predicts(autosr_roots: AutosrPat
         with pytest.raises(AutosrError, match=rf"configurations\.3d_fullres\.diffusion: {message}"):
             prepare_fold(request, autosr_roots)
         shutil.rmtree(autosr_roots.results / DATASET / MODEL)  # the fold had started: plans.json was copied
+    _set_diffusion(autosr_roots, {"source": "noise"})  # pure noise stays available
+    trainer = prepare_fold(request, autosr_roots).runner
+    assert trainer.sampler == SamplerSpec(source="noise") and trainer.sampler_spec()["source"] == "noise"
+    assert np.isfinite(trainer.training_step(next(trainer.make_iterators()[0]))["train_loss"])
+    shutil.rmtree(autosr_roots.results / DATASET / MODEL)
     _set_diffusion(autosr_roots, {"source": "input", "source_noise": 0.2})
     trainer = prepare_fold(request, autosr_roots).runner
     assert trainer.sampler == SamplerSpec(source="input", source_noise=0.2)

@@ -44,7 +44,7 @@ SAMPLER_KINDS = ("flow_matching",)
 SOURCES = ("noise", "input")
 # The default for models trained now and the standard deviation of the noise added to the input when the
 # flow starts from it, in normalized units. Chosen by measurement: documentation/diffusion.md, "Source".
-DEFAULT_SOURCE = "noise"
+DEFAULT_SOURCE = "input"
 DEFAULT_SOURCE_NOISE = 0.1
 
 # velocity(state (C + 1, Z, Y, X): input channels then x_t, t) -> (1, Z, Y, X) velocity
