@@ -38,6 +38,7 @@ from autosr.errors import AutosrError
 # Euler steps per sample when neither the checkpoint nor the user says. Measured (documentation/diffusion.md,
 # "Measured", 300-iteration CPU models): PSNR and SSIM peak at 2 steps on the synthetic brains and at 2-4 on
 # the phantoms, then fall as steps are added (more steps: sharper, noisier samples); 2 also costs least.
+# Started from the input ("Source" there) the curve is flat (1-16 steps within 0.015 SSIM) and 2 is kept.
 DEFAULT_SAMPLING_STEPS = 2
 SAMPLER_KINDS = ("flow_matching",)
 # Where the flow starts (`SamplerSpec.source`). A checkpoint without the entry was trained from noise.
