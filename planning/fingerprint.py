@@ -8,7 +8,9 @@ to `SAMPLES_PER_CASE` voxels per case inside the mask (or the foreground when th
 
 A case whose input/target correlation falls far below the dataset's median is named in `warnings`: a
 cheap alarm for a misregistered or swapped pair (the threshold is `CORRELATION_ALARM_DROP` below the
-median).
+median). The misalignment itself is measured too: each pair is registered rigidly
+(`autosr.registration.misalignment`), the per-case displacement is stored as `misalignment`, the median as
+`median_misalignment_mm`, and cases beyond the threshold are named in `warnings` with the fix.
 """
 
 from __future__ import annotations
@@ -24,6 +26,12 @@ from tqdm import tqdm
 from autosr.dataset.spec import CaseFiles, DatasetSpec, discover_cases, load_dataset_spec
 from autosr.errors import AutosrError
 from autosr.io import read_channels, read_image, resample_to_geometry
+from autosr.registration.misalignment import (
+    MisalignmentEstimate,
+    measure_pair_misalignment,
+    median_misalignment_mm,
+    misalignment_warnings,
+)
 
 SAMPLES_PER_CASE = 10_000
 # A correlation this far below the dataset median flags a case (co-registered synthetic pairs sit within
@@ -73,6 +81,7 @@ def _case_fingerprint(args: tuple[CaseFiles, str, int]) -> dict[str, Any]:
     with np.errstate(invalid="ignore", divide="ignore"):
         correlation = float(np.corrcoef(input_values[0], target_values)[0, 1])
     target_inside = target[mask]
+    misalignment = measure_pair_misalignment(case.channels[0], case.target, case.mask)
     return {
         "case_id": case.case_id,
         "input_spacing_zyx": list(input_geometry.spacing_zyx),
@@ -86,6 +95,7 @@ def _case_fingerprint(args: tuple[CaseFiles, str, int]) -> dict[str, Any]:
         "target_mean_in_mask": float(target_inside.mean()),
         "target_std_in_mask": float(target_inside.std()),
         "input_target_correlation": correlation if np.isfinite(correlation) else None,
+        "misalignment": misalignment.to_json(),
         "_samples": {"inputs": input_values, "target": target_values},
     }
 
@@ -134,6 +144,9 @@ def extract_fingerprint(raw_dataset_dir: str | os.PathLike, num_processes: int =
                     f"{'undefined' if c is None else f'{c:.2f}'} against a dataset median of {median_corr:.2f}; "
                     "check that input and target are co-registered and belong together"
                 )
+    estimates = {r["case_id"]: MisalignmentEstimate.from_json(r["misalignment"]) for r in records}
+    spacings = {r["case_id"]: tuple(r["target_spacing_zyx"]) for r in records}
+    warnings.extend(misalignment_warnings(estimates, spacings, raw_dataset_dir.name))
     return {
         "dataset_name": raw_dataset_dir.name,
         "num_training_cases": len(records),
@@ -143,5 +156,6 @@ def extract_fingerprint(raw_dataset_dir: str | os.PathLike, num_processes: int =
         "intensity_statistics": {"input_channels": channel_stats, "target": target_stats},
         "median_target_mean_in_mask": float(np.median([r["target_mean_in_mask"] for r in records])),
         "median_target_std_in_mask": float(np.median([r["target_std_in_mask"] for r in records])),
+        "median_misalignment_mm": median_misalignment_mm(estimates),
         "warnings": warnings,
     }
