@@ -13,6 +13,11 @@ of the template's tissue maps. From the deformed maps:
 
 Everything is drawn from `numpy.random.default_rng(seed, case index)`, so a seed gives the same dataset
 whatever the number of processes.
+
+`misalign=(MM, DEG)` displaces each input by a known rigid transform (a translation of MM mm in a random
+direction and a rotation of DEG degrees about a random axis through the target's centre), written into the
+input's header (no resampling); the transforms are listed in `misalignment.json` beside dataset.json. The
+images are the same as without it, so registration (`autosr register`) can be checked against the truth.
 """
 
 from __future__ import annotations
@@ -29,9 +34,11 @@ from scipy import ndimage
 
 from autosr.dataset_conversion.raw_writer import new_dataset_folder, write_dataset_json
 from autosr.errors import AutosrError
+from autosr.io.atomic import atomic_write_json
 from autosr.io.geometry import Geometry, grid_covering
 from autosr.io.image_io import geometry_of, write_image
 from autosr.io.resampling import resample_to_geometry
+from autosr.registration.transforms import displace_geometry, random_rigid_displacement
 
 TEMPLATE_FILES = {
     "t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
@@ -169,15 +176,30 @@ def _set_worker_template(template: TissueTemplate) -> None:
     _WORKER_TEMPLATE = template
 
 
-def _write_subject(job: tuple[Path, str, str, int, int, float]) -> str:
-    folder, split, case_id, seed, case_index, input_spacing_mm = job
+def misalign_input(
+    input_geometry: Geometry, target_geometry: Geometry, translation_mm: float, rotation_deg: float, rng
+) -> tuple[Geometry, dict]:
+    """Move the input's header by a random rigid transform about the target's centre; returns the new
+    geometry and the transform (`matrix`, `offset_mm`: target point -> input point, what registration finds)."""
+    centre = target_geometry.index_to_world((np.asarray(target_geometry.size_zyx[::-1], dtype=np.float64) - 1) / 2)[0]
+    linear_map, parameters = random_rigid_displacement(rng, translation_mm, rotation_deg, centre)
+    return displace_geometry(input_geometry, linear_map), parameters
+
+
+def _write_subject(job: tuple[Path, str, str, int, int, float, tuple[float, float] | None]) -> tuple[str, dict | None]:
+    folder, split, case_id, seed, case_index, input_spacing_mm, misalign = job
     rng = np.random.default_rng([seed, case_index])
     inp, input_geometry, target, mask = make_subject(_WORKER_TEMPLATE, input_spacing_mm, rng)
     target_geometry = _WORKER_TEMPLATE.geometry
+    displacement = None
+    if misalign is not None:  # its own random stream: the images stay those of the aligned dataset
+        input_geometry, displacement = misalign_input(
+            input_geometry, target_geometry, *misalign, np.random.default_rng([seed, case_index, 1])
+        )
     write_image(inp, input_geometry, folder / f"images{split}" / f"{case_id}_0000.nii.gz")
     write_image(target, target_geometry, folder / f"targets{split}" / f"{case_id}.nii.gz")
     write_image(mask, target_geometry, folder / f"masks{split}" / f"{case_id}.nii.gz", dtype=np.uint8)
-    return case_id
+    return case_id, displacement
 
 
 def make_synthetic_brain_dataset(
@@ -191,29 +213,39 @@ def make_synthetic_brain_dataset(
     seed: int = 0,
     num_processes: int = max(1, min(4, os.cpu_count() or 1)),
     overwrite: bool = False,
+    misalign: tuple[float, float] | None = None,
 ) -> Path:
     """Write `DatasetXXX_Name` under `raw_root` and return its folder.
 
     `input_spacing_mm` defaults to 1.5 x `target_spacing_mm` (a 2 mm target gets a 3 mm input).
+    `misalign` = (mm, degrees) displaces every input rigidly by that much (see the module docstring).
     """
     if target_spacing_mm <= 0 or (input_spacing_mm is not None and input_spacing_mm <= 0):
         raise AutosrError("voxel sizes must be positive (--target-spacing, --input-spacing in mm)")
     if num_train < 1 or num_test < 0:
         raise AutosrError("--num-train must be at least 1 and --num-test at least 0")
+    if misalign is not None and (len(misalign) != 2 or min(misalign) < 0):
+        raise AutosrError(
+            "--misalign takes two non-negative numbers: the translation in mm and the rotation in degrees"
+        )
     input_spacing_mm = 1.5 * target_spacing_mm if input_spacing_mm is None else float(input_spacing_mm)
     template = load_template(float(target_spacing_mm))
     folder = new_dataset_folder(raw_root, dataset_id, name, overwrite=overwrite)
     jobs = [
-        (folder, "Tr" if index < num_train else "Ts", f"brain_{index:03d}", seed, index, input_spacing_mm)
+        (folder, "Tr" if index < num_train else "Ts", f"brain_{index:03d}", seed, index, input_spacing_mm, misalign)
         for index in range(num_train + num_test)
     ]
     if num_processes <= 1:
         _set_worker_template(template)
-        for job in jobs:
-            _write_subject(job)
+        written = [_write_subject(job) for job in jobs]
     else:
         with ProcessPoolExecutor(num_processes, initializer=_set_worker_template, initargs=(template,)) as pool:
-            list(pool.map(_write_subject, jobs))
+            written = list(pool.map(_write_subject, jobs))
+    if misalign is not None:
+        atomic_write_json(
+            {"maps": "target point (world mm) -> input point: what registration should find", "cases": dict(written)},
+            folder / "misalignment.json",
+        )
     write_dataset_json(
         folder,
         name=name,
@@ -226,6 +258,11 @@ def make_synthetic_brain_dataset(
         description=(
             f"synthetic paired brains: random smooth deformations of the MNI152 2009a template; input "
             f"low-field-like at {input_spacing_mm:g} mm, target high-field-like at {target_spacing_mm:g} mm; seed {seed}"
+            + (
+                f"; inputs displaced by {misalign[0]:g} mm and {misalign[1]:g} deg (misalignment.json)"
+                if misalign is not None
+                else ""
+            )
         ),
         reference="MNI ICBM152 2009a nonlinear symmetric template (Fonov et al., NeuroImage 2011), as shipped with nilearn",
         licence="template: see the MNI ICBM152 licence (free use with attribution); generated images: same terms",
