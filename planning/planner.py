@@ -34,7 +34,7 @@ from autosr.errors import AutosrError
 from autosr.paths import DEFAULT_PLANS_NAME
 from autosr.planning.memory_model import estimate_training_bytes
 from autosr.planning.plans import CONFIGURATION_NAMES, Plans, validate_plans_dict
-from autosr.preprocessing.normalization import NORMALIZATION_SCHEMES, choose_scheme
+from autosr.preprocessing.normalization import NORMALIZATION_SCHEMES, choose_scheme, exports_with_dataset_scale
 
 PLANS_NAME = DEFAULT_PLANS_NAME
 ANISOTROPY_THRESHOLD = 3.0
@@ -217,7 +217,7 @@ def normalization_entries(fingerprint: dict, spec: DatasetSpec) -> dict[str, Any
                 std=max(channel_stats["std"], 1e-8),
             )
         if is_target:
-            if scheme_name == "zscore":
+            if exports_with_dataset_scale(scheme_name):
                 e.update(
                     export_mean=fingerprint["median_target_mean_in_mask"],
                     export_std=fingerprint["median_target_std_in_mask"],
