@@ -372,7 +372,8 @@ def check_case(
             problems.append(
                 f"{name}: input {channel_geometries[0][0]} covers {fraction:.0%} of the target {case.target}'s "
                 f"field of view (at least {MIN_OVERLAP_FRACTION:.0%} needed); co-register the pair so both share "
-                "one physical space (check origin and direction in the headers)"
+                "one physical space (`autosr register` writes a registered copy of the dataset; also check "
+                "origin and direction in the headers)"
             )
     if case.mask is not None:
         if case.target is None:

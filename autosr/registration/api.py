@@ -231,6 +231,7 @@ def _case_record(
         "stages": result.stages,
         "inputs_written_as": "header moved, voxels unchanged" if settings.transform == "rigid" else "resampled",
         "seconds": result.seconds,
+        "cpu_seconds": result.cpu_seconds,
         "settings": settings.to_json(),
         "source_files": _source_stamps(case),
         "autosr_version": __version__,
