@@ -1,8 +1,9 @@
 """Registration, measured misalignment and N4 on synthetic brains with known displacements.
 
     python benchmarks/bench_registration.py accuracy [--workdir DIR] [--spacing 2] [--cases 8]
-        [--displacements 2,2 4,4 8,8] [--out accuracy.json]
-    python benchmarks/bench_registration.py bias [--workdir DIR] [--spacing 2] [--cases 8] [--out bias.json]
+        [--displacements 2,2 4,4 8,8] [--mask-margin MM] [--out accuracy.json]
+    python benchmarks/bench_registration.py bias [--workdir DIR] [--spacing 2] [--cases 8] [--unshrunk]
+        [--out bias.json]
     python benchmarks/bench_registration.py training [--workdir DIR] [--spacing 3] [--train 20] [--test 8]
         [--misalign 4 4] [--epochs 12] [--iters 25] [--out training.json]
 
@@ -12,12 +13,14 @@
 default threads), rigid with and without the N4 bias correction the metric sees. Per case: the mean over
 the brain mask of |T_found(x) - T_true(x)| (mm), the angle of T_found^-1 T_true (degrees), the seconds,
 and what the misalignment measurement of `autosr verify` reads against the true mean displacement. The
-aligned dataset (0 mm, 0 degrees) gives the measurement floor.
+aligned dataset (0 mm, 0 degrees) gives the measurement floor. `--mask-margin MM` replaces the default
+dilation of the region the metric samples (to measure that choice).
 
 `bias`: N4 (`correct_bias_field`, as `n4_zscore` and registration use it) on the inputs of `--cases`
 synthetic brains (their +-15 % bias field is drawn per case): the coefficient of variation of the input
 inside the white matter (target > 850, inside the mask; the input resampled linearly onto the target grid)
-before and after, and the CPU seconds per image (input and target).
+before and after, and the CPU seconds per image (input and target). `--unshrunk` also fits the field on
+the full-resolution input (no shrinking), to measure what the shrunk fit gives up.
 
 `training`: one synthetic dataset three ways, the same voxels each time: aligned (the truth), misaligned
 by `--misalign`, and that misaligned dataset registered by `autosr register`; plus the aligned one with
@@ -35,6 +38,7 @@ import json
 import os
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -77,11 +81,16 @@ def accuracy(args: argparse.Namespace) -> dict:
                 target_spacing_mm=args.spacing, seed=1, num_processes=2, misalign=(mm, deg),
             )  # fmt: skip
         truth = json.loads((source / "misalignment.json").read_text())["cases"]
+        made_with = {(d["translation_mm"], d["rotation_deg"]) for d in truth.values()}
+        if made_with != {(mm, deg)}:  # a dataset of an earlier run with other --displacements
+            raise SystemExit(f"{source} holds displacements {sorted(made_with)}, not {text}: use another --workdir")
         row = {"translation_mm": mm, "rotation_deg": deg}
         for label, bias_correction in (("n4", True), ("no_n4", False)):
             out = workdir / f"Dataset{200 + index:03d}_Reg{index}{label.replace('_', '')}"
             shutil.rmtree(out, ignore_errors=True)
             settings = RegistrationSettings(bias_correction=bias_correction)
+            if args.mask_margin is not None:
+                settings = replace(settings, mask_margin_mm=args.mask_margin)
             summary = register_dataset(source, out, settings=settings, num_processes=1, progress=False)
             summary.raise_if_failed()
             cases = {}
@@ -189,10 +198,15 @@ def bias(args: argparse.Namespace) -> dict:
             "input_size_xyz": list(image.GetSize()),
             "target_size_xyz": list(target.GetSize()),
         }
-    summary = {
-        key: float(np.mean([c[key] for c in cases.values()]))
-        for key in ("wm_cv_before", "wm_cv_after", "input_cpu_seconds", "target_cpu_seconds")
-    }
+        if args.unshrunk:
+            cpu = time.process_time()
+            unshrunk = correct_bias_field(image, voxels_per_axis=max(image.GetSize()))
+            cases[case_id]["unshrunk_input_cpu_seconds"] = time.process_time() - cpu
+            cases[case_id]["wm_cv_after_unshrunk"] = _coefficient_of_variation(unshrunk, target, white_matter)
+    keys = ["wm_cv_before", "wm_cv_after", "input_cpu_seconds", "target_cpu_seconds"]
+    if args.unshrunk:
+        keys += ["wm_cv_after_unshrunk", "unshrunk_input_cpu_seconds"]
+    summary = {key: float(np.mean([c[key] for c in cases.values()])) for key in keys}
     print(json.dumps(summary, indent=1), flush=True)
     return {"mean": summary, "cases": cases}
 
@@ -277,11 +291,13 @@ def main() -> None:
     acc.add_argument("--spacing", type=float, default=2.0)
     acc.add_argument("--cases", type=int, default=8)
     acc.add_argument("--displacements", nargs="+", default=["2,2", "4,4", "8,8"])
+    acc.add_argument("--mask-margin", type=float, default=None, help="dilation of the metric region (mm)")
     acc.add_argument("--out", default=None)
     bias_parser = parts.add_parser("bias")
     bias_parser.add_argument("--workdir", default="/tmp/bench_registration_bias")
     bias_parser.add_argument("--spacing", type=float, default=2.0)
     bias_parser.add_argument("--cases", type=int, default=8)
+    bias_parser.add_argument("--unshrunk", action="store_true", help="also fit N4 on the unshrunk input")
     bias_parser.add_argument("--out", default=None)
     train = parts.add_parser("training")
     train.add_argument("--workdir", default="/tmp/bench_registration_training")

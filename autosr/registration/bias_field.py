@@ -19,9 +19,9 @@ import numpy as np
 import SimpleITK as sitk
 
 # The shrunk copy N4 works on has at most this many voxels along each axis. A 2 mm brain's 3 mm input
-# (53x65x55) is shrunk by 2 and corrected in 0.8 CPU s, its white-matter CV falling from 0.069 to 0.049
-# (documentation/registration.md, "Bias field"); unshrunk it took 3-5 times longer for a CV lower by about
-# 0.003 (4 cases, measured while choosing this value).
+# (53x65x55) is shrunk by 2 and corrected in 0.8 CPU s, its white-matter CV falling from 0.069 to 0.049;
+# unshrunk, 5-8 times the CPU time for a CV of 0.047 (documentation/registration.md, "Bias field";
+# benchmarks/bench_registration.py bias --unshrunk).
 SHRUNK_VOXELS_PER_AXIS = 48
 # Three B-spline fitting levels (mesh of 1, 2, 4 spans per axis on top of the 4 control points): a field
 # that varies over the head, not within a gyrus.
@@ -41,12 +41,14 @@ def shrink_factors(size_xyz: tuple[int, ...], voxels_per_axis: int = SHRUNK_VOXE
     return [max(1, -(-n // voxels_per_axis)) for n in size_xyz]
 
 
-def estimate_log_bias_field(image: sitk.Image, mask: sitk.Image | None = None) -> sitk.Image:
+def estimate_log_bias_field(
+    image: sitk.Image, mask: sitk.Image | None = None, voxels_per_axis: int = SHRUNK_VOXELS_PER_AXIS
+) -> sitk.Image:
     """The log of the multiplicative bias field of `image`, on `image`'s own grid (float32).
 
     `mask` (uint8, same grid) limits the fit; by default the image's Otsu foreground. Only voxels with a
     positive intensity take part (N4 works on the log of the image). An image without such voxels gets a
-    zero field.
+    zero field. The fit runs on a copy shrunk to at most `voxels_per_axis` voxels along each axis.
     """
     image = sitk.Cast(image, sitk.sitkFloat32)
     region = foreground_mask(image) if mask is None else sitk.Cast(mask > 0, sitk.sitkUInt8)
@@ -55,7 +57,7 @@ def estimate_log_bias_field(image: sitk.Image, mask: sitk.Image | None = None) -
         field = sitk.Image(image.GetSize(), sitk.sitkFloat32)
         field.CopyInformation(image)
         return field
-    factors = shrink_factors(image.GetSize())
+    factors = shrink_factors(image.GetSize(), voxels_per_axis)
     shrunk = sitk.BinShrink(image, factors)
     shrunk_region = sitk.Cast(sitk.BinShrink(sitk.Cast(region, sitk.sitkFloat32), factors) >= 0.5, sitk.sitkUInt8)
     if not np.any(sitk.GetArrayViewFromImage(shrunk_region)):
@@ -67,10 +69,12 @@ def estimate_log_bias_field(image: sitk.Image, mask: sitk.Image | None = None) -
     return sitk.Cast(corrector.GetLogBiasFieldAsImage(image), sitk.sitkFloat32)
 
 
-def correct_bias_field(image: sitk.Image, mask: sitk.Image | None = None) -> sitk.Image:
+def correct_bias_field(
+    image: sitk.Image, mask: sitk.Image | None = None, voxels_per_axis: int = SHRUNK_VOXELS_PER_AXIS
+) -> sitk.Image:
     """`image` divided by its N4 bias field (float32, same grid); see `estimate_log_bias_field`."""
     image = sitk.Cast(image, sitk.sitkFloat32)
-    return image / sitk.Exp(estimate_log_bias_field(image, mask))
+    return image / sitk.Exp(estimate_log_bias_field(image, mask, voxels_per_axis))
 
 
 def correct_bias_field_array(array: np.ndarray) -> np.ndarray:
