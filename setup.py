@@ -14,8 +14,11 @@ PACKAGES = [
     "autosr.preprocessing",
     "autosr.network",
     "autosr.training",
+    "autosr.training.adversarial",
     "autosr.inference",
     "autosr.evaluation",
+    "autosr.registration",
+    "autosr.packaging",
     "autosr.planning",
     "autosr.dataset_conversion",
 ]

@@ -24,9 +24,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("autosr.planning.plan_command", "verify, fingerprint, plan and preprocess a dataset"),
     "train": ("autosr.training.train_command", "train one fold of one configuration"),
     "predict": ("autosr.inference.predict_command", "predict a folder of scans with a trained model"),
+    "qc-reference": ("autosr.inference.qc_reference_command", "measure the training cases for per-scan quality flags"),
     "ensemble": ("autosr.inference.ensemble_command", "average predictions of several configurations"),
     "evaluate": ("autosr.evaluation.evaluate_command", "score predictions against references"),
+    "segment-tissue": ("autosr.evaluation.segment_tissue_command", "csf/gm/wm tissue segmenter (built-in)"),
     "find-best": ("autosr.evaluation.find_best_command", "rank configurations and ensembles by cross-validation"),
+    "export-model": ("autosr.packaging.export_command", "write a trained model's package (zip with model card)"),
+    "install-model": ("autosr.packaging.install_command", "check a model package and install it under AUTOSR_RESULTS"),
     "report": ("autosr.evaluation.report_command", "write an offline HTML report of a dataset's results"),
     "demo": ("autosr.demo", "generate a synthetic brain dataset and run the whole pipeline on it"),
 }
@@ -52,13 +56,9 @@ def paths_from_args(args: argparse.Namespace):
 
 
 def _load_command(name: str):
-    module_name = COMMANDS[name][0]
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        if e.name is not None and module_name.startswith(e.name):
-            return None
-        raise
+    """The command's module. Every registered command is built, so an import error is real (a missing
+    dependency, a checkout run without installing) and keeps its traceback."""
+    return importlib.import_module(COMMANDS[name][0])
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -72,11 +72,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     for name, (_, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         if name == command:
-            module = _load_command(name)
-            if module is not None:
-                module.add_arguments(p)
-            else:
-                p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+            _load_command(name).add_arguments(p)
     return parser
 
 
@@ -97,9 +93,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     module = _load_command(args.command)
-    if module is None:
-        print(f"autosr {args.command}: not built yet in this version", file=sys.stderr)
-        return 2
     try:
         code = module.run(args)
     except AutosrError as e:

@@ -1,6 +1,8 @@
-"""Which torch device to run on: one rule for training, prediction and evaluation."""
+"""Which torch device to run on, and in which precision: one rule for training, prediction and evaluation."""
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 
@@ -24,3 +26,29 @@ def choose_device(requested: str | torch.device | None = None) -> torch.device:
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def prefer_fixed_shape_kernels(device: torch.device | str) -> None:
+    """Let cuDNN time its convolution algorithms once per shape and keep the fastest: training patches and
+    prediction tiles have one shape each, so the search pays for itself within a few steps."""
+    if torch.device(device).type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
+def autocast_dtype(device: torch.device | str) -> torch.dtype | None:
+    """The mixed-precision dtype on `device`: bfloat16 on CUDA GPUs that support it (float32's exponent
+    range: no loss scaling, no overflow in large activations), float16 on older CUDA GPUs, None (full
+    precision) elsewhere. Training and prediction use the same one (documentation/benchmark.md, "GPU")."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast(device: torch.device | str, dtype: torch.dtype | None = None):
+    """The autocast context for `device` (`dtype` default: `autocast_dtype`); a no-op without one."""
+    device = torch.device(device)
+    dtype = dtype or autocast_dtype(device)
+    if dtype is None or device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cuda", dtype=dtype)

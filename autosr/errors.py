@@ -18,3 +18,13 @@ class DatasetProblems(AutosrError):
         self.problems = list(problems)
         lines = [f"{header} ({len(self.problems)}):"] + [f"  - {p}" for p in self.problems]
         super().__init__("\n".join(lines))
+
+
+class ImageFileProblem(AutosrError):
+    """An image file that cannot be used as it is: `problem` says what is wrong, `fix` what to do.
+
+    Kept apart so that callers listing many problems (verification) can phrase them per case."""
+
+    def __init__(self, path: object, problem: str, fix: str):
+        self.path, self.problem, self.fix = path, problem, fix
+        super().__init__(f"{path}: {problem}; {fix}")

@@ -7,6 +7,7 @@ passed down; nothing reads the environment at import time.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from dataclasses import dataclass
@@ -15,6 +16,13 @@ from pathlib import Path
 from autosr.errors import AutosrError
 
 ENV_VARS = {"raw": "AUTOSR_RAW", "preprocessed": "AUTOSR_PREPROCESSED", "results": "AUTOSR_RESULTS"}
+# The one allow-list for every name that becomes a file or folder name (case ids, plans name, data
+# identifier, configuration, trainer, the part of a file ending after its first dot): ASCII letters,
+# digits, '_', '-' and '.', not starting with '.'. It keeps '/', '..', hidden names, spaces, line breaks
+# and other characters that break paths, shells or tables out of every folder autosr writes.
+SAFE_NAME_PATTERN = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]*")
+MAX_NAME_LENGTH = 200
+SAFE_NAME_RULE = "use only letters, digits, '_', '-' and '.' (not first)"
 DATASET_NAME_PATTERN = re.compile(r"^Dataset(\d{3})_([A-Za-z0-9_\-]+)$")
 DEFAULT_TRAINER = "Trainer"
 DEFAULT_PLANS_NAME = "autosrPlans"
@@ -125,17 +133,114 @@ def find_dataset_folder(identifier: str | int | os.PathLike, root: Path | None, 
     )
 
 
-def ensure_writable_folder(folder: Path, env_var: str) -> Path:
-    """Create `folder` if needed and check it is writable; the error says which variable points at it."""
+def name_problem(value: object) -> str | None:
+    """What keeps `value` from being used as one file or folder name, or None when it passes the allow-list.
+
+    The one check behind every name autosr turns into a path component (`SAFE_NAME_PATTERN`); the answer
+    completes "it ...", e.g. "holds '/'", "holds a line break", "starts with '.'".
+    """
+    if not isinstance(value, str):
+        return f"is {json_kind(value)}, not a text"
+    if not value:
+        return "is empty"
+    if len(value) > MAX_NAME_LENGTH:
+        return f"is {len(value)} characters long (at most {MAX_NAME_LENGTH})"
+    if SAFE_NAME_PATTERN.fullmatch(value):
+        return None
+    if value.startswith("."):
+        return "starts with '.' (a hidden name, or a step out of the folder)"
+    bad = next(c for c in value if not SAFE_NAME_PATTERN.fullmatch("a" + c))
+    return f"holds {describe_character(bad)}"
+
+
+def describe_character(c: str) -> str:
+    """A character as a message can show it: 'a line break', 'a space', "'/'"."""
+    names = {"\n": "a line break", "\r": "a carriage return", "\t": "a tab", " ": "a space"}
+    if c in names:
+        return names[c]
+    if not c.isprintable():
+        return f"the control character {c!r}"
+    return f"'{c}'"
+
+
+def json_kind(value: object) -> str:
+    """How a JSON value reads in a message: 'a list', 'a number', 'null', 'true'."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a text"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def check_name(value: object, what: str) -> str:
+    """`value` when it may become a file or folder name (`name_problem`), else an error naming `what`."""
+    problem = name_problem(value)
+    if problem is not None:
+        raise AutosrError(f"{what} {value!r} cannot be used as a file or folder name: it {problem}; {SAFE_NAME_RULE}")
+    return value
+
+
+def file_ending_problem(ending: object) -> str | None:
+    """What is wrong with a file ending such as '.nii.gz' (a '.' and then an allowed name), or None."""
+    if not isinstance(ending, str):
+        return f"is {json_kind(ending)}, not a text"
+    if not ending.startswith("."):
+        return "does not start with '.'"
+    problem = name_problem(ending[1:])
+    return None if problem is None else f"{problem} after its first '.'"
+
+
+def path_under(root: Path, *parts: str) -> Path:
+    """`root/part/...`, refused unless it stays inside `root` once '.' and '..' are resolved.
+
+    A second line of defence behind `check_name`: output paths built from names found in files (plans,
+    dataset.json) can never leave their folder. Links are not followed: a folder the user linked into
+    the tree on purpose stays usable.
+    """
+    base = os.path.normpath(os.path.abspath(root))
+    path = os.path.normpath(os.path.join(base, *parts))
+    if os.path.commonpath([base, path]) != base:
+        raise AutosrError(
+            f"{os.path.join(root, *parts)}: leaves the folder {root}; a name in the plans or dataset.json "
+            "steps out of it: fix that name"
+        )
+    return Path(path)
+
+
+def ensure_writable_folder(
+    folder: Path, env_var: str | None = None, fix: str | None = None, create: bool = True
+) -> Path:
+    """Check that autosr can write into `folder`, by creating (and removing) a file in it.
+
+    A real write, not `os.access`: it also sees read-only mounts, ACLs and network folders. With `create`
+    the folder is made first; without, nothing is left behind: a missing folder is checked through the
+    nearest existing folder above it (where it would be created). The error names the folder and the fix
+    (`fix`, else pointing `env_var` elsewhere).
+    """
+    fix = fix or (f"fix its permissions or point {env_var} elsewhere" if env_var else "fix its permissions")
+    probed = Path(folder)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        if create:
+            probed.mkdir(parents=True, exist_ok=True)
+        else:
+            while not probed.is_dir() and probed.parent != probed:
+                probed = probed.parent
+        probe = probed / f".autosr-write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except PermissionError as e:
+        where = e.filename if e.filename and not str(e.filename).startswith(str(probed / ".autosr-")) else probed
+        raise AutosrError(f"{where}: is not writable ({e.strerror}); {fix}") from e
     except OSError as e:
-        raise AutosrError(f"{folder}: cannot be created ({e}); fix the path or point {env_var} elsewhere") from e
-    if not os.access(folder, os.W_OK):
-        raise AutosrError(f"{folder}: is not writable; fix its permissions or point {env_var} elsewhere")
-    return folder
-
-
-def model_folder_name(trainer: str, plans_name: str, configuration: str) -> str:
-    """`<Trainer>__<plans_name>__<configuration>`: one trained model under `$AUTOSR_RESULTS/DatasetXXX_Name/`."""
-    return f"{trainer}__{plans_name}__{configuration}"
+        if e.errno == errno.EROFS:
+            raise AutosrError(f"{probed}: is not writable (read-only file system); {fix}") from e
+        raise AutosrError(f"{folder}: cannot be created or written ({e.strerror or e}); {fix}") from e
+    return Path(folder)

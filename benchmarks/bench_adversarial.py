@@ -73,7 +73,7 @@ def prepare(workdir: Path, spacing: float, cases: int, configuration: str):
     from autosr.dataset_conversion.synthetic_brain import make_synthetic_brain_dataset
     from autosr.demo import size_plans_for_cpu
     from autosr.paths import AutosrPaths
-    from autosr.planning.plan_command import plan_dataset
+    from autosr.planning.api import plan_dataset
 
     paths = AutosrPaths.resolve(workdir / "raw", workdir / "preprocessed", workdir / "results")
     for root in (paths.raw, paths.preprocessed, paths.results):

@@ -35,7 +35,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
+from gpu_check import monai_predict  # the one MONAI comparison (benchmarks/gpu_check.py)
 
+from autosr.device import autocast_dtype
 from autosr.inference.mirroring import mirror_combinations
 from autosr.inference.sliding_window import predict_sliding_window, tile_windows
 from autosr.network import build_network
@@ -101,25 +103,6 @@ def autosr_predict(networks, image, patch, step, batch, mirror_axes, device) -> 
     return total / len(networks)
 
 
-def monai_predict(networks, image, patch, step, batch, mirror_axes, device) -> torch.Tensor:
-    from monai.inferers import sliding_window_inference
-
-    total, count = None, 0
-    x = image[None].to(device)
-    with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16, enabled=device.type == "cuda"):
-        for network in networks:
-            for flip in mirror_combinations(mirror_axes):
-                dims = tuple(2 + a for a in flip)
-                xi = torch.flip(x, dims) if flip else x
-                out = sliding_window_inference(
-                    xi, patch, batch, network, overlap=1 - step, mode="gaussian", sigma_scale=0.125
-                )
-                out = torch.flip(out, dims) if flip else out
-                total = out.float() if total is None else total + out.float()
-                count += 1
-    return total[0] / count
-
-
 def run_speed(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     shape = tuple(max(args.patch, int(round(s * args.scale))) for s in BRAIN_1MM_SHAPE)
@@ -158,14 +141,16 @@ def run_speed(args: argparse.Namespace) -> dict:
         row["autosr_s"] = seconds(predict, device, args.repeats)
         row["autosr_over_bare"] = row["autosr_s"] / row["bare_network_s"]
         if has_monai and not args.no_monai:
-            predict = functools.partial(monai_predict, nets, image, patch, args.step, args.batch, axes, device)
+            predict = functools.partial(
+                monai_predict, nets, image, patch, args.step, args.batch, axes, device, autocast_dtype(device)
+            )
             row["monai_s"] = seconds(predict, device, args.repeats)
             row["monai_over_autosr"] = row["monai_s"] / row["autosr_s"]
         results["rows"].append(row)
         print(json.dumps(row), flush=True)
     if has_monai and not args.no_monai:
         a = autosr_predict(networks[:1], image, patch, args.step, args.batch, (), device).cpu()
-        m = monai_predict(networks[:1], image, patch, args.step, args.batch, (), device).cpu()
+        m = monai_predict(networks[:1], image, patch, args.step, args.batch, (), device, autocast_dtype(device)).cpu()
         results["max_abs_difference_autosr_vs_monai"] = float((a - m).abs().max())
     return results
 

@@ -215,9 +215,9 @@ def training(args: argparse.Namespace) -> dict:
     from autosr.dataset_conversion.synthetic_brain import make_synthetic_brain_dataset
     from autosr.demo import size_plans_for_cpu
     from autosr.evaluation.evaluate import evaluate_folders
-    from autosr.inference.predict_command import predict
+    from autosr.inference.api import predict
     from autosr.paths import AutosrPaths
-    from autosr.planning.plan_command import plan_dataset
+    from autosr.planning.api import plan_dataset
     from autosr.registration.api import register_dataset
     from autosr.training.run import train_fold
 

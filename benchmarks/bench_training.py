@@ -82,7 +82,7 @@ def peak_memory() -> str:
 
 def bench_iteration(args: argparse.Namespace) -> None:
     from autosr.paths import AutosrPaths
-    from autosr.training.run import prepare_fold
+    from autosr.training.run import FoldRequest, prepare_fold
 
     torch.set_num_threads(args.threads)
     patch, batch = list(args.patch), args.batch
@@ -101,8 +101,9 @@ def bench_iteration(args: argparse.Namespace) -> None:
         write_plans(pre, name, patch, batch, plan)
         paths = AutosrPaths.resolve(raw=root / "raw", preprocessed=root / "pre", results=root / "res")
         run = prepare_fold(
-            name, "3d_fullres", 0, paths=paths, device=str(device), epochs=1000, iters_per_epoch=1000,
-            num_workers=args.num_workers,
+            FoldRequest(name, "3d_fullres", 0, device=str(device), epochs=1000, iters_per_epoch=1000,
+                        num_workers=args.num_workers),
+            paths,
         )  # fmt: skip
         trainer = run.runner
         train_iter, _ = trainer.make_iterators()
@@ -165,10 +166,10 @@ def make_phantom_preprocessed(pre: Path, n_cases: int = 8) -> None:
 
 
 def bench_compare(args: argparse.Namespace) -> None:
+    from autosr.checkpoint import load_checkpoint
     from autosr.inference.sliding_window import predict_sliding_window
     from autosr.paths import AutosrPaths
     from autosr.preprocessing.case_store import load_case
-    from autosr.training.checkpoint import load_checkpoint
     from autosr.training.run import train_fold
 
     torch.set_num_threads(args.threads)

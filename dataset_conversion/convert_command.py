@@ -81,7 +81,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     brain.add_argument(
         "--input-spacing", type=float, default=None, help="input voxel size in mm (default 1.5 x target)"
     )
+    brain.add_argument(
+        "--slice-thickness",
+        type=float,
+        default=None,
+        help="make the input a thick-slice acquisition: slices this thick (mm) along --slice-axis, each averaging "
+        "the signal over its thickness; --input-spacing is then the in-plane voxel size",
+    )
+    brain.add_argument(
+        "--slice-axis", type=int, choices=(0, 1, 2), default=0, help="axis of the thick slices: 0 z (default), 1 y, 2 x"
+    )
+    brain.add_argument(
+        "--contrast", choices=("low-field", "same"), default="low-field",
+        help="input contrast: low-field-like with a bias field (default; contrast synthesis too) or the target's "
+        "(resolution enhancement alone)",
+    )  # fmt: skip
     brain.add_argument("--seed", type=int, default=0, help="random seed; a seed always gives the same dataset")
+    brain.add_argument(
+        "--tissue-labels",
+        action="store_true",
+        help="also write the true tissue label maps (1 csf, 2 gm, 3 wm) to labelsTr/ and labelsTs/",
+    )
     brain.add_argument(
         "-np", "--num-processes", type=int, default=max(1, min(4, os.cpu_count() or 1)), help="worker processes"
     )
@@ -94,6 +114,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     phantom.add_argument("--num-test", type=int, default=2, help="test cases (default 2)")
     phantom.add_argument("--size", type=int, default=32, help="target grid edge in voxels (default 32)")
     phantom.add_argument("--modality", choices=("MR", "CT"), default="MR", help="target modality (default MR)")
+    phantom.add_argument(
+        "--slice-thickness",
+        type=float,
+        default=None,
+        help="make the input a thick-slice acquisition: slices this thick (mm) along --slice-axis (in-plane 1.5 mm)",
+    )
+    phantom.add_argument(
+        "--slice-axis", type=int, choices=(0, 1, 2), default=0, help="axis of the thick slices: 0 z (default), 1 y, 2 x"
+    )
     phantom.add_argument("--seed", type=int, default=0, help="random seed")
     _add_common(phantom, "Phantom")
 
@@ -122,16 +151,20 @@ def run(args: argparse.Namespace) -> int:
 
         folder = make_synthetic_brain_dataset(
             raw_root, args.id, args.name, args.num_train, args.num_test, args.target_spacing, args.input_spacing,
-            args.seed, args.num_processes, args.overwrite, misalign=args.misalign,
+            args.seed, args.num_processes, args.overwrite, args.slice_thickness, args.slice_axis, args.contrast,
+            args.tissue_labels, misalign=args.misalign,
         )  # fmt: skip
     else:
         from autosr.dataset_conversion.phantom import make_phantom_dataset
         from autosr.dataset_conversion.raw_writer import new_dataset_folder
 
         new_dataset_folder(raw_root, args.id, args.name, overwrite=args.overwrite)
+        input_spacing, thick_axes = [1.5] * 3, ()
+        if args.slice_thickness is not None:
+            input_spacing[args.slice_axis], thick_axes = args.slice_thickness, (args.slice_axis,)
         folder = make_phantom_dataset(
             raw_root, args.id, args.name, args.num_train, args.num_test, (args.size,) * 3,
-            modality=args.modality, seed=args.seed,
+            input_spacing_zyx=tuple(input_spacing), modality=args.modality, seed=args.seed, thick_axes=thick_axes,
         )  # fmt: skip
     report_conversion(Path(folder), skipped)
     if args.register is not None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from autosr.dataset_conversion.acquisition import acquire
 from autosr.io.atomic import atomic_write_json
 from autosr.io.geometry import Geometry, grid_covering
 from autosr.io.image_io import write_image
@@ -60,8 +61,12 @@ def make_phantom_case(
     seed: int = 0,
     origin_xyz: tuple[float, float, float] = (0.0, 0.0, 0.0),
     direction: tuple[float, ...] = (1, 0, 0, 0, 1, 0, 0, 0, 1),
+    thick_axes: tuple[int, ...] = (),
 ) -> tuple[np.ndarray, Geometry, np.ndarray, Geometry, np.ndarray]:
-    """One phantom pair: (input (Z,Y,X), input geometry, target, target geometry, mask uint8 on target grid)."""
+    """One phantom pair: (input (Z,Y,X), input geometry, target, target geometry, mask uint8 on target grid).
+
+    Input axes in `thick_axes` are thick slices that average the signal over their thickness
+    (`autosr.dataset_conversion.acquisition`), e.g. `input_spacing_zyx=(4, 1, 1), thick_axes=(0,)`."""
     rng = np.random.default_rng(seed)
     maps = _tissue_maps(shape_zyx, rng)
     target_geometry = Geometry(target_spacing_zyx, origin_xyz, direction, shape_zyx)
@@ -75,8 +80,11 @@ def make_phantom_case(
     grids = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape_zyx], indexing="ij")
     bias = 1.0 + sum(rng.uniform(-0.12, 0.12) * g for g in grids)
     fine_input = ndimage.gaussian_filter(fine_input * bias, 1.2)
-    input_geometry = grid_covering(target_geometry, input_spacing_zyx)
-    coarse = resample_to_geometry(fine_input, target_geometry, input_geometry, order=1)
+    if thick_axes:
+        coarse, input_geometry = acquire(fine_input, target_geometry, input_spacing_zyx, thick_axes)
+    else:
+        input_geometry = grid_covering(target_geometry, input_spacing_zyx)
+        coarse = resample_to_geometry(fine_input, target_geometry, input_geometry, order=1)
     noise_sigma = 20.0
     coarse = np.sqrt(
         (coarse + rng.normal(0, noise_sigma, coarse.shape)) ** 2 + rng.normal(0, noise_sigma, coarse.shape) ** 2
@@ -100,8 +108,10 @@ def make_phantom_dataset(
     seed: int = 0,
     direction: tuple[float, ...] = (1, 0, 0, 0, 1, 0, 0, 0, 1),
     origin_xyz: tuple[float, float, float] = (0.0, 0.0, 0.0),
+    thick_axes: tuple[int, ...] = (),
 ) -> Path:
-    """Write a phantom paired dataset `DatasetXXX_Name` under `raw_root` and return its folder."""
+    """Write a phantom paired dataset `DatasetXXX_Name` under `raw_root` and return its folder
+    (`thick_axes`: see `make_phantom_case`)."""
     folder = Path(raw_root) / f"Dataset{dataset_id:03d}_{name}"
     for split, count, offset in (("Tr", num_train, 0), ("Ts", num_test, num_train)):
         for i in range(count):
@@ -114,6 +124,7 @@ def make_phantom_dataset(
                 seed * 100003 + offset + i,
                 origin_xyz,
                 direction,
+                thick_axes,
             )
             write_image(inp, inp_geo, folder / f"images{split}" / f"{case_id}_0000{file_ending}")
             write_image(tgt, tgt_geo, folder / f"targets{split}" / f"{case_id}{file_ending}")

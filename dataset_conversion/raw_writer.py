@@ -27,6 +27,12 @@ def new_dataset_folder(raw_root: str | os.PathLike, dataset_id: int, name: str, 
     if not DATASET_NAME_PATTERN.match(folder_name):
         raise AutosrError(f"dataset name '{name}' may only hold letters, digits, '_' and '-'; choose another --name")
     folder = Path(raw_root) / folder_name
+    if folder.is_symlink():
+        raise AutosrError(
+            f"{folder}: is a symbolic link (to {os.readlink(folder)}); autosr does not delete or write through a "
+            f"link to a dataset folder: remove the link (`rm {folder}`, the files it points to stay) and convert "
+            "again, or choose another --id/--name"
+        )
     if folder.exists() and any(folder.iterdir()):
         if not overwrite:
             raise AutosrError(f"{folder} already exists; remove it, choose another --id/--name, or pass --overwrite")

@@ -9,7 +9,10 @@ of the template's tissue maps. From the deformed maps:
   target grid (the reference grid, `target_spacing_mm`);
 - the input is low-field-like: weaker grey/white contrast, a blur matching its voxel size, a smooth
   multiplicative bias field, Rician noise, sampled on a coarser grid covering the same physical extent;
-- the brain mask is the deformed grey + white matter + CSF map above 0.5, on the target grid.
+- the brain mask is the deformed grey + white matter + CSF map above 0.5, on the target grid;
+- optionally (`tissue_labels=True`) the true tissue label map, on the target grid: inside the brain mask
+  the most probable of the deformed maps, 1 CSF, 2 grey matter, 3 white matter; 0 outside
+  (`labelsTr/<case>.nii.gz`, `labelsTs/`), the ground truth for tissue segmenters.
 
 Everything is drawn from `numpy.random.default_rng(seed, case index)`, so a seed gives the same dataset
 whatever the number of processes.
@@ -32,6 +35,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from autosr.dataset_conversion.acquisition import acquire
 from autosr.dataset_conversion.raw_writer import new_dataset_folder, write_dataset_json
 from autosr.errors import AutosrError
 from autosr.io.atomic import atomic_write_json
@@ -51,6 +55,7 @@ TARGET_INTENSITY = (150.0, 550.0, 1000.0)
 INPUT_INTENSITY = (300.0, 600.0, 850.0)
 TARGET_NOISE = 5.0  # Gaussian, inside the brain only
 INPUT_RICIAN_SIGMA = 25.0  # about 3% of white matter
+CONTRASTS = ("low-field", "same")
 BIAS_AMPLITUDE = 0.15  # the multiplicative bias field stays within about +-15%
 DISPLACEMENT_MM = 3.0  # standard deviation of the smooth displacement's control points
 MARGIN_MM = 8.0  # space kept around the brain when cropping the template
@@ -141,10 +146,28 @@ def random_deformation(template: TissueTemplate, rng: np.random.Generator) -> np
     return coordinates
 
 
+def input_spacing_zyx(input_spacing_mm: float, slice_thickness_mm: float | None, slice_axis: int) -> list[float]:
+    """The input grid's spacing: `input_spacing_mm` everywhere, or thick slices along `slice_axis`."""
+    spacing = [float(input_spacing_mm)] * 3
+    if slice_thickness_mm is not None:
+        spacing[slice_axis] = float(slice_thickness_mm)
+    return spacing
+
+
 def make_subject(
-    template: TissueTemplate, input_spacing_mm: float, rng: np.random.Generator
+    template: TissueTemplate,
+    input_spacing_mm: float,
+    rng: np.random.Generator,
+    slice_thickness_mm: float | None = None,
+    slice_axis: int = 0,
+    contrast: str = "low-field",
 ) -> tuple[np.ndarray, Geometry, np.ndarray, np.ndarray]:
-    """One synthetic subject: (input, input geometry, target, mask uint8); target and mask on the template grid."""
+    """One synthetic subject: (input, input geometry, target, mask uint8); target and mask on the template grid.
+
+    With `slice_thickness_mm` the input is a thick-slice acquisition: slices along array axis `slice_axis`
+    (0 = z) average the signal over their thickness (`autosr.dataset_conversion.acquisition`).
+    `contrast`: "low-field" (weaker grey/white contrast and a bias field: contrast synthesis as well) or
+    "same" (the target's contrast, no bias field: resolution enhancement alone)."""
     coordinates = random_deformation(template, rng)
     csf, gm, wm = (
         ndimage.map_coordinates(m, coordinates, order=1, mode="constant", cval=0.0)
@@ -154,14 +177,15 @@ def make_subject(
     target = TARGET_INTENSITY[0] * csf + TARGET_INTENSITY[1] * gm + TARGET_INTENSITY[2] * wm
     target += brain * rng.normal(0.0, TARGET_NOISE, target.shape).astype(np.float32)
     target = np.clip(target, 0.0, None)
-    fine_input = INPUT_INTENSITY[0] * csf + INPUT_INTENSITY[1] * gm + INPUT_INTENSITY[2] * wm
-    fine_input *= 1.0 + BIAS_AMPLITUDE * np.tanh(smooth_random_field(target.shape, rng, control_points=3))
+    if contrast == "same":  # resolution enhancement alone: the target's tissue contrast, no bias field
+        fine_input = TARGET_INTENSITY[0] * csf + TARGET_INTENSITY[1] * gm + TARGET_INTENSITY[2] * wm
+    else:
+        fine_input = INPUT_INTENSITY[0] * csf + INPUT_INTENSITY[1] * gm + INPUT_INTENSITY[2] * wm
+        fine_input *= 1.0 + BIAS_AMPLITUDE * np.tanh(smooth_random_field(target.shape, rng, control_points=3))
     fine_input *= rng.uniform(0.9, 1.1)  # scanner gain differs per session
-    spacing = np.asarray(template.geometry.spacing_zyx)
-    blur_sigma = np.maximum(0.0, 0.5 * input_spacing_mm / spacing - 0.3)  # the coarse acquisition's PSF
-    fine_input = ndimage.gaussian_filter(fine_input, blur_sigma)
-    input_geometry = grid_covering(template.geometry, (input_spacing_mm,) * 3)
-    coarse = resample_to_geometry(fine_input, template.geometry, input_geometry, order=1)
+    thick_axes = [slice_axis] if slice_thickness_mm is not None else []
+    spacing = input_spacing_zyx(input_spacing_mm, slice_thickness_mm, slice_axis)
+    coarse, input_geometry = acquire(fine_input, template.geometry, spacing, thick_axes)
     real = coarse + rng.normal(0.0, INPUT_RICIAN_SIGMA, coarse.shape)
     imaginary = rng.normal(0.0, INPUT_RICIAN_SIGMA, coarse.shape)
     noisy_input = np.sqrt(real**2 + imaginary**2).astype(np.float32)
@@ -186,10 +210,14 @@ def misalign_input(
     return displace_geometry(input_geometry, linear_map), parameters
 
 
-def _write_subject(job: tuple[Path, str, str, int, int, float, tuple[float, float] | None]) -> tuple[str, dict | None]:
-    folder, split, case_id, seed, case_index, input_spacing_mm, misalign = job
+def _write_subject(
+    job: tuple[Path, str, str, int, int, float, float | None, int, str, tuple[float, float] | None],
+) -> tuple[str, dict | None]:
+    folder, split, case_id, seed, case_index, input_spacing_mm, slice_thickness_mm, slice_axis, contrast, misalign = job
     rng = np.random.default_rng([seed, case_index])
-    inp, input_geometry, target, mask = make_subject(_WORKER_TEMPLATE, input_spacing_mm, rng)
+    inp, input_geometry, target, mask = make_subject(
+        _WORKER_TEMPLATE, input_spacing_mm, rng, slice_thickness_mm, slice_axis, contrast
+    )
     target_geometry = _WORKER_TEMPLATE.geometry
     displacement = None
     if misalign is not None:  # its own random stream: the images stay those of the aligned dataset
@@ -200,6 +228,33 @@ def _write_subject(job: tuple[Path, str, str, int, int, float, tuple[float, floa
     write_image(target, target_geometry, folder / f"targets{split}" / f"{case_id}.nii.gz")
     write_image(mask, target_geometry, folder / f"masks{split}" / f"{case_id}.nii.gz", dtype=np.uint8)
     return case_id, displacement
+
+
+TISSUE_LABELS = {1: "csf", 2: "gm", 3: "wm"}
+
+
+def true_tissue_labels(template: TissueTemplate, seed: int, case_index: int) -> np.ndarray:
+    """The true tissue label map (uint8, target grid, `TISSUE_LABELS`) of case `case_index` of a seed.
+
+    Repeats `make_subject`'s deformation, which is the first draw from the case's generator, so the
+    labels belong to exactly the written target (their union equals its brain mask).
+    """
+    coordinates = random_deformation(template, np.random.default_rng([seed, case_index]))
+    maps = np.stack(
+        [
+            ndimage.map_coordinates(m, coordinates, order=1, mode="constant", cval=0.0)
+            for m in (template.csf, template.gm, template.wm)
+        ]
+    )
+    brain = ndimage.binary_fill_holes(maps.sum(axis=0) > 0.5)
+    return ((np.argmax(maps, axis=0) + 1) * brain).astype(np.uint8)
+
+
+def _write_tissue_labels(job: tuple) -> str:
+    folder, split, case_id, seed, case_index = job[:5]
+    labels = true_tissue_labels(_WORKER_TEMPLATE, seed, case_index)
+    write_image(labels, _WORKER_TEMPLATE.geometry, folder / f"labels{split}" / f"{case_id}.nii.gz", dtype=np.uint8)
+    return case_id
 
 
 def make_synthetic_brain_dataset(
@@ -213,15 +268,28 @@ def make_synthetic_brain_dataset(
     seed: int = 0,
     num_processes: int = max(1, min(4, os.cpu_count() or 1)),
     overwrite: bool = False,
+    slice_thickness_mm: float | None = None,
+    slice_axis: int = 0,
+    contrast: str = "low-field",
+    tissue_labels: bool = False,
     misalign: tuple[float, float] | None = None,
 ) -> Path:
     """Write `DatasetXXX_Name` under `raw_root` and return its folder.
 
     `input_spacing_mm` defaults to 1.5 x `target_spacing_mm` (a 2 mm target gets a 3 mm input).
+    `slice_thickness_mm` makes the input a thick-slice acquisition along array axis `slice_axis` (0 = z,
+    axial slices; 1 = y, coronal; 2 = x, sagittal), e.g. 2 mm in-plane with 8 mm slices.
+    `tissue_labels`: also write the true tissue label maps to `labelsTr/` and `labelsTs/`.
     `misalign` = (mm, degrees) displaces every input rigidly by that much (see the module docstring).
     """
     if target_spacing_mm <= 0 or (input_spacing_mm is not None and input_spacing_mm <= 0):
         raise AutosrError("voxel sizes must be positive (--target-spacing, --input-spacing in mm)")
+    if slice_thickness_mm is not None and slice_thickness_mm <= 0:
+        raise AutosrError(f"--slice-thickness must be positive (mm), got {slice_thickness_mm}")
+    if contrast not in CONTRASTS:
+        raise AutosrError(f"--contrast must be one of {', '.join(CONTRASTS)}, got '{contrast}'")
+    if slice_axis not in (0, 1, 2):
+        raise AutosrError(f"--slice-axis must be 0 (z), 1 (y) or 2 (x), got {slice_axis}")
     if num_train < 1 or num_test < 0:
         raise AutosrError("--num-train must be at least 1 and --num-test at least 0")
     if misalign is not None and (len(misalign) != 2 or min(misalign) < 0):
@@ -232,18 +300,33 @@ def make_synthetic_brain_dataset(
     template = load_template(float(target_spacing_mm))
     folder = new_dataset_folder(raw_root, dataset_id, name, overwrite=overwrite)
     jobs = [
-        (folder, "Tr" if index < num_train else "Ts", f"brain_{index:03d}", seed, index, input_spacing_mm, misalign)
+        (
+            folder,
+            "Tr" if index < num_train else "Ts",
+            f"brain_{index:03d}",
+            seed,
+            index,
+            input_spacing_mm,
+            slice_thickness_mm,
+            slice_axis,
+            contrast,
+            misalign,
+        )  # fmt: skip
         for index in range(num_train + num_test)
     ]
+    writers = [_write_subject, _write_tissue_labels] if tissue_labels else [_write_subject]
     if num_processes <= 1:
         _set_worker_template(template)
-        written = [_write_subject(job) for job in jobs]
+        written = [[writer(job) for job in jobs] for writer in writers]
     else:
         with ProcessPoolExecutor(num_processes, initializer=_set_worker_template, initargs=(template,)) as pool:
-            written = list(pool.map(_write_subject, jobs))
-    if misalign is not None:
+            written = [list(pool.map(writer, jobs)) for writer in writers]
+    if misalign is not None:  # _write_subject's results: (case, displacement)
         atomic_write_json(
-            {"maps": "target point (world mm) -> input point: what registration should find", "cases": dict(written)},
+            {
+                "maps": "target point (world mm) -> input point: what registration should find",
+                "cases": dict(written[0]),
+            },
             folder / "misalignment.json",
         )
     write_dataset_json(
@@ -257,7 +340,9 @@ def make_synthetic_brain_dataset(
         num_test=num_test,
         description=(
             f"synthetic paired brains: random smooth deformations of the MNI152 2009a template; input "
-            f"low-field-like at {input_spacing_mm:g} mm, target high-field-like at {target_spacing_mm:g} mm; seed {seed}"
+            f"{'with the target contrast' if contrast == 'same' else 'low-field-like'} at {'x'.join(f'{v:g}' for v in input_spacing_zyx(input_spacing_mm, slice_thickness_mm, slice_axis))} "
+            f"mm (z, y, x{', thick slices averaged over their thickness' if slice_thickness_mm else ''}), target "
+            f"high-field-like at {target_spacing_mm:g} mm; seed {seed}"
             + (
                 f"; inputs displaced by {misalign[0]:g} mm and {misalign[1]:g} deg (misalignment.json)"
                 if misalign is not None

@@ -1,7 +1,9 @@
 """The dataset fingerprint: what the planner needs to know about the data, measured once.
 
-Per case: input and target spacings, shapes and physical extents, the shape after cropping to the
-non-zero input region (on the target grid), the target's mean/std inside the mask, and the correlation
+Per case: input and target spacings, shapes and physical extents, the shape after cropping to the input's
+foreground box (on the target's working grid, exactly as preprocessing crops), the target's mean/std
+inside the mask, the target's background level (median outside its foreground: what exported predictions
+are set to outside the subject), and the correlation
 of input channel 0 and target inside the mask (input resampled onto the target grid, linear). Pooled:
 intensity statistics (p0.5, p99.5, mean, std, median) of every input channel and of the target, from up
 to `SAMPLES_PER_CASE` voxels per case inside the mask (or the foreground when there is no mask).
@@ -11,6 +13,9 @@ cheap alarm for a misregistered or swapped pair (the threshold is `CORRELATION_A
 median). The misalignment itself is measured too: each pair is registered rigidly
 (`autosr.registration.misalignment`), the per-case displacement is stored as `misalignment`, the median as
 `median_misalignment_mm`, and cases beyond the threshold are named in `warnings` with the fix.
+
+Every per-axis quantity (spacings, shapes, extents) is in the canonical (world) axis order of
+`autosr.io.orientation`, the order the networks see, whatever order the files store their axes in.
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ from tqdm import tqdm
 from autosr.dataset.spec import CaseFiles, DatasetSpec, discover_cases, load_dataset_spec
 from autosr.errors import AutosrError
 from autosr.io import read_channels, read_image, resample_to_geometry
+from autosr.io.orientation import to_world_axes, working_grid
+from autosr.preprocessing.foreground import crop_box, input_foreground, target_foreground
+from autosr.preprocessing.normalization import input_scheme_names
 from autosr.registration.misalignment import (
     MisalignmentEstimate,
     measure_pair_misalignment,
@@ -37,38 +45,25 @@ SAMPLES_PER_CASE = 10_000
 # A correlation this far below the dataset median flags a case (co-registered synthetic pairs sit within
 # 0.1 of each other; a pair shifted by a quarter of the field of view drops by more than 0.3).
 CORRELATION_ALARM_DROP = 0.3
-CT_FOREGROUND_HU = -500.0
 
 
-def foreground_of(target: np.ndarray, modality: str) -> np.ndarray:
-    """Where the target has signal, used when a dataset has no masks: above -500 HU for CT, non-zero else."""
-    if modality.upper() == "CT":
-        return target > CT_FOREGROUND_HU
-    return target > 0
+def cropped_shape(inputs: np.ndarray, input_geometry, target_geometry, schemes: list[str]) -> list[int]:
+    """Shape (canonical axes) of the input foreground's box, margin included, on the target's working grid
+    at the target's own spacing: the planner's estimate of what preprocessing keeps of a case."""
+    grid = working_grid(target_geometry, to_world_axes(target_geometry.spacing_zyx, target_geometry))
+    on_grid = resample_to_geometry(inputs, input_geometry, grid, order=1)
+    return [b - a for a, b in crop_box(input_foreground(on_grid, schemes), grid.spacing_zyx)]
 
 
-def nonzero_bbox(mask: np.ndarray) -> list[list[int]]:
-    """[[z0, z1], [y0, y1], [x0, x1]] (half-open) of the non-zero voxels; the whole array if there are none."""
-    if not np.any(mask):
-        return [[0, int(n)] for n in mask.shape]
-    box = []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        present = np.flatnonzero(np.any(mask, axis=other))
-        box.append([int(present[0]), int(present[-1]) + 1])
-    return box
-
-
-def _case_fingerprint(args: tuple[CaseFiles, str, int]) -> dict[str, Any]:
-    case, modality, seed = args
+def _case_fingerprint(args: tuple[CaseFiles, str, list[str], int]) -> dict[str, Any]:
+    case, modality, schemes, seed = args
     inputs, input_geometry = read_channels(case.channels)
     target, target_geometry = read_image(case.target)
     if case.mask is not None:
         mask = read_image(case.mask)[0] > 0
     else:
-        mask = foreground_of(target, modality)
+        mask = target_foreground(target, modality)
     inputs_on_target = resample_to_geometry(inputs, input_geometry, target_geometry, order=1)
-    crop = nonzero_bbox(np.any(inputs_on_target != 0, axis=0))
     rng = np.random.default_rng(seed)
     inside = np.flatnonzero(mask)
     if inside.size == 0:
@@ -81,23 +76,30 @@ def _case_fingerprint(args: tuple[CaseFiles, str, int]) -> dict[str, Any]:
     with np.errstate(invalid="ignore", divide="ignore"):
         correlation = float(np.corrcoef(input_values[0], target_values)[0, 1])
     target_inside = target[mask]
+    outside = ~target_foreground(target, modality)
     misalignment = measure_pair_misalignment(case.channels[0], case.target, case.mask)
     return {
         "case_id": case.case_id,
-        "input_spacing_zyx": list(input_geometry.spacing_zyx),
-        "input_shape_zyx": list(input_geometry.size_zyx),
-        "input_extent_mm_zyx": list(input_geometry.physical_extent_zyx),
-        "target_spacing_zyx": list(target_geometry.spacing_zyx),
-        "target_shape_zyx": list(target_geometry.size_zyx),
-        "target_extent_mm_zyx": list(target_geometry.physical_extent_zyx),
-        "cropped_shape_zyx": [b - a for a, b in crop],
+        "input_spacing_zyx": to_world_axes(input_geometry.spacing_zyx, input_geometry),
+        "input_shape_zyx": to_world_axes(input_geometry.size_zyx, input_geometry),
+        "input_extent_mm_zyx": to_world_axes(input_geometry.physical_extent_zyx, input_geometry),
+        "target_spacing_zyx": to_world_axes(target_geometry.spacing_zyx, target_geometry),
+        "target_shape_zyx": to_world_axes(target_geometry.size_zyx, target_geometry),
+        "target_extent_mm_zyx": to_world_axes(target_geometry.physical_extent_zyx, target_geometry),
+        "cropped_shape_zyx": cropped_shape(inputs, input_geometry, target_geometry, schemes),
         "mask_voxels": int(inside.size),
         "target_mean_in_mask": float(target_inside.mean()),
         "target_std_in_mask": float(target_inside.std()),
+        "target_background": float(np.median(target[outside])) if outside.any() else None,
         "input_target_correlation": correlation if np.isfinite(correlation) else None,
         "misalignment": misalignment.to_json(),
         "_samples": {"inputs": input_values, "target": target_values},
     }
+
+
+def _median_or_none(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return float(np.median(present)) if present else None
 
 
 def _statistics(values: np.ndarray) -> dict[str, float]:
@@ -120,7 +122,8 @@ def extract_fingerprint(raw_dataset_dir: str | os.PathLike, num_processes: int =
     cases = [c for c in discover_cases(raw_dataset_dir, spec, "Tr").values() if c.target is not None]
     if not cases:
         raise AutosrError(f"{raw_dataset_dir}: no training cases with a target; run `autosr verify` first")
-    jobs = [(c, spec.target_modality, i) for i, c in enumerate(cases)]
+    schemes = input_scheme_names(spec)
+    jobs = [(c, spec.target_modality, schemes, i) for i, c in enumerate(cases)]
     bar = dict(total=len(jobs), desc="fingerprint", unit="case", disable=not progress)
     if num_processes > 1:
         with get_context("spawn").Pool(min(num_processes, len(jobs))) as pool:
@@ -156,6 +159,7 @@ def extract_fingerprint(raw_dataset_dir: str | os.PathLike, num_processes: int =
         "intensity_statistics": {"input_channels": channel_stats, "target": target_stats},
         "median_target_mean_in_mask": float(np.median([r["target_mean_in_mask"] for r in records])),
         "median_target_std_in_mask": float(np.median([r["target_std_in_mask"] for r in records])),
+        "median_target_background": _median_or_none([r["target_background"] for r in records]),
         "median_misalignment_mm": median_misalignment_mm(estimates),
         "warnings": warnings,
     }

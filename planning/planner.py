@@ -14,11 +14,17 @@
    largest relative to the median shape shrinks by one stride unit (topology recomputed each time). When
    the patch is the whole median shape, the batch grows while it fits, but a batch never covers more than
    `MAX_BATCH_COVERAGE` of all training voxels; at least `MIN_BATCH_SIZE`.
-4. Configurations: `3d_fullres`, `2d` (patches are (y, x) slices of the same preprocessed data) and
-   `3d_lowres` when the full-resolution patch covers less than `LOWRES_TRIGGER_COVERAGE` of the median
-   volume: its spacing grows by `LOWRES_SPACING_STEP` until the patch covers at least that fraction.
+4. Configurations: `3d_fullres`, `2d` (patches are slices of the same preprocessed data, along the axes
+   in `slice_axes`: `two_d_slice_axes`) and `3d_lowres` when the full-resolution patch covers less than
+   `LOWRES_TRIGGER_COVERAGE` of the median volume: its spacing grows by `LOWRES_SPACING_STEP` until the
+   patch covers at least that fraction. `3d_lowres` is never planned for resolution enhancement (the target
+   finer than the input on some axis): without a cascade it would predict coarser than the input it was
+   given (documentation/planning.md).
 5. Normalization per input channel and for the target from the modality/channel names, with dataset.json
    `normalization` overrides ({"0": "zscore", "target": "ct"}).
+6. Network: batch normalization (tile-invariant predictions, `DEFAULT_NORM`); residual learning (the
+   network predicts the correction to its resampled input) for the `2d` configuration of a resolution
+   enhancement task, where it measured level or better.
 """
 
 from __future__ import annotations
@@ -31,10 +37,16 @@ import numpy as np
 from autosr import __version__
 from autosr.dataset.spec import DatasetSpec
 from autosr.errors import AutosrError
+from autosr.network.build import DEFAULT_UPSAMPLING, total_stride
 from autosr.paths import DEFAULT_PLANS_NAME
 from autosr.planning.memory_model import estimate_training_bytes
 from autosr.planning.plans import CONFIGURATION_NAMES, Plans, validate_plans_dict
-from autosr.preprocessing.normalization import NORMALIZATION_SCHEMES, choose_scheme, exports_with_dataset_scale
+from autosr.preprocessing.normalization import (
+    NORMALIZATION_SCHEMES,
+    exports_with_dataset_scale,
+    input_scheme_names,
+    target_scheme_name,
+)
 
 PLANS_NAME = DEFAULT_PLANS_NAME
 ANISOTROPY_THRESHOLD = 3.0
@@ -49,9 +61,15 @@ LOWRES_TRIGGER_COVERAGE = 0.25
 LOWRES_SPACING_STEP = 1.5
 LOWRES_MAX_STEPS = 6
 DEFAULT_GPU_MEMORY_GB = 8.0
-# Decoder upsampling written into new plans: interpolation + convolution, which avoided the checkerboard
-# artefacts of transposed convolutions at equal validation L1 (documentation/training.md, "Upsampling").
-DEFAULT_UPSAMPLING = "interp_conv"
+# An input axis counts as the coarse axis of a resolution-enhancement task when its input/target spacing
+# ratio is this many times the smallest ratio (a 3 mm -> 1 mm axis beside 1 mm -> 1 mm in-plane axes).
+SR_ANISOTROPY_RATIO = 1.5
+# Input spacing at most this fraction coarser than the target's on every axis: not resolution enhancement.
+SR_MIN_RATIO = 1.2
+# Network normalization written into new plans: batch norm, whose fixed statistics at inference make the
+# prediction independent of the tiling. Measured against instance, group and no normalization at equal
+# budget on synthetic brains (2d) and phantoms (3d): documentation/benchmark.md, "Network normalization".
+DEFAULT_NORM = "batch"
 
 
 def planned_spacing(fingerprint: dict) -> tuple[list[float], bool]:
@@ -63,6 +81,39 @@ def planned_spacing(fingerprint: dict) -> tuple[list[float], bool]:
         axis = int(np.argmax(spacing))
         spacing[axis] = np.percentile(spacings[:, axis], ANISOTROPIC_PERCENTILE)
     return [float(s) for s in spacing], bool(anisotropic)
+
+
+def input_target_ratios(fingerprint: dict, spacing_zyx: list[float]) -> list[float]:
+    """Median input spacing / planned spacing per (canonical) axis: how much finer the output must be."""
+    inputs = np.median(np.array([c["input_spacing_zyx"] for c in fingerprint["cases"]], dtype=np.float64), axis=0)
+    return [float(i / s) for i, s in zip(inputs, spacing_zyx)]
+
+
+def is_resolution_enhancement(fingerprint: dict, spacing_zyx: list[float]) -> bool:
+    """The target is planned finer than the input on some axis."""
+    return max(input_target_ratios(fingerprint, spacing_zyx)) >= SR_MIN_RATIO
+
+
+def two_d_slice_axes(fingerprint: dict, spacing_zyx: list[float]) -> list[int]:
+    """Axes the `2d` configuration slices along (canonical axis order).
+
+    A 2D network can only learn what its slices show. When one input axis is much coarser than the others
+    relative to the target (thick slices to be resolved), the slices must contain that axis: they are taken
+    along the other axes, both of them when their planned spacings are equal (two planes, averaged at
+    prediction). Otherwise the slices are taken along the planned grid's coarsest axis (the in-plane view of
+    thick-slice data, as for any 2D network), or along z for isotropic grids.
+    """
+    ratios = input_target_ratios(fingerprint, spacing_zyx)
+    coarse = int(np.argmax(ratios))
+    if ratios[coarse] >= SR_MIN_RATIO and ratios[coarse] >= SR_ANISOTROPY_RATIO * min(ratios):
+        others = [a for a in range(3) if a != coarse]
+        a, b = others
+        if abs(spacing_zyx[a] - spacing_zyx[b]) <= 1e-3 * max(spacing_zyx[a], spacing_zyx[b]):
+            return others
+        return [a if spacing_zyx[a] < spacing_zyx[b] else b]
+    if max(spacing_zyx) > 1.0001 * min(spacing_zyx):
+        return [int(np.argmax(spacing_zyx))]
+    return [0]
 
 
 def median_shape_at(fingerprint: dict, spacing_zyx: list[float]) -> list[int]:
@@ -107,11 +158,8 @@ def topology(patch_size: list[int], spacing: list[float], dims: int) -> dict[str
         "n_conv_per_stage_decoder": [2] * (n - 1),
         "upsampling": DEFAULT_UPSAMPLING,
         "deep_supervision": True,
+        "norm": DEFAULT_NORM,
     }
-
-
-def total_stride(network: dict[str, Any]) -> list[int]:
-    return [int(v) for v in np.prod(np.array(network["strides"]), axis=0)]
 
 
 def _round_up(patch: list[int], stride: list[int]) -> list[int]:
@@ -172,15 +220,25 @@ def plan_configuration(
 ) -> dict[str, Any]:
     dims = 2 if name == "2d" else 3
     median_shape = median_shape_at(fingerprint, spacing)
-    shape_for_patch = median_shape[1:] if dims == 2 else median_shape
-    spacing_for_topology = spacing[1:] if dims == 2 else spacing
+    slice_axes = two_d_slice_axes(fingerprint, spacing) if dims == 2 else []
+    if dims == 2:
+        # the patch is planned on the first slicing axis's plane; a second plane has the same spacings
+        in_plane = [a for a in range(3) if a != slice_axes[0]]
+        shape_for_patch = [median_shape[a] for a in in_plane]
+        spacing_for_topology = [spacing[a] for a in in_plane]
+    else:
+        shape_for_patch, spacing_for_topology = median_shape, spacing
     patch, network = fit_patch_and_network(shape_for_patch, spacing_for_topology, dims, budget_bytes, in_channels)
+    # residual learning for 2D resolution enhancement only, by measurement (documentation/benchmark.md,
+    # "Super-resolution"): 2D on thick slices level or better (+0.01 to +0.13 dB) and sharper through-plane;
+    # 3D on thick slices 0.6 dB worse; contrast synthesis 0.3 dB worse
+    network["residual"] = dims == 2 and is_resolution_enhancement(fingerprint, spacing)
     batch = choose_batch_size(
         network, patch, median_shape, fingerprint["num_training_cases"], budget_bytes, in_channels, dims
     )
     order = 1 if anisotropic else 3
     data_name = "3d_lowres" if name == "3d_lowres" else "3d_fullres"
-    return {
+    planned: dict[str, Any] = {
         "data_identifier": f"{PLANS_NAME}_{data_name}",
         "spacing_zyx": spacing,
         "patch_size": patch,
@@ -190,11 +248,14 @@ def plan_configuration(
         "network": network,
         "estimated_vram_gb": round(estimate_training_bytes(network, patch, batch, in_channels) / 1024**3, 2),
     }
+    if dims == 2:
+        planned["slice_axes"] = slice_axes
+    return planned
 
 
 def _patch_coverage(config: dict[str, Any]) -> float:
     patch = config["patch_size"]
-    shape = config["median_shape_zyx"][-len(patch) :]
+    shape = config["median_shape_zyx"]
     return float(np.prod([min(p, s) for p, s in zip(patch, shape)]) / np.prod(shape))
 
 
@@ -222,15 +283,17 @@ def normalization_entries(fingerprint: dict, spec: DatasetSpec) -> dict[str, Any
                     export_mean=fingerprint["median_target_mean_in_mask"],
                     export_std=fingerprint["median_target_std_in_mask"],
                 )
-            e["background"] = channel_stats["p00_5"] if scheme_name == "ct" else 0.0
+            measured = fingerprint.get("median_target_background")
+            if measured is None:  # fingerprints from before the measurement, or targets without background
+                measured = channel_stats["p00_5"] if scheme_name == "ct" else 0.0
+            e["background"] = float(measured)
         return e
 
-    inputs = []
-    for i in spec.channel_indices:
-        name = spec.normalization.get(str(i)) or choose_scheme(spec.channel_names[str(i)])
-        inputs.append(entry(name, stats["input_channels"][str(i)], is_target=False))
-    target_name = spec.normalization.get("target") or choose_scheme(spec.target_modality)
-    return {"input": inputs, "target": entry(target_name, stats["target"], is_target=True)}
+    inputs = [
+        entry(name, stats["input_channels"][str(i)], is_target=False)
+        for i, name in zip(spec.channel_indices, input_scheme_names(spec))
+    ]
+    return {"input": inputs, "target": entry(target_scheme_name(spec), stats["target"], is_target=True)}
 
 
 def plan_experiment(
@@ -257,6 +320,8 @@ def plan_experiment(
         planned["3d_fullres"] = fullres
     if "3d_lowres" in wanted:
         lowres_needed = _patch_coverage(fullres) < LOWRES_TRIGGER_COVERAGE
+        if is_resolution_enhancement(fingerprint, spacing):
+            lowres_needed = False  # it would predict coarser than its input: see the module docstring
         if lowres_needed or (configurations and "3d_lowres" in configurations):
             low_spacing, config = list(spacing), fullres
             for _ in range(LOWRES_MAX_STEPS):

@@ -23,7 +23,7 @@ Layout (abridged):
         "3d_fullres": {
           "data_identifier": "autosrPlans_3d_fullres",   # preprocessed folder name
           "spacing_zyx": [1.0, 1.0, 1.0],
-          "patch_size": [128, 128, 128],                 # 2 numbers (y, x) for "2d"
+          "patch_size": [128, 128, 128],                 # 2 numbers for "2d" (the in-plane axes)
           "batch_size": 2,
           "median_shape_zyx": [...],                     # after resampling and cropping
           "resampling": {"input_order": 3, "target_order": 3, "mask_order": 0},
@@ -36,11 +36,13 @@ Layout (abridged):
             "n_conv_per_stage": [2, 2, ...],             # encoder
             "n_conv_per_stage_decoder": [2, ...],        # one fewer than stages
             "upsampling": "transposed",                  # or "interp_conv"
-            "deep_supervision": true
+            "deep_supervision": true,
+            "norm": "batch",                             # instance | batch | group | none
+            "residual": false                            # predict the correction to input channel 0
           },
           "estimated_vram_gb": 7.1
         },
-        "2d": {...}
+        "2d": {..., "slice_axes": [0]}                   # axes 2D slices are taken along
       }
     }
 """
@@ -56,6 +58,8 @@ from typing import Any
 
 from autosr.errors import AutosrError
 from autosr.io.atomic import atomic_write_json
+from autosr.network.build import total_stride
+from autosr.paths import SAFE_NAME_RULE, check_name, name_problem
 
 CONFIGURATION_NAMES = ("2d", "3d_fullres", "3d_lowres")
 ARCHITECTURES = ("PlainConvUNet", "ResEncUNet")
@@ -75,7 +79,8 @@ class ConfigurationPlan:
 
     @property
     def data_identifier(self) -> str:
-        return str(self.raw["data_identifier"])
+        """The preprocessed folder name (checked: it becomes a folder under $AUTOSR_PREPROCESSED)."""
+        return check_name(self.raw["data_identifier"], f"configurations.{self.name}.data_identifier")
 
     @property
     def spacing_zyx(self) -> tuple[float, float, float]:
@@ -94,6 +99,22 @@ class ConfigurationPlan:
         return self.raw["network"]
 
     @property
+    def slice_axes(self) -> tuple[int, ...]:
+        """`2d` only: the (canonical) axes the 2D network slices along; several = planes averaged."""
+        return tuple(int(a) for a in self.raw.get("slice_axes", [0]))
+
+    def in_plane_axes(self, slice_axis: int) -> tuple[int, int]:
+        """The two volume axes a 2D patch spans when slicing along `slice_axis`, in order."""
+        return tuple(a for a in range(3) if a != slice_axis)
+
+    @property
+    def patch_spacing(self) -> tuple[float, ...]:
+        """The spacing along each patch axis (a 2D patch: the in-plane axes of its first slicing axis)."""
+        if self.dims == 3:
+            return self.spacing_zyx
+        return tuple(self.spacing_zyx[a] for a in self.in_plane_axes(self.slice_axes[0]))
+
+    @property
     def resampling(self) -> dict[str, int]:
         return self.raw.get("resampling", {"input_order": 3, "target_order": 3, "mask_order": 0})
 
@@ -106,7 +127,8 @@ class Plans:
 
     @property
     def plans_name(self) -> str:
-        return str(self.raw.get("plans_name", "autosrPlans"))
+        """Part of the model folder name (checked: it becomes a folder under $AUTOSR_RESULTS)."""
+        return check_name(self.raw.get("plans_name", "autosrPlans"), "plans_name")
 
     @property
     def dataset_name(self) -> str:
@@ -188,6 +210,10 @@ def validate_plans_dict(raw: Any) -> list[str]:
             problems.append(f"missing key '{key}'")
     if problems:
         return problems
+    if "plans_name" in raw and (problem := name_problem(raw["plans_name"])) is not None:
+        problems.append(
+            f"'plans_name' {raw['plans_name']!r} cannot be used as a file or folder name: it {problem}; {SAFE_NAME_RULE}"
+        )
     n_in = raw["num_input_channels"]
     norm = raw["normalization"]
     if not isinstance(norm, dict) or "input" not in norm or "target" not in norm:
@@ -199,9 +225,18 @@ def validate_plans_dict(raw: Any) -> list[str]:
         return problems + ["'configurations' must be a non-empty object"]
     for name, c in configurations.items():
         where = f"configurations.{name}"
+        if (problem := name_problem(name)) is not None:
+            problems.append(
+                f"configuration name {name!r} cannot be used as a file or folder name: it {problem}; {SAFE_NAME_RULE}"
+            )
+            continue
         if not isinstance(c, dict):
             problems.append(f"{where} must be an object")
             continue
+        if (problem := name_problem(c.get("data_identifier"))) is not None:
+            problems.append(
+                f"{where}.data_identifier {c.get('data_identifier')!r} cannot be used as a file or folder name: it {problem}; {SAFE_NAME_RULE}"
+            )
         net = c.get("network")
         if not isinstance(net, dict):
             problems.append(f"{where}.network is missing")
@@ -241,14 +276,18 @@ def validate_plans_dict(raw: Any) -> list[str]:
         if not (isinstance(strides, list) and len(strides) == n_stages and all(_is_int_list(s, dims) for s in strides)):
             problems.append(f"{where}.network.strides must hold {n_stages} lists of {dims} integers")
         elif _is_int_list(patch, dims):
-            total = [1] * dims
-            for s in strides:
-                total = [t * x for t, x in zip(total, s)]
+            total = total_stride(net)
             bad = [p for p, t in zip(patch, total) if p % t]
             if bad:
                 problems.append(
                     f"{where}.patch_size {patch} must be divisible by the network's total stride {total} per axis"
                 )
+        if "slice_axes" in c:
+            axes = c["slice_axes"]
+            if dims != 2 or not _is_int_list(axes) or not axes or len(set(axes)) != len(axes):
+                problems.append(f"{where}.slice_axes is for 2d configurations: a list of distinct axes, got {axes!r}")
+            elif any(a not in (0, 1, 2) for a in axes):
+                problems.append(f"{where}.slice_axes must hold axes 0 (z), 1 (y) or 2 (x), got {axes!r}")
         for key, expected in (("n_conv_per_stage", n_stages), ("n_conv_per_stage_decoder", n_stages - 1)):
             v = net.get(key)
             if not _is_int_list(v, expected):

@@ -10,6 +10,7 @@ import pytest
 import torch
 from test_training import DATASET, NET_2D, NET_3D, kill_training_after_first_checkpoint, make_tiny_dataset
 
+from autosr.checkpoint import load_checkpoint
 from autosr.inference.predictor import Predictor
 from autosr.paths import AutosrPaths
 from autosr.planning.plans import Plans
@@ -17,8 +18,7 @@ from autosr.preprocessing.case_store import list_cases
 from autosr.training.adversarial.discriminator import PatchDiscriminator, discriminator_for_plan
 from autosr.training.adversarial.losses import discriminator_loss, generator_loss
 from autosr.training.adversarial.trainer import ADVERSARIAL_WEIGHT, AdversarialTrainer
-from autosr.training.checkpoint import load_checkpoint
-from autosr.training.run import prepare_fold, train_fold
+from autosr.training.run import FoldRequest, prepare_fold, train_fold
 from autosr.training.trainers import TRAINERS
 
 MODEL = "AdversarialTrainer__autosrPlans__3d_fullres"
@@ -61,7 +61,9 @@ def test_lsgan_losses() -> None:
 
 def test_weight_schedule_warms_up_then_ramps(autosr_roots: AutosrPaths) -> None:
     make_tiny_dataset(autosr_roots, n_cases=5)
-    run = prepare_fold(901, "3d_fullres", 0, "AdversarialTrainer", autosr_roots, "cpu", epochs=10, num_workers=0)
+    run = prepare_fold(
+        FoldRequest(901, "3d_fullres", 0, "AdversarialTrainer", "cpu", epochs=10, num_workers=0), autosr_roots
+    )
     trainer = run.runner
     assert isinstance(trainer, AdversarialTrainer) and TRAINERS["AdversarialTrainer"] is AdversarialTrainer
     weights = [trainer.weight_at(e) for e in range(10)]
@@ -71,6 +73,13 @@ def test_weight_schedule_warms_up_then_ramps(autosr_roots: AutosrPaths) -> None:
     disc = trainer.extra_networks["discriminator"]
     assert trainer.extra_optimizers["discriminator"].param_groups[0]["betas"] == (0.5, 0.999)
     assert next(disc.parameters()).device.type == "cpu"
+    # one schedule for both optimizers, each from its own initial learning rate
+    generator_lr = trainer.schedule.step(5)
+    discriminator_lr = trainer.extra_optimizers["discriminator"].param_groups[0]["lr"]
+    assert generator_lr / trainer.optimizer.param_groups[0]["initial_lr"] == pytest.approx(
+        discriminator_lr / trainer.extra_optimizers["discriminator"].param_groups[0]["initial_lr"]
+    )
+    assert "discriminator" in trainer.state_dict()["extra_grad_scalers"]  # its scaler is checkpointed too
 
 
 def _predict_one(model_dir: Path, preprocessed: Path, fold: int) -> np.ndarray:
@@ -118,7 +127,8 @@ def test_continue_after_kill_restores_both_networks(autosr_roots: AutosrPaths) -
     assert 1 <= epoch < 40
 
     run = prepare_fold(
-        901, "3d_fullres", 1, "AdversarialTrainer", autosr_roots, "cpu", continue_training=True, num_workers=0
+        FoldRequest(901, "3d_fullres", 1, "AdversarialTrainer", "cpu", continue_training=True, num_workers=0),
+        autosr_roots,
     )
     runner = run.runner
     assert runner.current_epoch == epoch and runner.num_epochs == 40

@@ -9,7 +9,7 @@ from batchgeneratorsv2.transforms.spatial.mirroring import MirrorTransform
 from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
 from scipy.ndimage import binary_erosion
 
-from autosr.training.augmentation import intensity_transforms, spatial_transforms
+from autosr.training.augmentation import intensity_transforms, interchangeable_axes, sample_size, spatial_transforms
 
 
 def _smooth_volume(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
@@ -49,7 +49,9 @@ def test_spatial_transforms_keep_voxelwise_relation(shape, patch) -> None:
             assert torch.allclose(warped_target[valid], 2 * warped_image[valid] + 1, atol=1e-4)
             # the warp really happened: not just a centre crop
             if isinstance(transform, SpatialTransform):
-                assert out["regression_target"].shape[0] == 2
+                starts = [(s - p) // 2 for s, p in zip(shape, patch)]
+                centre = image[(slice(None), *(slice(s, s + p) for s, p in zip(starts, patch)))]
+                assert (warped_image - centre).abs().mean() > 0.05 * centre.abs().mean()
 
 
 def test_intensity_transforms_touch_input_only() -> None:
@@ -86,3 +88,36 @@ def test_patch_loader_pairs_stay_aligned(tmp_path) -> None:
         eroded = binary_erosion(valid, iterations=1)[None]
         assert eroded.mean() > 0.05
         assert np.allclose(sample["target"][eroded], 2 * sample["input"][eroded] + 1, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "shape,patch,groups", [((20, 24, 24), (16, 20, 20), [(1, 2)]), ((18, 18, 18), (12, 12, 12), [(0, 1, 2)])]
+)
+def test_lossless_policy_moves_voxels_without_interpolating(shape, patch, groups) -> None:
+    """Permutations and flips only: target = 2 * input + 1 exactly, and the axes really get exchanged."""
+    image = _smooth_volume(shape)
+    target = 2 * image + 1
+    size = sample_size(patch, "lossless", groups)
+    crop = tuple(slice((s - z) // 2, (s - z) // 2 + z) for s, z in zip(shape, size))
+    sample_image, sample_target = image[(slice(None), *crop)], target[(slice(None), *crop)]
+    transforms = spatial_transforms(patch, mirror_axes=(), policy="lossless", axis_groups=groups)
+    assert [type(t).__name__ for t in transforms] == ["AxisPermutationTransform"]
+    np.random.seed(0)
+    orders = set()
+    for _ in range(12):
+        params = transforms[0].get_parameters(image=sample_image)
+        out = transforms[0].apply({"image": sample_image.clone(), "regression_target": sample_target.clone()}, **params)
+        assert tuple(out["image"].shape[1:]) == tuple(patch)
+        assert torch.equal(out["regression_target"], 2 * out["image"] + 1)
+        moved = sample_image.permute(0, *(1 + a for a in params["order"]))
+        starts = [(m - p) // 2 for m, p in zip(moved.shape[1:], patch)]
+        expected = moved[(slice(None), *(slice(s, s + p) for s, p in zip(starts, patch)))]
+        assert torch.equal(out["image"], expected)
+        orders.add(tuple(params["order"]))
+    assert len(orders) > 1  # axes were exchanged, not only kept
+
+
+def test_only_equally_spaced_axes_are_interchangeable() -> None:
+    assert interchangeable_axes((1.0, 1.0, 1.0)) == [(0, 1, 2)]
+    assert interchangeable_axes((4.0, 1.0, 1.0)) == [(1, 2)]
+    assert interchangeable_axes((3.0, 2.0, 1.0)) == []

@@ -37,3 +37,15 @@ def test_commands_doc_is_current():
     assert DOC.read_text(encoding="utf-8") == commands_markdown(), (
         "documentation/commands.md is out of date: python -m autosr.cli --write-commands-doc documentation/commands.md"
     )
+
+
+def test_a_real_import_error_keeps_its_traceback(monkeypatch):
+    """An import that fails (a missing dependency, a checkout run without installing) is not dressed up as a
+    command that does not exist: the ModuleNotFoundError reaches the user with its module name."""
+    import pytest
+
+    from autosr import cli
+
+    monkeypatch.setitem(cli.COMMANDS, "broken", ("autosr.no_such_module_command", "a command whose module is gone"))
+    with pytest.raises(ModuleNotFoundError, match="autosr.no_such_module_command"):
+        main(["broken"])

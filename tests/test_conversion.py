@@ -10,10 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from conftest import needs_nilearn
 
 from autosr.cli import main
 from autosr.dataset.verify import verify_dataset
 from autosr.dataset_conversion import synthetic_brain
+from autosr.dataset_conversion.acquisition import acquire
 from autosr.dataset_conversion.bids import convert_bids
 from autosr.dataset_conversion.synthetic_brain import make_synthetic_brain_dataset
 from autosr.errors import AutosrError
@@ -143,6 +145,7 @@ def test_synthrad_mha_cbct_layout(tmp_path):
         convert_synthrad(root, tmp_path / "raw", 12, "None", input_kind="mr")
 
 
+@needs_nilearn
 def test_synthetic_brain_is_valid_deterministic_and_on_two_grids(tmp_path):
     kwargs = dict(num_train=2, num_test=1, target_spacing_mm=6.0, seed=3, num_processes=1)
     first = make_synthetic_brain_dataset(tmp_path / "a", 950, **kwargs)
@@ -180,3 +183,31 @@ def test_phantom_through_the_cli_and_overwrite(autosr_roots, capsys):
     assert "already exists" in capsys.readouterr().err
     assert main([*args, "--overwrite", "--modality", "CT"]) == 0
     assert json.loads((folder / "dataset.json").read_text())["target_modality"] == "CT"
+
+
+def test_thick_slices_average_the_signal_over_their_thickness():
+    # a one-voxel-thin bright sheet at z = 5 mm: a 4 mm slice holding it records a quarter of its intensity
+    # (partial volume), the neighbouring slices nothing; decimation would record all or nothing
+    fine = np.zeros((16, 6, 6), np.float32)
+    fine[5] = 100.0
+    geometry = Geometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1), (16, 6, 6))
+    coarse, coarse_geometry = acquire(fine, geometry, (4.0, 1.0, 1.0), thick_axes=[0])
+    assert coarse_geometry.spacing_zyx == (4.0, 1.0, 1.0) and coarse.shape == (4, 6, 6)
+    profile = coarse[:, 3, 3]
+    assert profile[1] == pytest.approx(25.0, rel=0.05) and profile[0] == pytest.approx(0.0, abs=1e-3)
+    assert profile[2] == pytest.approx(0.0, abs=1e-3) and profile.sum() == pytest.approx(25.0, rel=0.05)
+
+
+@needs_nilearn
+def test_thick_slice_datasets_through_the_cli(autosr_roots):
+    assert main(["convert", "phantom", "6", "--size", "16", "--num-train", "2", "--num-test", "0",
+                 "--slice-thickness", "4", "--slice-axis", "1"]) == 0  # fmt: skip
+    folder = autosr_roots.raw / "Dataset006_Phantom"
+    _, geometry = read_image(folder / "imagesTr" / "phantom_000_0000.nii.gz")
+    assert geometry.spacing_zyx == (1.5, 4.0, 1.5)
+    assert verify_dataset(folder, num_folds=2).problems == []
+    brain = make_synthetic_brain_dataset(
+        autosr_roots.raw, 7, num_train=1, num_test=0, target_spacing_mm=6.0, input_spacing_mm=6.0,
+        slice_thickness_mm=18.0, slice_axis=0, num_processes=1,
+    )  # fmt: skip
+    assert read_image(brain / "imagesTr" / "brain_000_0000.nii.gz")[1].spacing_zyx == (18.0, 6.0, 6.0)

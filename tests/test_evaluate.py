@@ -13,9 +13,10 @@ import pytest
 from autosr.cli import main
 from autosr.errors import AutosrError
 from autosr.evaluation import metrics
-from autosr.evaluation.baseline import baseline_prediction, fit_linear_baseline
+from autosr.evaluation.baseline import baseline_prediction, fit_baselines
 from autosr.evaluation.evaluate import evaluate_folders
 from autosr.evaluation.normalization import normalize_pair
+from autosr.evaluation.summary import best_baseline, summarize_table
 from autosr.io import Geometry, read_image, write_image
 
 FAST = dict(ms_ssim=False, backend="scipy")
@@ -60,7 +61,8 @@ def test_baseline_row_and_gain(phantom_dataset: Path, tmp_path: Path) -> None:
         input_dir=phantom_dataset / "imagesTr",
         **FAST,
     )
-    assert set(table["method"]) == {"model", "baseline"} and len(table) == 12
+    assert set(table["method"]) == {"model", "baseline_linear", "baseline_standardized"} and len(table) == 18
+    assert set(summary["metrics"]) == {"model", "baseline", "baseline_linear", "baseline_standardized"}
     assert summary["baseline"]["fitted_on"] == sorted(table["case"].unique().tolist())
     assert "in-sample" in summary["baseline"]["note"]
     gain = summary["gain_over_baseline"]["model_minus_baseline"]
@@ -75,10 +77,49 @@ def test_linear_baseline_recovers_a_known_map(tmp_path: Path) -> None:
         write_image(x, geometry, tmp_path / f"c{i}_0000.nii.gz")
         write_image(3 * x - 7, geometry, tmp_path / f"c{i}.nii.gz")
         pairs.append((tmp_path / f"c{i}_0000.nii.gz", tmp_path / f"c{i}.nii.gz", None))
-    params = fit_linear_baseline(pairs)
-    assert params["a"] == pytest.approx(3.0, rel=1e-5) and params["b"] == pytest.approx(-7.0, abs=1e-3)
-    guess = baseline_prediction([tmp_path / "c0_0000.nii.gz"], geometry, params)
+    params = fit_baselines(pairs)
+    linear = params["baseline_linear"]
+    assert linear["a"] == pytest.approx(3.0, rel=1e-5) and linear["b"] == pytest.approx(-7.0, abs=1e-3)
+    params["background"] = None  # the map alone: no background level outside the subject (noise has no outline)
+    guess = baseline_prediction([tmp_path / "c0_0000.nii.gz"], geometry, params)["baseline_linear"]
     assert np.allclose(guess, read_image(tmp_path / "c0.nii.gz")[0], atol=1e-3)
+
+
+def test_standardized_baseline_removes_a_per_scan_gain_the_line_cannot(tmp_path: Path) -> None:
+    geometry = Geometry((1, 1, 1), (0, 0, 0), (1, 0, 0, 0, 1, 0, 0, 0, 1), (20, 20, 20))
+    anatomy = np.zeros((20, 20, 20), np.float32)
+    anatomy[4:16, 4:16, 4:16] = np.random.default_rng(0).uniform(50, 100, size=(12, 12, 12))
+    inside = anatomy > 0
+    target = np.where(inside, 2 * anatomy + 100, 0).astype(np.float32)
+    pairs = []
+    for i, gain in enumerate((0.5, 1.0, 2.0, 1.5)):  # the same anatomy, scanned with different gains
+        write_image(gain * anatomy, geometry, tmp_path / f"c{i}_0000.nii.gz")
+        write_image(target, geometry, tmp_path / f"c{i}.nii.gz")
+        pairs.append((tmp_path / f"c{i}_0000.nii.gz", tmp_path / f"c{i}.nii.gz", None))
+    params = fit_baselines(pairs[:3])
+    guesses = baseline_prediction([tmp_path / "c3_0000.nii.gz"], geometry, params)
+    standardized_error = np.abs(guesses["baseline_standardized"] - target)[inside].mean()
+    linear_error = np.abs(guesses["baseline_linear"] - target)[inside].mean()
+    assert standardized_error < 1e-3 * target[inside].mean() < linear_error
+
+
+def test_the_baseline_row_is_the_better_baseline_per_metric() -> None:
+    table = pd.DataFrame(
+        [
+            {"case": c, "method": m, "psnr": p, "mae": a}
+            for c, rows in {"a": ((20.0, 5.0), (18.0, 3.0)), "b": ((22.0, 7.0), (19.0, 4.0))}.items()
+            for m, (p, a) in zip(("baseline_linear", "baseline_standardized"), rows)
+        ]
+        + [{"case": c, "method": "model", "psnr": 25.0, "mae": 2.0} for c in "ab"]
+    )
+    combined, choice = best_baseline(table)
+    assert choice == {"mae": "baseline_standardized", "psnr": "baseline_linear"}
+    assert combined.set_index("case").loc["b", "psnr"] == 22.0 and combined.set_index("case").loc["b", "mae"] == 4.0
+    summary = summarize_table(table)
+    assert (
+        summary["metrics"]["baseline"]["psnr"]["mean"] == 21.0 and summary["metrics"]["baseline"]["mae"]["mean"] == 3.5
+    )
+    assert summary["gain_over_baseline"]["model_minus_baseline"] == {"mae": -1.5, "psnr": 4.0}
 
 
 def test_missing_prediction_is_listed_and_others_scored(phantom_dataset: Path, tmp_path: Path) -> None:
@@ -229,3 +270,33 @@ def test_resample_leaves_out_reference_voxels_the_prediction_does_not_cover(
     before, after = whole.set_index("case").loc["phantom_001"], part.set_index("case").loc["phantom_001"]
     assert after["num_voxels"] < before["num_voxels"]
     assert after["mae"] == pytest.approx(0.0, abs=1e-3)  # identical where it exists, no zeros scored
+
+
+def test_whole_image_metrics_beside_the_mask_and_the_report_shows_an_evaluation(
+    phantom_dataset: Path, tmp_path: Path, autosr_roots
+) -> None:
+    """A prediction right inside the mask but with a grey background: the masked scores stay perfect, the
+    whole-image ones and the error outside the mask show the background; `autosr report --evaluation` puts
+    the folder's table and pictures (worst case first) into the page."""
+    predictions = perturbed_copies(phantom_dataset / "targetsTr", tmp_path / "pred", noise=0.0)
+    for path in sorted(predictions.glob("*.nii.gz"))[:2]:
+        array, geometry = read_image(path)
+        mask = read_image(phantom_dataset / "masksTr" / path.name)[0] > 0
+        write_image(np.where(mask, array, 300.0), geometry, path)  # grey outside the head
+    out = tmp_path / "evaluation"
+    table, summary = evaluate_folders(
+        phantom_dataset / "targetsTr", predictions, mask_dir=phantom_dataset / "masksTr", out_dir=out,
+        tissue_agreement=False, **FAST,
+    )  # fmt: skip
+    grey = table.set_index("case").loc[["phantom_000", "phantom_001"]]
+    clean = table.set_index("case").loc[["phantom_002", "phantom_003"]]
+    assert (grey["psnr"] == clean["psnr"].max()).all()  # inside the mask they are perfect
+    assert (grey["mae_outside_mask"] > 100).all() and (clean["mae_outside_mask"] < 1e-3).all()
+    assert (grey["ssim_image"] < clean["ssim_image"].min()).all()
+    assert "whole" not in summary["region"] and "every reference voxel" in summary["image_region"]
+    assert main(["report", "999", "--evaluation", "Held-out scans", str(out), "--max-pictures", "2"]) == 0
+    page = (autosr_roots.results / "Dataset999_Phantom" / "report.html").read_text()
+    assert "Held-out scans" in page and "mae_outside_mask" in page
+    worst = page.index("Worst 2 cases")
+    shown = [page.index(f"<p>{c}</p>", worst) for c in ("phantom_000", "phantom_001")]
+    assert len(shown) == 2 and page.count("data:image/png;base64,") == 2

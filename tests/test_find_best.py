@@ -61,9 +61,10 @@ def test_crossval_merges_folds_with_per_fold_baseline(autosr_roots: AutosrPaths,
     assert summary["cases_missing_prediction"] == ["phantom_005"] and summary["num_cases"] == 5
     assert sorted(table.loc[table["method"] == "model", "fold"].tolist()) == [0, 0, 1, 2, 3]
     per_fold = summary["baseline"]["per_fold"]
-    assert len(per_fold) == 5 and per_fold["0"]["a"] != per_fold["1"]["a"]  # fitted on different cases
+    linear = [per_fold[k]["baseline_linear"]["a"] for k in ("0", "1")]
+    assert len(per_fold) == 5 and linear[0] != linear[1]  # fitted on different cases
     written = pd.read_csv(model / "crossval_results" / "cases.csv")
-    assert set(written["method"]) == {"model", "baseline"}
+    assert set(written["method"]) == {"model", "baseline_linear", "baseline_standardized"}
     assert len(list((model / "crossval_results" / "images").glob("*.png"))) == 5
     assert main(["report", "999", "--max-pictures", "3", "-o", str(autosr_roots.results / "r.html")]) == 0
     page = (autosr_roots.results / "r.html").read_text()
@@ -138,9 +139,10 @@ def test_find_best_without_models_or_splits(autosr_roots: AutosrPaths, phantom_d
 
 
 def test_predict_lines_name_non_default_trainer_and_plans(tmp_path: Path) -> None:
-    from autosr.evaluation.find_best import ModelFolder, predict_lines
+    from autosr.evaluation.find_best import predict_lines
+    from autosr.model_layout import ModelFolder
 
-    member = ModelFolder("TrainerGAN", "bigPlans", "3d_fullres", tmp_path / "TrainerGAN__bigPlans__3d_fullres")
+    member = ModelFolder.create(tmp_path, "TrainerGAN", "bigPlans", "3d_fullres")
     lines, ensemble = predict_lines(DATASET, [member], [0, 1, 2])
     assert lines == [
         f"autosr predict -i INPUT_FOLDER -o OUTPUT_FOLDER -d {DATASET} -c 3d_fullres -f 0 1 2 --trainer TrainerGAN --plans bigPlans"

@@ -74,6 +74,21 @@ def test_corrupt_file_names_itself(tmp_path):
         read_image(path)
 
 
+@pytest.mark.parametrize("compressed", [False, True])
+def test_truncated_metaimage_is_called_truncated(tmp_path, compressed):
+    """ITK reports a cut-short .mha with an unrelated errno ("No such file or directory"): the message must
+    say what happened (exact byte counts when the data is uncompressed) and how to fix it."""
+    path = tmp_path / "cut.mha"
+    volume = np.random.default_rng(0).random((12, 10, 8), dtype=np.float32)
+    sitk.WriteImage(sitk.GetImageFromArray(volume), str(path), compressed)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - len(data) // 3])
+    expected = "truncated: it holds" if not compressed else "truncated|damaged|cannot be read"
+    with pytest.raises(AutosrError, match=expected) as raised:
+        read_image(path)
+    assert "cut.mha" in str(raised.value) and "No such file" not in str(raised.value)
+
+
 def test_grid_covering_keeps_field_of_view_and_centre():
     geometry = Geometry((2.0, 1.0, 1.0), (10.0, -4.0, 3.0), OBLIQUE, (10, 20, 30))
     fine = grid_covering(geometry, (1.0, 0.5, 0.5))

@@ -95,3 +95,34 @@ def test_activation_memory_counts() -> None:
     # activations scale with the batch; parameters do not
     assert big["saved_for_backward_bytes"] == pytest.approx(2 * small["saved_for_backward_bytes"], rel=0.05)
     assert big["parameter_bytes"] == small["parameter_bytes"]
+
+
+@pytest.mark.parametrize("norm", ["instance", "batch", "group", "none"])
+def test_residual_mode_with_a_zero_network_returns_input_channel_0(norm: str) -> None:
+    net = build_network({**PLAN, "residual": True, "norm": norm}, 2, 1).eval()
+    with torch.no_grad():
+        for parameter in net.parameters():
+            parameter.zero_()
+    x = torch.randn(2, 2, 16, 16, 16)
+    full, half = net(x)
+    assert torch.equal(full, x[:, :1])
+    assert torch.allclose(half, torch.nn.functional.avg_pool3d(x[:, :1], 2))
+
+
+def test_batch_norm_and_no_norm_are_tile_invariant_in_eval_mode_instance_and_group_norm_are_not() -> None:
+    """In eval mode batch norm is a fixed affine map: away from a tile's border (beyond the receptive field)
+    its output does not depend on the rest of the tile; instance and group norm's statistics do."""
+    small = {**PLAN, "features_per_stage": [4, 8], "kernel_sizes": [[3, 3, 3]] * 2, "strides": [[1, 1, 1], [2, 2, 2]],
+             "n_conv_per_stage": [1, 1], "n_conv_per_stage_decoder": [1], "deep_supervision": False}  # fmt: skip
+    x = torch.randn(1, 1, 32, 32, 32) + torch.linspace(0, 4, 32).reshape(1, 1, 32, 1, 1)
+    for norm, invariant in (("batch", True), ("none", True), ("instance", False), ("group", False)):
+        torch.manual_seed(0)
+        net = build_network({**small, "norm": norm}, 1, 1)
+        net.train()
+        with torch.no_grad():
+            net(torch.randn(2, 1, 16, 16, 16) * 3 + 1)  # give batch norm running statistics
+        net.eval()
+        with torch.no_grad():
+            whole = net(x)[..., 12:20, 12:20, 12:20]
+            tile = net(x[..., 4:28, 4:28, 4:28])[..., 8:16, 8:16, 8:16]
+        assert torch.allclose(whole, tile, atol=1e-5) is invariant, norm

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
+from conftest import needs_nilearn
 
 from autosr.cli import main
 from autosr.io import grid_covering, read_image
@@ -61,8 +61,8 @@ def test_cli_workflow_end_to_end(phantom_dataset, autosr_roots, tmp_path, capsys
     assert (autosr_roots.results / phantom_dataset.name / "report.html").is_file()
 
 
+@needs_nilearn
 def test_demo_runs_and_resumes_on_a_tiny_schedule(tmp_path, capsys):
-    pytest.importorskip("nilearn")
     from autosr.demo import DemoSchedule, run_demo
 
     tiny = DemoSchedule(

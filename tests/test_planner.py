@@ -26,7 +26,7 @@ SPEC = parse_dataset_spec(
 )
 
 
-def fingerprint(spacing_zyx, shape_zyx, num_cases=20, jitter=0.0, seed=0):
+def fingerprint(spacing_zyx, shape_zyx, num_cases=20, jitter=0.0, seed=0, input_spacing_zyx=None):
     rng = np.random.default_rng(seed)
     cases = []
     for i in range(num_cases):
@@ -34,6 +34,7 @@ def fingerprint(spacing_zyx, shape_zyx, num_cases=20, jitter=0.0, seed=0):
         cases.append(
             {
                 "case_id": f"c{i}",
+                "input_spacing_zyx": list(input_spacing_zyx or spacing),
                 "target_spacing_zyx": spacing,
                 "target_shape_zyx": list(shape_zyx),
                 "cropped_shape_zyx": list(shape_zyx),
@@ -159,3 +160,41 @@ def test_memory_model_matches_the_real_network(upsampling):
         measured = activation_memory(build_network(plan, 1, 1), [1, 1, *patch])["saved_for_backward_bytes"]
         modelled = counted_activations(patch, features, strides, [2] * n, [2] * (n - 1)) * BYTES_PER_ACTIVATION
         assert 0.6 * modelled <= measured <= modelled
+
+
+@pytest.mark.parametrize(
+    "target,input_spacing,expected",
+    [
+        ((1.0, 1.0, 1.0), (4.0, 1.0, 1.0), [1, 2]),  # thick axial input: coronal and sagittal planes hold z
+        ((1.0, 1.0, 1.0), (1.0, 1.0, 5.0), [0, 1]),  # thick sagittal input: the planes must hold x
+        ((1.0, 1.0, 1.0), (1.0, 1.0, 1.0), [0]),  # contrast synthesis on isotropic grids: axial
+        ((4.0, 1.0, 1.0), (4.0, 1.0, 1.0), [0]),  # both thick alike: slice along the thick axis
+        ((1.0, 0.7, 1.0), (4.0, 0.7, 1.0), [1]),  # unequal in-plane spacings: the finer plane axis only
+    ],
+)
+def test_2d_slices_contain_the_axis_to_be_resolved(target, input_spacing, expected):
+    plans = plan_experiment(fingerprint(target, (96, 128, 96), input_spacing_zyx=input_spacing), SPEC)
+    config = plans.configuration("2d")
+    assert list(config.slice_axes) == expected
+    in_plane = config.in_plane_axes(expected[0])
+    assert config.patch_spacing == tuple(config.spacing_zyx[a] for a in in_plane)
+
+
+def test_no_low_resolution_configuration_for_resolution_enhancement():
+    big = (320, 384, 320)  # a full-resolution patch covers far less than a quarter of this volume
+    contrast = plan_experiment(fingerprint((0.7, 0.7, 0.7), big), SPEC, gpu_memory_gb=4)
+    enhance = plan_experiment(
+        fingerprint((0.7, 0.7, 0.7), big, input_spacing_zyx=(2.1, 0.7, 0.7)), SPEC, gpu_memory_gb=4
+    )
+    assert "3d_lowres" in contrast.configuration_names
+    assert "3d_lowres" not in enhance.configuration_names
+
+
+def test_residual_learning_is_planned_for_2d_resolution_enhancement_only():
+    enhance = plan_experiment(fingerprint((1.0, 1.0, 1.0), (96, 128, 96), input_spacing_zyx=(4.0, 1.0, 1.0)), SPEC)
+    contrast = plan_experiment(fingerprint((1.0, 1.0, 1.0), (96, 128, 96)), SPEC)
+    assert enhance.configuration("2d").network["residual"] is True
+    assert enhance.configuration("3d_fullres").network["residual"] is False  # measured worse in 3D
+    for name in ("2d", "3d_fullres"):
+        assert contrast.configuration(name).network["residual"] is False
+        assert contrast.configuration(name).network["norm"] == "batch"

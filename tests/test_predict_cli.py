@@ -11,16 +11,18 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from grid_worker import GridScanWorker
 from test_predictor import make_model_folder, tiny_builder
 
 from autosr.cli import main
 from autosr.errors import AutosrError
-from autosr.inference.ensemble_command import ensemble_folders
-from autosr.inference.folder import prefetch, select_part
+from autosr.inference.api import ensemble_folders
+from autosr.inference.folder import select_part
 from autosr.inference.predictor import Predictor
-from autosr.io import Geometry, grid_covering, read_channels, read_image, write_image
+from autosr.io import Geometry, grid_covering, read_image, write_image
 
 torch.set_num_threads(1)
 
@@ -28,25 +30,19 @@ OBLIQUE = (0.8660254037844387, -0.5, 0.0, 0.5, 0.8660254037844387, 0.0, 0.0, 0.0
 
 
 class GridPredictor(Predictor):
-    """Folder mechanics only: the input grid is the planned grid and intensities are not normalized."""
+    """A Predictor whose scans go through `GridScanWorker` (also in the folder pipeline's worker processes)."""
 
     fail_after: int | None = None  # raise KeyboardInterrupt after this many cases (an interrupted run)
 
-    def preprocess(self, channel_files):
-        if len(channel_files) != self.num_input_channels:
-            raise AutosrError(f"got {len(channel_files)} channel file(s), the model wants {self.num_input_channels}")
-        array, geometry = read_channels(channel_files)
-        return array, {"geometry": geometry.to_json()}
+    def scan_worker(self):
+        return GridScanWorker(self.plans.raw, self.configuration_name, self.background_fill)
 
-    def export(self, prediction, properties, on_input_grid=False, uncertainty=None):
-        return prediction, Geometry.from_json(properties["geometry"]), uncertainty
-
-    def _predict_and_write(self, *args, **kwargs):
+    def predict_preprocessed(self, *args, **kwargs):
         if self.fail_after is not None:
             if self.fail_after == 0:
                 raise KeyboardInterrupt
             self.fail_after -= 1
-        return super()._predict_and_write(*args, **kwargs)
+        return super().predict_preprocessed(*args, **kwargs)
 
 
 def write_cases(folder: Path, case_ids, num_channels: int = 1, shape=(9, 10, 11)) -> None:
@@ -68,17 +64,18 @@ def test_interrupted_folder_prediction_resumes_without_redoing_cases(tmp_path):
     out = tmp_path / "out"
     predictor = grid_predictor(tmp_path)
     predictor.fail_after = 2
-    with pytest.raises(KeyboardInterrupt):
-        predictor.predict_folder(tmp_path / "in", out, progress=False)
-    done = sorted(p.name for p in out.iterdir())
+    with pytest.raises(KeyboardInterrupt):  # in worker processes: the two predicted cases are still written
+        predictor.predict_folder(tmp_path / "in", out, progress=False, num_workers=1)
+    done = sorted(p.name for p in out.iterdir() if p.is_file() and p.name != "summary.csv")
     assert done == ["case0.nii.gz", "case1.nii.gz"]  # nothing half-written beside them
+    assert sorted(p.name for p in (out / "qc").glob("*.json")) == ["case0.json", "case1.json"]
     stamps = {name: os.stat(out / name).st_mtime_ns for name in done}
 
     predictor.fail_after = None
-    summary = predictor.predict_folder(tmp_path / "in", out, progress=False)
+    summary = predictor.predict_folder(tmp_path / "in", out, progress=False, num_workers=0)
     assert summary.skipped == ["case0", "case1"] and summary.predicted == ["case2", "case3", "case4"]
     assert summary.ok and {n: os.stat(out / n).st_mtime_ns for n in done} == stamps
-    again = predictor.predict_folder(tmp_path / "in", out, overwrite=True, progress=False)
+    again = predictor.predict_folder(tmp_path / "in", out, overwrite=True, progress=False, num_workers=0)
     assert again.predicted == cases
     prediction, geometry = read_image(out / "case3.nii.gz")
     assert prediction.shape == (9, 10, 11) and np.isfinite(prediction).all()
@@ -89,12 +86,14 @@ def test_two_parts_split_the_folder_without_overlap(tmp_path):
     write_cases(tmp_path / "in", cases)
     predictor = grid_predictor(tmp_path)
     parts = [
-        predictor.predict_folder(tmp_path / "in", tmp_path / f"out{k}", num_parts=2, part_id=k, progress=False)
+        predictor.predict_folder(
+            tmp_path / "in", tmp_path / f"out{k}", num_parts=2, part_id=k, progress=False, num_workers=0
+        )
         for k in (0, 1)
     ]
     first, second = set(parts[0].predicted), set(parts[1].predicted)
     assert first and second and not first & second and first | second == set(cases)
-    assert {p.name for p in (tmp_path / "out0").iterdir()} == {f"{c}.nii.gz" for c in first}
+    assert {p.name for p in (tmp_path / "out0").glob("*.nii.gz")} == {f"{c}.nii.gz" for c in first}
     assert select_part(cases, 1, 0) == cases
     with pytest.raises(AutosrError, match="--part-id"):
         select_part(cases, 2, 2)
@@ -108,7 +107,7 @@ def test_bad_cases_fail_alone_and_are_summarised(tmp_path):
     write_cases(inp, ["broken"], num_channels=2)
     (inp / "broken_0001.nii.gz").write_bytes(b"this is not an image")
     predictor = grid_predictor(tmp_path, num_channels=2)
-    summary = predictor.predict_folder(inp, tmp_path / "out", progress=False)
+    summary = predictor.predict_folder(inp, tmp_path / "out", progress=False, num_workers=2)
     assert summary.predicted == ["good1", "good2"]
     assert set(summary.failed) == {"extra", "missing", "broken"}
     assert "_0002" in summary.failed["extra"] and "2 channels" in summary.failed["extra"]
@@ -116,27 +115,19 @@ def test_bad_cases_fail_alone_and_are_summarised(tmp_path):
     assert "broken_0001.nii.gz" in summary.failed["broken"]
     text = summary.describe()
     assert "2 predicted" in text and "3 failed" in text and "missing" in text
+    table = pd.read_csv(tmp_path / "out" / "summary.csv")  # failures have their row too
+    assert list(table["case"]) == ["broken", "extra", "good1", "good2", "missing"]
+    assert list(table["status"]) == ["failed", "failed", "predicted", "predicted", "failed"]
+    assert table.set_index("case").loc["good1", "spacing_z"] == 1.0
 
 
 def test_uncertainty_is_written_beside_the_prediction(tmp_path):
     write_cases(tmp_path / "in", ["a"])
     folder = make_model_folder(tmp_path / "results", folds=(0, 1))
     predictor = GridPredictor.from_trained(folder, folds=(0, 1), network_builder=tiny_builder)
-    predictor.predict_folder(tmp_path / "in", tmp_path / "out", uncertainty=True, progress=False)
+    predictor.predict_folder(tmp_path / "in", tmp_path / "out", uncertainty=True, progress=False, num_workers=0)
     spread, _ = read_image(tmp_path / "out" / "uncertainty" / "a.nii.gz")
     assert spread.shape == (9, 10, 11) and (spread >= 0).all() and spread.max() > 0
-
-
-def test_prefetch_keeps_order_and_reports_errors_per_item():
-    def work(x: int) -> int:
-        if x == 2:
-            raise ValueError("two")
-        return x * 10
-
-    results = list(prefetch(range(5), work))
-    assert [r.item for r in results] == [0, 1, 2, 3, 4]
-    assert [r.result for r in results] == [0, 10, None, 30, 40]
-    assert isinstance(results[2].error, ValueError)
 
 
 # --- the command line ------------------------------------------------------------------------------------

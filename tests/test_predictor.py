@@ -16,8 +16,9 @@ import torch
 from torch import nn
 
 from autosr.errors import AutosrError
-from autosr.inference.model_folder import parse_model_folder_name, require_checkpoints
+from autosr.inference.model_folder import require_checkpoints
 from autosr.inference.predictor import Predictor
+from autosr.model_layout import ModelFolder
 
 torch.set_num_threads(1)
 
@@ -68,7 +69,7 @@ def plans_dict(num_channels: int = 1, patch_3d=(16, 16, 16), patch_2d=(16, 16)) 
 
 
 class TinyNet(nn.Module):
-    """Stand-in for the U-Net: two convolutions and the `deep_supervision` switch the predictor turns off."""
+    """Stand-in for the U-Net: two convolutions and a `deep_supervision` switch (list output when on)."""
 
     def __init__(self, dims: int, in_channels: int, out_channels: int):
         super().__init__()
@@ -122,11 +123,12 @@ def make_model_folder(
     return folder
 
 
-def test_from_trained_loads_folds_in_eval_mode_without_deep_supervision(tmp_path):
+def test_from_trained_loads_folds_in_eval_mode_and_leaves_the_networks_switches_alone(tmp_path):
     folder = make_model_folder(tmp_path, folds=(0, 2), mirror_axes=(0, 2))
     predictor = Predictor.from_trained(folder, folds=(0, 2), network_builder=tiny_builder, device="cpu")
     assert len(predictor.networks) == 2
-    assert all(not n.training and n.deep_supervision is False for n in predictor.networks)
+    # eval mode; deep supervision stays as built (the sliding window uses the full-resolution output)
+    assert all(not n.training and n.deep_supervision is True for n in predictor.networks)
     assert predictor.mirror_axes == (0, 2)  # from the checkpoint: the axes training mirrored
     assert predictor.num_members == 2 * 4
     assert predictor.configuration_name == "3d_fullres" and predictor.file_ending == ".nii.gz"
@@ -171,7 +173,7 @@ def test_2d_configuration_predicts_every_slice(tmp_path):
     prediction, _ = predictor.predict_preprocessed(image)
     network = predictor.networks[0]
     with torch.no_grad():
-        slices = network(torch.from_numpy(image).transpose(0, 1))[:, 0].numpy()  # whole slices, z as batch
+        slices = network(torch.from_numpy(image).transpose(0, 1))[0][:, 0].numpy()  # whole slices, z as batch
     assert prediction.shape == (5, 21, 30)
     # tiles see zero padding at their borders where whole slices see neighbours: close, not equal
     assert np.abs(prediction - slices).mean() < 0.05 * np.abs(slices).mean()
@@ -220,8 +222,47 @@ def test_larger_inference_tiles_must_fit_the_network_stride(tmp_path):
         Predictor.from_trained(folder, folds=(0,), network_builder=tiny_builder, patch_size=(31, 32, 32))
 
 
-def test_model_folder_names():
-    parsed = parse_model_folder_name("Trainer__autosrPlans__3d_fullres")
+def test_model_folder_layout(tmp_path):
+    parsed = ModelFolder.parse(tmp_path / "Trainer__autosrPlans__3d_fullres")
     assert (parsed.trainer, parsed.plans_name, parsed.configuration) == ("Trainer", "autosrPlans", "3d_fullres")
-    assert str(parsed) == "Trainer__autosrPlans__3d_fullres"
-    assert parse_model_folder_name("fold_0") is None
+    assert parsed == ModelFolder.create(tmp_path, "Trainer", "autosrPlans", "3d_fullres")
+    assert ModelFolder.parse(tmp_path / "fold_0") is None
+    fold = parsed.fold(2)
+    assert fold.checkpoint("best") == tmp_path / "Trainer__autosrPlans__3d_fullres" / "fold_2" / "checkpoint_best.pt"
+    assert fold.validation_dir.parent == fold.path and parsed.crossval_dir.name == "crossval_results"
+    with pytest.raises(AutosrError, match="trainer"):
+        ModelFolder.create(tmp_path, "../x", "autosrPlans", "3d_fullres")
+
+
+class AxisProbe(nn.Module):
+    """A '2D network' whose output is input channel 0 plus the row index along the slice's first axis: the
+    prediction shows which volume axis each slice's first axis was."""
+
+    def __init__(self):
+        super().__init__()
+        self.deep_supervision = False
+        self.dummy = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = torch.arange(x.shape[2], dtype=x.dtype).reshape(1, 1, -1, 1)
+        return x[:, :1] + rows + self.dummy
+
+
+@pytest.mark.parametrize("slice_axes", [[0], [1], [2], [1, 2]])
+def test_2d_planes_slice_along_the_planned_axes_and_come_back_in_place(tmp_path, slice_axes):
+    plans = plans_dict(patch_2d=(16, 16))
+    plans["configurations"]["2d"]["slice_axes"] = slice_axes
+    folder = make_model_folder(tmp_path, configuration="2d", folds=(0,), plans=plans, builder=lambda *a: AxisProbe())
+    predictor = Predictor.from_trained(folder, folds=(0,), network_builder=lambda *a: AxisProbe(), use_mirroring=False)
+    assert predictor.planes == tuple(slice_axes) and predictor.num_members == len(slice_axes)
+    image = np.random.default_rng(0).normal(size=(1, 9, 11, 13)).astype(np.float32)
+    prediction, _ = predictor.predict_preprocessed(image)
+    expected = []
+    for axis in slice_axes:  # the first in-plane axis of slicing along `axis`: the lowest other axis
+        first = min(a for a in range(3) if a != axis)
+        rows = np.arange(image.shape[1 + first], dtype=np.float32)
+        shape = [1, 1, 1]
+        shape[first] = -1
+        expected.append(image[0] + rows.reshape(shape))
+    # tiles pad each slice to the 16 x 16 patch symmetrically: the probe's row index counts from the pad
+    np.testing.assert_allclose(prediction - np.mean(expected, axis=0), prediction.mean() - np.mean(expected), atol=1e-4)

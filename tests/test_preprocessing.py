@@ -12,7 +12,7 @@ from autosr.dataset.spec import discover_cases, load_dataset_spec
 from autosr.dataset_conversion.phantom import make_phantom_dataset
 from autosr.errors import AutosrError
 from autosr.io import Geometry, grid_covering, read_image
-from autosr.planning.plan_command import plan_dataset
+from autosr.planning.api import plan_dataset
 from autosr.planning.plans import Plans
 from autosr.preprocessing.case_store import list_cases, load_case
 from autosr.preprocessing.inverse import revert_prediction
@@ -88,7 +88,8 @@ def test_inference_grid_is_the_planned_spacing_over_the_input_extent(phantom_dat
     scan = tmp_path / "scan_0000.nii.gz"
     write_image(rng.uniform(1, 100, size=(13, 17, 19)), geometry, scan)
     written = read_image(scan)[1]
-    inputs, properties = preprocess_for_inference([scan], plans, "3d_fullres")
+    scan_data = preprocess_for_inference([scan], plans, "3d_fullres")
+    inputs, properties = scan_data.input, scan_data.properties
     expected = grid_covering(written, plans.configuration("3d_fullres").spacing_zyx)
     assert Geometry.from_json(properties["output_geometry"]) == expected
     restored, out_geometry = revert_prediction(np.zeros(inputs.shape[1:]), properties, plans, "3d_fullres")

@@ -132,7 +132,7 @@ def test_n4_zscore_scheme_corrects_then_standardizes_and_exports_with_the_datase
 
 def test_n4_zscore_from_dataset_json_through_planning_and_preprocessing(phantom_dataset, autosr_roots):
     from autosr.dataset.spec import discover_cases, load_dataset_spec
-    from autosr.planning.plan_command import plan_dataset
+    from autosr.planning.api import plan_dataset
     from autosr.preprocessing.preprocess import preprocess_for_inference, preprocess_training_case
 
     content = json.loads((phantom_dataset / "dataset.json").read_text())
@@ -145,9 +145,11 @@ def test_n4_zscore_from_dataset_json_through_planning_and_preprocessing(phantom_
     inputs, target, _, properties = preprocess_training_case(case, plans, "3d_fullres")
     assert properties["input_normalization"][0]["scheme"] == "n4_zscore"
     assert np.isfinite(inputs).all() and np.isfinite(target).all()
-    predicted_inputs, predicted_properties = preprocess_for_inference(case.channels, plans, "3d_fullres")
-    assert predicted_properties["input_normalization"][0]["scheme"] == "n4_zscore"
-    assert np.isfinite(predicted_inputs).all()
+    scan = preprocess_for_inference(case.channels, plans, "3d_fullres")
+    assert scan.properties["input_normalization"][0]["scheme"] == "n4_zscore"
+    # one preprocessing path: the input is corrected and normalized identically at training and prediction
+    assert scan.input.shape == inputs.shape
+    np.testing.assert_allclose(scan.input, inputs, atol=1e-5)
 
 
 # --- recovery of known displacements (the acceptance figure, on small volumes) ----------------------------

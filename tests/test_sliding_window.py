@@ -164,3 +164,24 @@ def test_running_mean_std_matches_numpy():
         stats.update(torch.from_numpy(m.copy()))
     np.testing.assert_allclose(stats.mean.numpy(), members.astype(np.float64).mean(0), rtol=1e-6)
     np.testing.assert_allclose(stats.std().numpy(), members.astype(np.float64).std(0), rtol=0.02, atol=2e-4)
+
+
+def test_padding_is_the_background_level_training_patches_use() -> None:
+    """A volume smaller than the tile is padded with each channel's border median, the level a training
+    patch reaching past a volume is filled with, so prediction shows the network nothing training did not."""
+    from autosr.inference.sliding_window import _pad_to_window
+    from autosr.preprocessing.foreground import border_values
+    from autosr.training.data import crop_padded
+
+    rng = np.random.default_rng(0)
+    volume = rng.normal(size=(2, 6, 7, 5)).astype(np.float32)
+    volume[1] += 10.0
+    padded, crop = _pad_to_window(torch.from_numpy(volume), (10, 9, 9))
+    level = border_values(volume)
+    assert torch.equal(padded[(slice(None), *crop)], torch.from_numpy(volume))
+    outside = torch.ones(padded.shape[1:], dtype=torch.bool)
+    outside[crop] = False
+    for c in range(2):
+        assert torch.all(padded[c][outside] == float(level[c]))
+    patch = crop_padded(volume, [-2, -1, -2], [10, 9, 9], fill=level)
+    assert np.array_equal(patch, padded.numpy())

@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 import torch
 
+from autosr.checkpoint import load_checkpoint
 from autosr.dataset_conversion.phantom import make_phantom_dataset
 from autosr.errors import AutosrError
 from autosr.paths import AutosrPaths
-from autosr.planning.plan_command import plan_dataset
+from autosr.planning.api import plan_dataset
 from autosr.planning.plans import Plans
 from autosr.preprocessing.preprocess import preprocess_dataset
-from autosr.training.checkpoint import load_checkpoint
-from autosr.training.run import prepare_fold, train_fold
+from autosr.training.run import FoldRequest, prepare_fold, train_fold
 
 DATASET = "Dataset901_Tiny"
 NET_3D = {
@@ -156,7 +156,7 @@ def test_continue_after_kill_resumes_epoch_and_optimizer(tiny: AutosrPaths) -> N
     epoch = saved["epoch"]
     assert 1 <= epoch < 40
 
-    run = prepare_fold(901, "3d_fullres", 2, paths=tiny, device="cpu", continue_training=True, num_workers=0)
+    run = prepare_fold(FoldRequest(901, "3d_fullres", 2, device="cpu", continue_training=True, num_workers=0), tiny)
     runner = run.runner
     assert runner.current_epoch == epoch
     assert runner.num_epochs == 40 and runner.iters_per_epoch == 3  # the killed run's schedule

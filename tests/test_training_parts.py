@@ -13,11 +13,11 @@ import pytest
 import torch
 from torch import nn
 
+from autosr.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
 from autosr.errors import AutosrError
 from autosr.paths import AutosrPaths
 from autosr.preprocessing.case_store import save_case
 from autosr.training import trainers
-from autosr.training.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
 from autosr.training.data import PatchLoader, default_num_workers
 from autosr.training.logger import TrainingLogger
 from autosr.training.loss import OUTSIDE_MASK_WEIGHT, DeepSupervisionLoss, L1Loss, masked_l1, masked_ssim
@@ -165,3 +165,19 @@ def test_ddp_two_processes_on_cpu(autosr_roots: AutosrPaths) -> None:
     fold_dir = autosr_roots.results / DATASET / "Trainer__autosrPlans__2d" / "fold_3"
     assert (fold_dir / "checkpoint_final.pt").is_file()
     assert "x 2 rank(s)" in (fold_dir / "training_log.txt").read_text()
+
+
+def test_schedule_sets_the_lr_of_a_resumed_optimizer() -> None:
+    """Resuming loads the optimizer state, which replaces its param-group dicts: the schedule must still set
+    the LR the optimizer uses (it once kept the orphaned groups, and a resumed run trained at the saved LR)."""
+    from autosr.training.optim import PolyLRSchedule, poly_lr
+
+    net = nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
+    before_the_kill = torch.optim.SGD(net.parameters(), lr=0.01)
+    PolyLRSchedule(before_the_kill, max_epochs=10).step(1)
+    saved = before_the_kill.state_dict()
+    schedule = PolyLRSchedule(optimizer, max_epochs=10)
+    optimizer.load_state_dict(saved)
+    assert schedule.step(5) == pytest.approx(poly_lr(0.01, 5, 10))
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(poly_lr(0.01, 5, 10))

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from autosr.errors import AutosrError
+from autosr.paths import file_ending_problem, json_kind
 
 REQUIRED_KEYS = ("name", "channel_names", "target_name", "target_modality", "file_ending")
 CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
@@ -65,13 +66,32 @@ class DatasetSpec:
         return d
 
 
+TEXT_KEYS = ("name", "target_name", "target_modality", "description", "reference", "licence")
+COUNT_KEYS = ("numTraining", "numTest")
+
+
 def parse_dataset_spec(d: dict[str, Any], source: str = "dataset.json") -> DatasetSpec:
-    """Check the keys of a dataset.json dict and build a `DatasetSpec`; every problem in one error."""
+    """Check every field of a dataset.json dict (presence and type) and build a `DatasetSpec`.
+
+    All problems come in one error. A value of the wrong type is named with what it is ("got a list"),
+    never converted: `"target_modality": ["CT"]` must not silently become the modality "['CT']".
+    """
     problems = [f"{source}: missing key '{k}'" for k in REQUIRED_KEYS if k not in d]
+    for key in TEXT_KEYS:
+        if key in d and (not isinstance(d[key], str) or (key in REQUIRED_KEYS and not d[key].strip())):
+            problems.append(
+                f"{source}: '{key}' must be a{' non-empty' if key in REQUIRED_KEYS else ''} text, got {_shown(d[key])}"
+            )
+    for key in COUNT_KEYS:
+        value = d.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            problems.append(f"{source}: '{key}' must be a whole number of cases (like 20), got {_shown(value)}")
     channel_names = d.get("channel_names", {})
     if "channel_names" in d:
         if not isinstance(channel_names, dict) or not channel_names:
-            problems.append(f'{source}: \'channel_names\' must be a non-empty mapping like {{"0": "T1w"}}')
+            problems.append(
+                f'{source}: \'channel_names\' must be a non-empty mapping like {{"0": "T1w"}}, got {_shown(channel_names)}'
+            )
             channel_names = {}
         else:
             keys = sorted(channel_names, key=lambda k: int(k) if str(k).isdigit() else -1)
@@ -79,27 +99,51 @@ def parse_dataset_spec(d: dict[str, Any], source: str = "dataset.json") -> Datas
                 problems.append(
                     f'{source}: \'channel_names\' keys must be "0", "1", ... without gaps, got {list(channel_names)}'
                 )
+            for key, value in channel_names.items():
+                if not isinstance(value, str) or not value.strip():
+                    problems.append(
+                        f"{source}: 'channel_names' \"{key}\" must be a channel name (a text), got {_shown(value)}"
+                    )
     ending = d.get("file_ending", "")
-    if "file_ending" in d and (not isinstance(ending, str) or not ending.startswith(".")):
-        problems.append(f"{source}: 'file_ending' must look like \".nii.gz\", got {ending!r}")
-    num_training = d.get("numTraining")
-    if num_training is not None and not isinstance(num_training, int):
-        problems.append(f"{source}: 'numTraining' must be an integer, got {num_training!r}")
+    if "file_ending" in d and (problem := file_ending_problem(ending)) is not None:
+        problems.append(f"{source}: 'file_ending' must look like \".nii.gz\", got {_shown(ending)}: it {problem}")
+    normalization = d.get("normalization") or {}
+    if not isinstance(normalization, dict):
+        problems.append(
+            f"{source}: 'normalization' must map channel indices or \"target\" to scheme names, like "
+            f'{{"0": "zscore", "target": "ct"}}; got {_shown(normalization)}'
+        )
+        normalization = {}
+    for key, value in normalization.items():
+        allowed = {str(i) for i in range(len(channel_names))} | {"target"}
+        if str(key) not in allowed:
+            problems.append(
+                f"{source}: 'normalization' key \"{key}\" is neither an input channel ({', '.join(sorted(allowed - {'target'}))}) "
+                'nor "target"'
+            )
+        if not isinstance(value, str):
+            problems.append(f"{source}: 'normalization' \"{key}\" must be a scheme name (a text), got {_shown(value)}")
     if problems:
         from autosr.errors import DatasetProblems
 
         raise DatasetProblems(problems, header=f"{source} is not valid")
     known = set(REQUIRED_KEYS) | {"normalization", "numTraining"}
     return DatasetSpec(
-        name=str(d["name"]),
-        channel_names={str(k): str(v) for k, v in channel_names.items()},
-        target_name=str(d["target_name"]),
-        target_modality=str(d["target_modality"]),
-        file_ending=str(ending),
-        normalization={str(k): str(v) for k, v in (d.get("normalization") or {}).items()},
-        num_training=num_training,
+        name=d["name"],
+        channel_names={str(k): v for k, v in channel_names.items()},
+        target_name=d["target_name"],
+        target_modality=d["target_modality"],
+        file_ending=ending,
+        normalization={str(k): v for k, v in normalization.items()},
+        num_training=d.get("numTraining"),
         extra={k: v for k, v in d.items() if k not in known},
     )
+
+
+def _shown(value: Any) -> str:
+    """A wrong JSON value for a message: its kind and the value itself ('a list (["CT"])')."""
+    kind = json_kind(value)
+    return kind if kind in ("null", "true", "false") else f"{kind} ({json.dumps(value)})"
 
 
 def load_dataset_spec(dataset_dir: str | os.PathLike) -> DatasetSpec:
@@ -134,9 +178,17 @@ class CaseFiles:
 
 
 def _files_with_ending(folder: Path, ending: str) -> list[Path]:
+    """Image files of a folder with the dataset's ending; hidden names are left out (verification reports
+    them) and broken links kept in (reading them says so, instead of calling the file missing)."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(ending) and not p.name.startswith("."))
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if (p.is_file() or (p.is_symlink() and not p.exists()))
+        and p.name.endswith(ending)
+        and not p.name.startswith(".")
+    )
 
 
 def discover_input_cases(images_dir: Path, file_ending: str, num_channels: int) -> dict[str, CaseFiles]:

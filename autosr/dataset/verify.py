@@ -4,8 +4,9 @@ A researcher preparing paired data fixes problems in batches: one run should say
 (each line naming the case, the file and what to do), not stop at the first broken file. Planning calls
 `verify_dataset(...).raise_if_problems()` first, so a dataset that passes here is safe to fingerprint.
 
-Headers are read cheaply (SimpleITK's `ReadImageInformation`); voxel data is read once per file for the
-NaN/Inf check (and, for masks, the emptiness check), optionally in several processes.
+Every file is read once through autosr's one reader (`autosr.io.read_image`, which refuses truncated
+files, NaN/Inf voxels, broken links and 2D images), optionally in several processes; a target's mask is
+read again beside it to check that something varies inside the region that counts.
 
 With `measure_misalignment`, every pair without problems is also registered rigidly
 (`autosr.registration.misalignment`) to measure how far input and target are apart: the summary states the
@@ -22,14 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 from tqdm import tqdm
 
-from autosr.dataset.nifti_nonfinite import count_nonfinite_nifti
 from autosr.dataset.spec import CHANNEL_SUFFIX, CaseFiles, DatasetSpec, discover_cases, load_dataset_spec
-from autosr.errors import AutosrError, DatasetProblems
+from autosr.errors import AutosrError, DatasetProblems, ImageFileProblem
+from autosr.io.atomic import is_temporary
 from autosr.io.geometry import Geometry, overlap_fraction
-from autosr.io.image_io import file_ending_of, geometry_of
+from autosr.io.image_io import file_ending_of, read_image
+from autosr.paths import SAFE_NAME_RULE, name_problem
+from autosr.preprocessing.foreground import target_foreground
 from autosr.registration.misalignment import (
     MisalignmentEstimate,
     describe_misalignment,
@@ -50,52 +52,66 @@ FOLDERS = ("images", "targets", "masks")
 
 @dataclass(frozen=True)
 class ImageFacts:
-    """What verification needs to know about one file; `error` is set when it could not be read."""
+    """What verification needs to know about one file; `error` is set when it could not be used.
+
+    `value_range` is (min, max) over the whole image; for a target, `region_range` is (min, max) inside
+    the region that counts (its mask, else its foreground) and `region_size` the number of voxels in it
+    (None when the region could not be formed, e.g. a mask on another grid, reported on its own)."""
 
     path: Path
     geometry: Geometry | None = None
-    num_nonfinite: int = 0
     num_nonzero: int = 0
+    value_range: tuple[float, float] = (0.0, 0.0)
+    region_range: tuple[float, float] | None = None
+    region_size: int | None = None
     error: str | None = None
 
 
-def inspect_image(path: Path) -> ImageFacts:
-    """Header geometry, count of NaN/Inf voxels and of non-zero voxels of one image file."""
+@dataclass(frozen=True)
+class InspectJob:
+    """One file to inspect; a target also names its mask (or the modality whose foreground rule applies)."""
+
+    path: Path
+    mask: Path | None = None
+    foreground_modality: str | None = None
+
+
+def inspect_image(job: InspectJob | Path) -> ImageFacts:
+    """Geometry, value range and non-zero count of one image file, read through autosr's one reader (so a
+    truncated file, NaN/Inf voxels, a broken link or a 2D image are the same problem here as everywhere)."""
+    job = job if isinstance(job, InspectJob) else InspectJob(Path(job))
     try:
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(path))
-        reader.ReadImageInformation()
-        dimension = reader.GetDimension()
-        size = reader.GetSize()
-        if reader.GetNumberOfComponents() != 1:
-            return ImageFacts(
-                path, error=f"has {reader.GetNumberOfComponents()} components per voxel; store one channel per file"
-            )
-        if not (dimension == 3 or (dimension == 4 and size[3] == 1)):
-            return ImageFacts(path, error=f"is {dimension}D with size {size}; autosr needs 3D volumes")
-        image = reader.Execute()
-    except RuntimeError as e:
-        message = str(e).strip().splitlines()[-1] if str(e).strip() else "unknown reader error"
-        return ImageFacts(path, error=f"cannot be read ({message})")
-    if image.GetDimension() == 4:
-        image = image[:, :, :, 0]
-    array = sitk.GetArrayViewFromImage(image)
-    if file_ending_of(path) in (".nii", ".nii.gz"):
-        num_nonfinite = count_nonfinite_nifti(path)  # SimpleITK reads NIfTI NaN/Inf as 0
-    elif np.issubdtype(array.dtype, np.floating):
-        num_nonfinite = int(array.size - np.count_nonzero(np.isfinite(array)))
-    else:
-        num_nonfinite = 0
-    return ImageFacts(path, geometry_of(image), num_nonfinite, int(np.count_nonzero(array)))
+        array, geometry = read_image(job.path)
+    except ImageFileProblem as e:
+        return ImageFacts(job.path, error=f"{e.problem}; {e.fix}")
+    except AutosrError as e:
+        return ImageFacts(job.path, error=str(e))
+    value_range = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
+    region_range, region_size = None, None
+    region = None
+    if job.mask is not None:
+        try:
+            mask_array, mask_geometry = read_image(job.mask)
+            region = mask_array > 0 if mask_geometry.same_grid(geometry) else None
+        except AutosrError:
+            region = None  # the mask's own inspection reports it
+    elif job.foreground_modality is not None:
+        region = target_foreground(array, job.foreground_modality)
+    if region is not None:
+        region_size = int(np.count_nonzero(region))
+        if region_size:
+            inside = array[region]
+            region_range = (float(inside.min()), float(inside.max()))
+    return ImageFacts(job.path, geometry, int(np.count_nonzero(array)), value_range, region_range, region_size)
 
 
-def inspect_images(paths: Iterable[Path], num_processes: int = 1) -> dict[Path, ImageFacts]:
+def inspect_images(jobs: Iterable[InspectJob | Path], num_processes: int = 1) -> dict[Path, ImageFacts]:
     """`inspect_image` over many files, in `num_processes` worker processes when more than one."""
-    paths = list(paths)
-    if num_processes <= 1 or len(paths) < 2:
-        return {p: inspect_image(p) for p in paths}
+    jobs = [j if isinstance(j, InspectJob) else InspectJob(Path(j)) for j in jobs]
+    if num_processes <= 1 or len(jobs) < 2:
+        return {j.path: inspect_image(j) for j in jobs}
     with ProcessPoolExecutor(max_workers=num_processes) as pool:
-        return dict(zip(paths, pool.map(inspect_image, paths, chunksize=4)))
+        return {j.path: facts for j, facts in zip(jobs, pool.map(inspect_image, jobs, chunksize=4))}
 
 
 @dataclass
@@ -214,14 +230,15 @@ def verify_dataset(
     report.problems.extend(check_file_names(root, spec))
     for split in SPLITS:
         report.problems.extend(check_orphan_masks(root, spec, split, cases_by_split[split]))
-    files = [
-        p
-        for cases in cases_by_split.values()
-        for case in cases.values()
-        for p in [*case.channels, case.target, case.mask]
-        if p is not None
-    ]
-    facts = inspect_images(files, num_processes)
+    report.problems.extend(check_split_leakage(cases_by_split))
+    jobs = []
+    for cases in cases_by_split.values():
+        for case in cases.values():
+            jobs += [InspectJob(p) for p in [*case.channels, case.mask] if p is not None]
+            if case.target is not None:
+                modality = spec.target_modality if case.mask is None else None
+                jobs.append(InspectJob(case.target, case.mask, modality))
+    facts = inspect_images(jobs, num_processes)
     sound_pairs = []
     for split in SPLITS:
         targets_required = split == "Tr" or (root / f"targets{split}").is_dir()
@@ -268,7 +285,8 @@ def measure_pairs(
 
 
 def check_file_names(root: Path, spec: DatasetSpec) -> list[str]:
-    """Files in the dataset folders that autosr would silently ignore: wrong ending or wrong name."""
+    """Files in the dataset folders that autosr would silently ignore or could not name its outputs after:
+    hidden names, wrong endings, names without a channel index, case ids outside the allow-list."""
     problems = []
     for split in SPLITS:
         for kind in FOLDERS:
@@ -276,7 +294,10 @@ def check_file_names(root: Path, spec: DatasetSpec) -> list[str]:
             if not folder.is_dir():
                 continue
             for p in sorted(folder.iterdir()):
+                shown = p if p.name.isprintable() else folder / repr(p.name)
                 if p.name.startswith("."):
+                    if p.name.endswith(spec.file_ending):
+                        problems.append(hidden_file_problem(p))
                     continue
                 if p.is_dir():
                     problems.append(f"{p}: a folder inside {folder.name}/; move its files up or remove it")
@@ -284,12 +305,19 @@ def check_file_names(root: Path, spec: DatasetSpec) -> list[str]:
                 if not p.name.endswith(spec.file_ending):
                     found = file_ending_of(p) or (p.suffix or "no ending")
                     problems.append(
-                        f"{p}: file ending '{found}' but dataset.json says '{spec.file_ending}'; convert the file "
+                        f"{shown}: file ending '{found}' but dataset.json says '{spec.file_ending}'; convert the file "
                         f"to {spec.file_ending} (or remove it) so every file in {folder.name}/ has the same ending"
                     )
                     continue
+                stem = p.name[: -len(spec.file_ending)]
+                if (problem := name_problem(stem)) is not None:
+                    problems.append(
+                        f"{folder}/{p.name!r}: the file name {problem}; rename it: case ids become file and folder names, so "
+                        f"{SAFE_NAME_RULE}"
+                    )
+                    continue
                 if kind == "images":
-                    match = CHANNEL_SUFFIX.match(p.name[: -len(spec.file_ending)])
+                    match = CHANNEL_SUFFIX.match(stem)
                     if not match:
                         problems.append(
                             f"{p}: name lacks the 4-digit channel index; rename it <case>_0000{spec.file_ending}"
@@ -302,6 +330,31 @@ def check_file_names(root: Path, spec: DatasetSpec) -> list[str]:
     return problems
 
 
+def hidden_file_problem(path: Path) -> str:
+    """Why a hidden image file in a dataset folder matters, and what to do with it."""
+    if is_temporary(path):
+        return (
+            f"{path}: left over from an interrupted write (autosr's temporary files are named .<name>.tmp-*); delete it"
+        )
+    if path.name.startswith("._"):
+        return f"{path}: a macOS metadata file ('._' copy), not an image; delete it"
+    return (
+        f"{path}: the name starts with '.', which hides the file, so autosr would skip this case without a word; "
+        "rename it without the leading '.' (or delete it if it is not a case)"
+    )
+
+
+def check_split_leakage(cases_by_split: dict[str, dict[str, CaseFiles]]) -> list[str]:
+    """Case ids that are both training and test cases: scoring a test case the model was trained on
+    flatters every number."""
+    both = sorted(set(cases_by_split["Tr"]) & set(cases_by_split["Ts"]))
+    return [
+        f"case {case}: is a training case (imagesTr/, targetsTr/) and a test case (imagesTs/, targetsTs/); a test "
+        "case must be unseen in training: remove it from one of the two (or rename one if they are different scans)"
+        for case in both
+    ]
+
+
 def check_orphan_masks(root: Path, spec: DatasetSpec, split: str, cases: dict[str, CaseFiles]) -> list[str]:
     """Masks whose case has neither inputs nor a target (case discovery drops them silently)."""
     folder = root / f"masks{split}"
@@ -310,7 +363,7 @@ def check_orphan_masks(root: Path, spec: DatasetSpec, split: str, cases: dict[st
     problems = []
     for p in sorted(folder.iterdir()):
         if p.name.startswith(".") or not p.name.endswith(spec.file_ending):
-            continue
+            continue  # reported by check_file_names
         case_id = p.name[: -len(spec.file_ending)]
         if case_id not in cases:
             problems.append(
@@ -349,13 +402,10 @@ def check_case(
             continue
         fact = facts[path]
         if fact.error is not None:
-            problems.append(f"{name}: {path} {fact.error}; re-export or replace the file")
+            problems.append(f"{name}: {path} {fact.error}")
             continue
-        if fact.num_nonfinite:
-            problems.append(
-                f"{name}: {path} has {fact.num_nonfinite} NaN/Inf voxels (SimpleITK would read NIfTI ones as 0, "
-                "silently); replace them with the background value (e.g. 0) and re-save the file"
-            )
+        if path != case.mask:
+            problems.extend(check_contrast(name, path, fact, "target" if path == case.target else "input"))
         usable[path] = fact
     channel_geometries = [(p, usable[p].geometry) for p in case.channels if p is not None and p in usable]
     input_geometry = channel_geometries[0][1] if channel_geometries else None
@@ -365,6 +415,8 @@ def check_case(
                 f"{name}: {path} is on another grid ({geometry.describe()}) than {channel_geometries[0][0].name} "
                 f"({input_geometry.describe()}); resample all input channels of a case onto one grid"
             )
+    if case.target in usable:
+        problems.extend(check_target_foreground(name, split, case, usable[case.target], spec))
     target_geometry = usable[case.target].geometry if case.target in usable else None
     if input_geometry is not None and target_geometry is not None:
         fraction = overlap_fraction(target_geometry, input_geometry)
@@ -389,3 +441,42 @@ def check_case(
                 problems.append(f"{name}: mask {case.mask} is empty (all zero); fix the mask or remove the file")
     overview = CaseOverview(case.case_id, split, input_geometry, target_geometry, case.mask is not None)
     return overview, problems
+
+
+def check_contrast(name: str, path: Path, fact: ImageFacts, role: str) -> list[str]:
+    """An input or target with one value in every voxel (all zero, or constant) carries nothing to learn."""
+    low, high = fact.value_range
+    if low != high:
+        return []
+    what = "is all zero" if low == 0 else f"has the same value ({low:g}) in every voxel"
+    why = (
+        "an input without contrast cannot be translated"
+        if role == "input"
+        else "a target without contrast teaches nothing"
+    )
+    return [f"{name}: {path} {what}: {why}; re-export the scan, or remove the case"]
+
+
+def check_target_foreground(name: str, split: str, case: CaseFiles, fact: ImageFacts, spec: DatasetSpec) -> list[str]:
+    """A target with nothing to learn inside the region that counts (its mask, else its foreground):
+    normalization inside the region divides by a spread of zero and every score of the case is undefined."""
+    low, high = fact.value_range
+    if low == high or fact.region_size is None:
+        return []  # a constant image is reported by check_contrast; a region that could not be formed elsewhere
+    if case.mask is not None:
+        region = f"its mask {case.mask}"
+        fix = "fix the mask (it should cover the anatomy) or the target, or remove the case"
+    else:
+        region = "its foreground (the region that counts when a case has no mask)"
+        fix = f"add a mask masks{split}/{case.case_id}{spec.file_ending}, fix the target, or remove the case"
+    if fact.region_size == 0:
+        if case.mask is not None:
+            return []  # an empty mask is reported with the mask
+        return [f"{name}: target {case.target} has no foreground (nothing stands out from the background); {fix}"]
+    inside_low, inside_high = fact.region_range
+    if inside_low != inside_high:
+        return []
+    return [
+        f"{name}: target {case.target} has the same value ({inside_low:g}) everywhere inside {region}, so there "
+        f"is nothing to learn or score there; {fix}"
+    ]

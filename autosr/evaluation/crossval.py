@@ -1,10 +1,13 @@
 """Cross-validation results of one configuration: the 5 folds' validation predictions scored together.
 
-Each fold k predicted its held-out cases into `<model_dir>/fold_k/validation/<case><ending>` (target grid,
-target units). The references are the raw dataset's `targetsTr/`, the regions its `masksTr/`. The
-baseline row of a case uses the linear map fitted on *that fold's training cases* (from `splits.json`),
+Each fold k predicted its held-out cases into `<model_dir>/fold_k/validation/<case><ending>` (what
+`autosr predict` writes: target units, the planned grid over the input's field of view; scored on the
+target grid). The references are the raw dataset's `targetsTr/`, the regions its `masksTr/`. The
+baseline rows of a case use the baselines fitted on *that fold's training cases* (from `splits.json`),
 so the baseline is as out-of-sample as the model. Output: `<model_dir>/crossval_results/` with
-`cases.csv` (a `fold` column added), `summary.json` and `images/`.
+`cases.csv` (a `fold` column added), `summary.json` and `images/`; with structure options (a segmenter
+and/or reference label maps) also `structures.csv` and `bland_altman/` (`structure_evaluation.py`), the
+segmentations of targets and inputs kept in `$AUTOSR_RESULTS/<dataset>/segmentations/` for every model.
 """
 
 from __future__ import annotations
@@ -18,31 +21,17 @@ import pandas as pd
 from autosr import __version__
 from autosr.dataset.spec import DatasetSpec, discover_cases, load_dataset_spec
 from autosr.errors import AutosrError
-from autosr.evaluation.baseline import LinearFitStatistics, linear_fit_statistics, params_from_statistics
-from autosr.evaluation.evaluate import (
-    CaseJob,
-    EvaluationSettings,
-    images_in,
-    json_safe,
-    score_cases,
-    summarize_table,
-    write_results,
-)
-from autosr.io import read_json
+from autosr.evaluation.baseline import CaseBaselineStatistics, baseline_statistics, params_from_statistics
+from autosr.evaluation.case_scoring import CaseJob, score_cases
+from autosr.evaluation.folder_matching import images_in
+from autosr.evaluation.settings import EvaluationSettings
+from autosr.evaluation.structure_evaluation import StructureCaseFiles, StructureOptions, evaluate_structures
+from autosr.evaluation.summary import json_safe, summarize_table, write_results
+from autosr.model_layout import ModelFolder
+from autosr.preprocessing.normalization import input_scheme_names
+from autosr.training.splits import read_splits
 
 PathLike = str | os.PathLike
-CROSSVAL_FOLDER = "crossval_results"
-
-
-def load_splits(preprocessed_dataset_dir: PathLike) -> list[dict[str, list[str]]]:
-    """The folds of `splits.json`: a list of {"train": [...], "val": [...]}."""
-    path = Path(preprocessed_dataset_dir) / "splits.json"
-    if not path.is_file():
-        raise AutosrError(f"{path}: not found; the folds are written when training starts (`autosr train`)")
-    splits = read_json(path)
-    if not isinstance(splits, list) or not all(isinstance(s, dict) and "train" in s and "val" in s for s in splits):
-        raise AutosrError(f'{path}: must hold a list of {{"train": [...], "val": [...]}} folds')
-    return splits
 
 
 def fold_of_case(splits: list[dict[str, list[str]]]) -> dict[str, int]:
@@ -55,18 +44,18 @@ def fold_baseline_params(
     """{fold: baseline params fitted on that fold's training cases}; each case is read once."""
     cases = discover_cases(raw_dataset_dir, spec, "Tr")
     needed = sorted({c for split in splits for c in split["train"]})
-    statistics: dict[str, LinearFitStatistics] = {}
+    scheme = input_scheme_names(spec)[0]
+    statistics: dict[str, CaseBaselineStatistics] = {}
     for case in needed:
         files = cases.get(case)
         if files is None or files.target is None or files.channels[0] is None:
             raise AutosrError(f"case {case} of splits.json has no input or target in {raw_dataset_dir}")
-        statistics[case] = linear_fit_statistics(
-            files.channels[0], files.target, files.mask, modality=spec.target_modality
+        statistics[case] = baseline_statistics(
+            files.channels[0], files.target, files.mask, modality=spec.target_modality, input_scheme=scheme
         )
     params = {}
     for k, split in enumerate(splits[:num_folds] if num_folds else splits):
-        total = sum((statistics[c] for c in split["train"]), LinearFitStatistics())
-        params[k] = params_from_statistics(total, split["train"])
+        params[k] = params_from_statistics([statistics[c] for c in split["train"]], split["train"], input_scheme=scheme)
     return params
 
 
@@ -80,12 +69,19 @@ def score_validation_predictions(
     pictures: bool = True,
     description: dict[str, Any] | None = None,
     precomputed: pd.DataFrame | None = None,
+    structures: StructureOptions | None = None,
+    reference_labels_dir: PathLike | None = None,
+    segmentation_cache: PathLike | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Score {case: prediction file} against the raw training targets; the baseline per the case's fold.
 
     `precomputed`: rows already scored (e.g. by each fold's end-of-training validation) for some of the
-    cases; those cases are not scored again.
+    cases; those cases are not scored again. `structures` (with a segmenter) and/or
+    `reference_labels_dir` (label maps `<case><ending>`) add the structure agreement;
+    `segmentation_cache` keeps the target and input segmentations (default: inside `out_dir`).
     """
+    if reference_labels_dir is not None and (structures is None or structures.segmenter is None):
+        raise AutosrError("--reference-labels needs --segmenter: the validation predictions must be segmented")
     raw_dataset_dir = Path(raw_dataset_dir)
     spec = load_dataset_spec(raw_dataset_dir)
     cases = discover_cases(raw_dataset_dir, spec, "Tr")
@@ -118,7 +114,8 @@ def score_validation_predictions(
                 extra={"fold": folds[case]},
             )
         )
-    settings = EvaluationSettings(modality="CT" if spec.target_modality.upper() == "CT" else "MR")
+    # predictions lie on the planned grid over each input's field of view, as `autosr predict` writes them
+    settings = EvaluationSettings(modality="CT" if spec.target_modality.upper() == "CT" else "MR", resample=True)
     table = score_cases(jobs, settings, num_processes) if jobs else None
     if done:
         kept = precomputed[precomputed["case"].isin(scored)]
@@ -133,22 +130,66 @@ def score_validation_predictions(
         "num_cases": len(scored),
         "cases_missing_prediction": [c for c in expected if c not in predictions],
         "baseline": {
-            "note": "per fold: linear map fitted on that fold's training cases",
+            "note": "per fold: both no-learning baselines fitted on that fold's training cases",
             "per_fold": {
                 str(k): {key: v for key, v in p.items() if key != "fitted_on"} for k, p in baseline_params.items()
             },
         },
         **summarize_table(table),
     }
+    if (structures is not None and structures.segmenter is not None) or reference_labels_dir is not None:
+        summary["structure_agreement"] = _structure_agreement(
+            scored, cases, predictions, folds, structures, reference_labels_dir, out_dir, num_processes,
+            segmentation_cache,
+        )  # fmt: skip
     write_results(table, summary, out_dir)
     return table, json_safe(summary)
+
+
+def _structure_agreement(
+    scored: list[str],
+    cases: dict[str, Any],
+    predictions: dict[str, Path],
+    folds: dict[str, int],
+    structures: StructureOptions | None,
+    reference_labels_dir: PathLike | None,
+    out_dir: Path,
+    num_processes: int,
+    segmentation_cache: PathLike | None,
+) -> dict[str, Any]:
+    labels = {}
+    if reference_labels_dir is not None:
+        labels = images_in(reference_labels_dir)
+        lacking = [c for c in scored if c not in labels]
+        if not Path(reference_labels_dir).is_dir() or lacking:
+            raise AutosrError(
+                f"{reference_labels_dir}: no reference label map <case><ending> for "
+                f"{', '.join(lacking[:8]) or 'any case'}{' ...' if len(lacking) > 8 else ''}"
+            )
+    files = [
+        StructureCaseFiles(
+            case,
+            cases[case].target,
+            predictions[case],
+            cases[case].channels[0],
+            cases[case].mask,
+            labels.get(case),
+            extra={"fold": folds[case]},
+        )
+        for case in scored
+    ]
+    _, summary = evaluate_structures(
+        files, structures or StructureOptions(), out_dir, num_processes, segmentation_cache
+    )
+    return summary
 
 
 def validation_predictions(model_dir: PathLike, num_folds: int) -> dict[str, Path]:
     """{case: file} over `fold_k/validation/` of k = 0..num_folds-1 (folders that exist)."""
     found: dict[str, Path] = {}
+    model = ModelFolder.at(model_dir)
     for k in range(num_folds):
-        found.update(images_in(Path(model_dir) / f"fold_{k}" / "validation"))
+        found.update(images_in(model.fold(k).validation_dir))
     return found
 
 
@@ -159,36 +200,43 @@ def merge_crossval(
     num_processes: int = 1,
     pictures: bool = True,
     baseline_params: dict[int, dict[str, Any]] | None = None,
+    structures: StructureOptions | None = None,
+    reference_labels_dir: PathLike | None = None,
+    segmentation_cache: PathLike | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Merge and score the folds of one model folder into `<model_dir>/crossval_results/`."""
-    model_dir = Path(model_dir)
-    splits = load_splits(preprocessed_dataset_dir)
-    predictions = validation_predictions(model_dir, len(splits))
-    folds_present = [k for k in range(len(splits)) if (model_dir / f"fold_{k}" / "validation").is_dir()]
+    """Merge and score the folds of one model folder into `<model_dir>/crossval_results/` (structure
+    agreement options as in `score_validation_predictions`)."""
+    model = ModelFolder.at(model_dir)
+    splits = read_splits(preprocessed_dataset_dir)
+    predictions = validation_predictions(model.path, len(splits))
+    folds_present = model.folds_with_validation(len(splits))
     if not predictions:
-        raise AutosrError(f"{model_dir}: no fold_k/validation/ predictions; train the folds first")
-    precomputed = _fold_tables(model_dir, folds_present, model_dir / CROSSVAL_FOLDER / "images" if pictures else None)
+        raise AutosrError(f"{model.path}: no fold_k/validation/ predictions; train the folds first")
+    precomputed = _fold_tables(model, folds_present, model.crossval_dir / "images" if pictures else None)
     return score_validation_predictions(
         predictions,
         raw_dataset_dir,
         splits,
-        model_dir / CROSSVAL_FOLDER,
+        model.crossval_dir,
         baseline_params,
         num_processes,
         pictures,
-        description={"model_dir": str(model_dir), "folds": folds_present},
+        description={"model_dir": str(model.path), "folds": folds_present},
         precomputed=precomputed,
+        structures=structures,
+        reference_labels_dir=reference_labels_dir,
+        segmentation_cache=segmentation_cache,
     )
 
 
-def _fold_tables(model_dir: Path, folds: list[int], pictures_dir: Path | None) -> pd.DataFrame | None:
+def _fold_tables(model: ModelFolder, folds: list[int], pictures_dir: Path | None) -> pd.DataFrame | None:
     """Rows the folds' own validation already scored, where still current (newer than every prediction of
     that fold, and for the same cases); their pictures are copied next to the merged table."""
     import shutil
 
     tables = []
     for k in folds:
-        folder = model_dir / f"fold_{k}" / "validation"
+        folder = model.fold(k).validation_dir
         csv = folder / "cases.csv"
         predictions = images_in(folder)
         if not csv.is_file() or not predictions:

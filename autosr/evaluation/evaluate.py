@@ -1,376 +1,28 @@
-"""Score predictions against references: one case (`evaluate_case`), a list of cases (`score_cases`) or
-two folders (`evaluate_folders`), with the optional no-learning baseline row, tissue agreement, user
-segmentations and a picture per case. Writes `cases.csv` and `summary.json` (documentation/evaluation.md).
+"""Score two folders (`evaluate_folders`, what `autosr evaluate` runs): match references, predictions,
+masks, inputs and label maps by case, fit the no-learning baseline when inputs are given, score every case
+(`case_scoring.score_cases`), add structure agreement when asked, and write `cases.csv` and `summary.json`
+(documentation/evaluation.md). Settings live in settings.py, case scoring in case_scoring.py, file
+matching in folder_matching.py.
 """
 
 from __future__ import annotations
 
-import math
 import os
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field, replace
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from autosr import __version__
 from autosr.errors import AutosrError, DatasetProblems
-from autosr.evaluation import metrics, tissue
-from autosr.evaluation.baseline import apply_linear_map, fit_linear_baseline, resampled_input
-from autosr.evaluation.masks import CT_DATA_RANGE_HU, foreground_mask, reference_data_range
-from autosr.evaluation.normalization import (
-    NORMALIZATIONS,
-    default_normalization,
-    describe_normalization,
-    normalize_pair,
-)
-from autosr.io import SUPPORTED_ENDINGS, Geometry, atomic_path, atomic_write_json, read_image, resample_to_geometry
+from autosr.evaluation.baseline import fit_baselines
+from autosr.evaluation.case_scoring import CaseJob, score_cases
+from autosr.evaluation.folder_matching import images_in, names, require_folder
+from autosr.evaluation.settings import EvaluationSettings
+from autosr.evaluation.structure_evaluation import StructureCaseFiles, StructureOptions, evaluate_structures
+from autosr.evaluation.summary import json_safe, summarize_table, write_results
 
 PathLike = str | os.PathLike
-SUMMARY_METRICS = (
-    "mae",
-    "mse",
-    "nmse",
-    "psnr",
-    "ssim",
-    "ssim_luminance",
-    "ssim_contrast",
-    "ssim_structure",
-    "ms_ssim",
-)
-HIGHER_IS_BETTER = {"psnr", "ssim", "ssim_luminance", "ssim_contrast", "ssim_structure", "ms_ssim"}
-MODEL, BASELINE = "model", "baseline"
-
-
-@dataclass(frozen=True)
-class EvaluationSettings:
-    """How a pair is compared; recorded in every summary."""
-
-    modality: str = "MR"
-    normalization: str | None = None  # None: the modality's default
-    data_range: tuple[float, float] | None = None  # fixed (lo, hi); for ct_clip the HU window
-    resample: bool = False
-    tissue: bool = True
-    ms_ssim: bool = True
-    backend: str = "auto"
-
-    @property
-    def normalization_name(self) -> str:
-        name = self.normalization or default_normalization(self.modality)
-        if name not in NORMALIZATIONS:
-            raise AutosrError(f"unknown normalization '{name}'; choose one of {', '.join(NORMALIZATIONS)}")
-        return name
-
-    @property
-    def ct_window(self) -> tuple[float, float]:
-        return tuple(self.data_range) if self.data_range else CT_DATA_RANGE_HU
-
-    def describe(self) -> dict[str, Any]:
-        name = self.normalization_name
-        if name == "ct_clip":
-            lo, hi = self.ct_window
-            data_range = {"rule": "fixed CT window, after the shift", "lo": 0.0, "hi": hi - lo, "window_hu": [lo, hi]}
-        elif self.data_range:
-            data_range = {"rule": "fixed (given)", "lo": self.data_range[0], "hi": self.data_range[1]}
-        else:
-            data_range = {"rule": "per case: the reference's 0.1th-99.9th percentiles inside the region"}
-        return {
-            "modality": self.modality,
-            "normalization": name,
-            "normalization_description": describe_normalization(name, self.ct_window if name == "ct_clip" else None),
-            "data_range": data_range,
-            "psnr_cap_db": metrics.PSNR_CAP_DB,
-            "ssim": {
-                "sigma": metrics.SSIM_SIGMA,
-                "truncate": metrics.SSIM_TRUNCATE,
-                "k1": metrics.SSIM_K1,
-                "k2": metrics.SSIM_K2,
-            },
-            "resampled_predictions": self.resample,
-        }
-
-
-@dataclass
-class CaseJob:
-    """The files of one case to score."""
-
-    case_id: str
-    reference: Path
-    prediction: Path
-    mask: Path | None = None
-    input_files: list[Path] | None = None
-    seg_reference: Path | None = None
-    seg_prediction: Path | None = None
-    baseline_params: dict[str, Any] | None = None
-    picture: Path | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _on_reference_grid(
-    array: np.ndarray,
-    geometry: Geometry,
-    reference: Geometry,
-    what: str,
-    path: Path,
-    case_id: str,
-    resample: bool,
-    order: int,
-) -> np.ndarray:
-    if geometry.same_grid(reference):
-        return array
-    if not resample:
-        raise AutosrError(
-            f"case {case_id}: the {what} {path} is on a different grid ({geometry.describe()}, origin "
-            f"{tuple(round(v, 3) for v in geometry.origin_xyz)}) than the reference ({reference.describe()}, origin "
-            f"{tuple(round(v, 3) for v in reference.origin_xyz)}); pass --resample to resample it onto the "
-            "reference grid (voxels outside the prediction's field of view are then left out)"
-        )
-    return resample_to_geometry(array, geometry, reference, order=order)
-
-
-def _score(
-    prediction: np.ndarray, reference: np.ndarray, mask: np.ndarray, settings: EvaluationSettings, case_id: str
-) -> tuple[dict[str, Any], np.ndarray, np.ndarray, tuple[float, float]]:
-    name = settings.normalization_name
-    window = settings.ct_window if name == "ct_clip" else None
-    pred_n, ref_n = normalize_pair(prediction, reference, mask, name, window)
-    if name == "ct_clip":
-        lo, hi = 0.0, window[1] - window[0]
-    elif settings.data_range:
-        lo, hi = settings.data_range
-    else:
-        lo, hi = reference_data_range(ref_n, mask)
-    if not hi > lo:
-        raise AutosrError(
-            f"case {case_id}: the reference is constant inside the region (data range [{lo:g}, {hi:g}]); "
-            "check the reference and mask, or pass --data-range LO HI"
-        )
-    row: dict[str, Any] = metrics.image_metrics(pred_n, ref_n, mask, hi - lo, settings.ms_ssim, _backend(settings))
-    row.update(data_range_lo=float(lo), data_range_hi=float(hi), num_voxels=int(mask.sum()))
-    if settings.tissue:
-        if settings.modality.upper() == "CT":
-            row.update(tissue.tissue_agreement(prediction, reference, mask, "CT"))
-        else:
-            row.update(tissue.tissue_agreement(pred_n, ref_n, mask, "MR"))
-    return row, pred_n, ref_n, (lo, hi)
-
-
-def _backend(settings: EvaluationSettings) -> str:
-    return metrics.resolve_backend(settings.backend)
-
-
-def evaluate_case(job: CaseJob, settings: EvaluationSettings) -> list[dict[str, Any]]:
-    """Rows for one case: the model's, and the baseline's when `job` has inputs and baseline params."""
-    reference, ref_geometry = read_image(job.reference)
-    prediction, pred_geometry = read_image(job.prediction)
-    # reference voxels outside the prediction's field of view (a new scan's grid may cover less than its
-    # target's) are left out of every score, the baseline's too, rather than scored against zeros
-    covered = None
-    if not pred_geometry.same_grid(ref_geometry) and settings.resample:
-        covered = resample_to_geometry(np.ones(pred_geometry.size_zyx, np.float32), pred_geometry, ref_geometry, 0) > 0
-    prediction = _on_reference_grid(
-        prediction, pred_geometry, ref_geometry, "prediction", job.prediction, job.case_id, settings.resample, 3
-    )
-    if job.mask is not None:
-        mask_array, mask_geometry = read_image(job.mask)
-        mask_array = _on_reference_grid(
-            mask_array, mask_geometry, ref_geometry, "mask", job.mask, job.case_id, settings.resample, 0
-        )
-        mask = mask_array > 0
-        if not mask.any():
-            raise AutosrError(
-                f"case {job.case_id}: the mask {job.mask} is empty (no non-zero voxel); fix the mask or leave "
-                "--mask-dir out to score inside the reference's foreground"
-            )
-    else:
-        mask = foreground_mask(reference, settings.modality)
-        if not mask.any():
-            raise AutosrError(f"case {job.case_id}: the reference {job.reference} has no foreground; pass a mask")
-    if covered is not None:
-        mask = mask & covered
-        if not mask.any():
-            raise AutosrError(
-                f"case {job.case_id}: the prediction {job.prediction} does not overlap its reference's mask"
-            )
-    base = {"case": job.case_id, **job.extra}
-    row, pred_n, ref_n, window = _score(prediction, reference, mask, settings, job.case_id)
-    if job.seg_reference is not None and job.seg_prediction is not None:
-        seg_ref, seg_ref_geometry = read_image(job.seg_reference)
-        seg_ref = _on_reference_grid(
-            seg_ref,
-            seg_ref_geometry,
-            ref_geometry,
-            "reference segmentation",
-            job.seg_reference,
-            job.case_id,
-            settings.resample,
-            0,
-        )
-        seg_pred, seg_pred_geometry = read_image(job.seg_prediction)
-        seg_pred = _on_reference_grid(
-            seg_pred,
-            seg_pred_geometry,
-            ref_geometry,
-            "prediction segmentation",
-            job.seg_prediction,
-            job.case_id,
-            settings.resample,
-            0,
-        )
-        row.update(tissue.label_agreement(seg_ref, seg_pred))
-    rows = [{**base, "method": MODEL, **row}]
-    input_image = None
-    if job.input_files:
-        params = job.baseline_params
-        input_image = resampled_input(job.input_files, ref_geometry, int(params.get("order", 3)) if params else 1)
-        if params is not None:
-            baseline_row, _, _, _ = _score(
-                apply_linear_map(input_image, params), reference, mask, settings, job.case_id
-            )
-            rows.append({**base, "method": BASELINE, **baseline_row})
-    if job.picture is not None:
-        from autosr.evaluation.pictures import save_case_picture
-
-        save_case_picture(job.picture, pred_n, ref_n, mask, window, input_image, title=job.case_id)
-    return rows
-
-
-def _evaluate_case_safely(job: CaseJob, settings: EvaluationSettings) -> tuple[list[dict[str, Any]], str | None]:
-    try:
-        return evaluate_case(job, settings), None
-    except AutosrError as e:
-        return [], str(e)
-
-
-def score_cases(jobs: list[CaseJob], settings: EvaluationSettings, num_processes: int = 1) -> pd.DataFrame:
-    """Score every job (in `num_processes` worker processes); all user errors are reported together."""
-    settings = replace(settings, backend=metrics.resolve_backend(settings.backend))  # once, not per worker
-    results: list[tuple[list[dict[str, Any]], str | None]] = []
-    progress = dict(total=len(jobs), desc="evaluating", unit="case", disable=len(jobs) < 2)
-    if num_processes > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(min(num_processes, len(jobs)), mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(_evaluate_case_safely, job, settings) for job in jobs]
-            results = [f.result() for f in tqdm(futures, **progress)]
-    else:
-        results = [_evaluate_case_safely(job, settings) for job in tqdm(jobs, **progress)]
-    problems = [error for _, error in results if error]
-    if problems:
-        raise DatasetProblems(problems, header="some cases cannot be scored")
-    return pd.DataFrame([row for rows, _ in results for row in rows])
-
-
-# --- summaries -----------------------------------------------------------------------------------------
-
-
-def json_safe(value: Any) -> Any:
-    """`value` with every non-finite float (NaN, +-inf) replaced by None, so allow_nan=False holds."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        return float(value) if math.isfinite(float(value)) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def metric_columns(table: pd.DataFrame) -> list[str]:
-    """The metric columns of a table, in a fixed order: image metrics, then tissue and label Dice."""
-    extra = sorted(c for c in table.columns if c.startswith(("tissue_", "seg_dice_")))
-    return [c for c in SUMMARY_METRICS if c in table.columns] + extra
-
-
-def summarize_table(table: pd.DataFrame) -> dict[str, Any]:
-    """Per method: {metric: {mean, std, median, min, max, n}} over cases (missing values skipped);
-    and `gain_over_baseline`: model mean minus baseline mean over the cases both have."""
-    summary: dict[str, Any] = {"metrics": {}}
-    if table.empty:
-        return summary
-    columns = metric_columns(table)
-    for method, group in table.groupby("method", sort=False):
-        stats = {}
-        for column in columns:
-            values = pd.to_numeric(group[column], errors="coerce").dropna()
-            if values.empty:
-                continue
-            stats[column] = {
-                "mean": float(values.mean()),
-                "std": float(values.std(ddof=0)),
-                "median": float(values.median()),
-                "min": float(values.min()),
-                "max": float(values.max()),
-                "n": int(values.size),
-            }
-        summary["metrics"][str(method)] = stats
-    if {MODEL, BASELINE} <= set(table["method"]):
-        model = table[table["method"] == MODEL].set_index("case")
-        baseline = table[table["method"] == BASELINE].set_index("case")
-        common = model.index.intersection(baseline.index)
-        summary["gain_over_baseline"] = {
-            "cases": int(len(common)),
-            "model_minus_baseline": {
-                c: float(pd.to_numeric(model.loc[common, c]).mean() - pd.to_numeric(baseline.loc[common, c]).mean())
-                for c in columns
-                if c in baseline.columns and pd.to_numeric(model.loc[common, c], errors="coerce").notna().any()
-            },
-        }
-    return summary
-
-
-def write_results(table: pd.DataFrame, summary: dict[str, Any], out_dir: PathLike) -> None:
-    """`cases.csv` (one row per case and method) and `summary.json` into `out_dir`, atomically."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / "cases.csv") as tmp:
-        table.to_csv(tmp, index=False)
-    atomic_write_json(json_safe(summary), out_dir / "summary.json")
-
-
-# --- folders -------------------------------------------------------------------------------------------
-
-
-def images_in(folder: PathLike, suffix: str = "") -> dict[str, Path]:
-    """{case: file} for the image files of `folder` named `<case><suffix><ending>`."""
-    folder = Path(folder)
-    found: dict[str, Path] = {}
-    if not folder.is_dir():
-        return found
-    for p in sorted(folder.iterdir()):
-        if not p.is_file() or p.name.startswith("."):
-            continue
-        ending = next((e for e in sorted(SUPPORTED_ENDINGS, key=len, reverse=True) if p.name.lower().endswith(e)), None)
-        if ending is None:
-            continue
-        stem = p.name[: -len(ending)]
-        if suffix:
-            if not stem.endswith(suffix):
-                continue
-            stem = stem[: -len(suffix)]
-        found.setdefault(stem, p)
-    return found
-
-
-def _require_folder(folder: PathLike | None, what: str) -> Path | None:
-    if folder is None:
-        return None
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise AutosrError(f"the {what} folder {folder} does not exist")
-    return folder
-
-
-def _names(cases: list[str], limit: int = 8) -> str:
-    shown = ", ".join(cases[:limit])
-    return shown + (f", ... ({len(cases)} in all)" if len(cases) > limit else "") if cases else "none"
 
 
 def evaluate_folders(
@@ -391,27 +43,39 @@ def evaluate_folders(
     tissue_agreement: bool = True,
     ms_ssim: bool = True,
     backend: str = "auto",
+    structures: StructureOptions | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Score every prediction `<case><ending>` in `pred_dir` against `ref_dir/<case><ending>`.
 
     Masks `mask_dir/<case><ending>`; inputs `input_dir/<case>_0000<ending>` (for the baseline row and the
-    pictures); user label maps `seg_ref_dir`/`seg_pred_dir/<case><ending>`. Without `baseline_params` the
-    baseline's linear map is fitted on the evaluated cases themselves (in-sample; said in the summary).
-    Reference cases without a prediction are listed in the summary and the rest are still scored.
-    Writes `cases.csv`, `summary.json` and `images/<case>.png` into `out_dir` when given.
+    pictures); user label maps `seg_ref_dir` (the reference labels, e.g. manual) and `seg_pred_dir`
+    `/<case><ending>`. Without `baseline_params` the baseline's linear map is fitted on the evaluated
+    cases themselves (in-sample; said in the summary). Reference cases without a prediction are listed in
+    the summary and the rest are still scored. Writes `cases.csv`, `summary.json` and `images/<case>.png`
+    into `out_dir` when given.
+
+    Structure agreement (`structure_evaluation.evaluate_structures`: `structures.csv`, Bland-Altman
+    pictures, `structure_agreement` in the summary) runs with `structures` holding a segmenter, or with
+    both label-map folders and an `out_dir`.
     """
     settings = EvaluationSettings(
         modality.upper(), normalization, data_range, resample, tissue_agreement, ms_ssim, backend
     )
     settings.normalization_name  # noqa: B018 - validates the name before any work
-    ref_dir, pred_dir = _require_folder(ref_dir, "reference"), _require_folder(pred_dir, "prediction")
-    mask_dir, input_dir = _require_folder(mask_dir, "mask"), _require_folder(input_dir, "input")
+    ref_dir, pred_dir = require_folder(ref_dir, "reference"), require_folder(pred_dir, "prediction")
+    mask_dir, input_dir = require_folder(mask_dir, "mask"), require_folder(input_dir, "input")
     seg_ref_dir, seg_pred_dir = (
-        _require_folder(seg_ref_dir, "reference segmentation"),
-        _require_folder(seg_pred_dir, "prediction segmentation"),
+        require_folder(seg_ref_dir, "reference segmentation"),
+        require_folder(seg_pred_dir, "prediction segmentation"),
     )
-    if (seg_ref_dir is None) != (seg_pred_dir is None):
-        raise AutosrError("--seg-ref and --seg-pred go together: give both label-map folders or neither")
+    segmenter = structures.segmenter if structures is not None else None
+    if segmenter is None and (seg_ref_dir is None) != (seg_pred_dir is None):
+        raise AutosrError(
+            "--reference-labels (--seg-ref) and --seg-pred go together without a segmenter: give both "
+            "label-map folders, or --segmenter to segment what is missing"
+        )
+    if segmenter is not None and out_dir is None:
+        raise AutosrError("structure agreement with a segmenter needs an output folder for the label maps")
     references, predictions = images_in(ref_dir), images_in(pred_dir)
     if not references:
         raise AutosrError(f"no reference images in {ref_dir} (expected <case><ending>, e.g. case_001.nii.gz)")
@@ -420,8 +84,8 @@ def evaluate_folders(
     unmatched = sorted(set(predictions) - set(references))
     if not cases:
         raise AutosrError(
-            f"no matching files: the references in {ref_dir} ({_names(sorted(references))}) and the predictions in "
-            f"{pred_dir} ({_names(sorted(predictions))}) share no case name; predictions must be named like "
+            f"no matching files: the references in {ref_dir} ({names(sorted(references))}) and the predictions in "
+            f"{pred_dir} ({names(sorted(predictions))}) share no case name; predictions must be named like "
             "the references (<case><ending>)"
         )
     problems = []
@@ -436,12 +100,12 @@ def evaluate_folders(
         (seg_pred_dir, seg_preds, "label map <case><ending>"),
     ):
         if folder is not None and (lacking := [c for c in cases if c not in found]):
-            problems.append(f"{folder}: no {what} for {_names(lacking)}")
+            problems.append(f"{folder}: no {what} for {names(lacking)}")
     if problems:
         raise DatasetProblems(problems, header="files are missing")
     baseline_note = None
     if input_dir is not None and baseline_params is None:
-        baseline_params = fit_linear_baseline(
+        baseline_params = fit_baselines(
             ((inputs[c], references[c], masks.get(c)) for c in cases), modality=settings.modality, case_ids=cases
         )
         baseline_note = "fitted on the evaluated cases themselves (in-sample: slightly flatters the baseline)"
@@ -477,6 +141,16 @@ def evaluate_folders(
         "baseline": {**baseline_params, "note": baseline_note} if input_dir is not None else None,
         **summarize_table(table),
     }
+    if out is not None and (segmenter is not None or (seg_ref_dir is not None and seg_pred_dir is not None)):
+        structure_cases = [
+            StructureCaseFiles(
+                c, references[c], predictions[c], inputs.get(c), masks.get(c), seg_refs.get(c), seg_preds.get(c)
+            )
+            for c in cases
+        ]
+        _, summary["structure_agreement"] = evaluate_structures(
+            structure_cases, structures or StructureOptions(), out, num_processes
+        )
     if out is not None:
         write_results(table, summary, out)
     return table, json_safe(summary)

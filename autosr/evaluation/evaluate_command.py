@@ -8,7 +8,9 @@ from pathlib import Path
 
 from autosr.errors import AutosrError
 from autosr.evaluation.normalization import NORMALIZATIONS
+from autosr.evaluation.structure_arguments import add_structure_arguments, structure_options_from_args
 from autosr.io import read_json
+from autosr.paths import ensure_writable_folder
 
 DEFAULT_PROCESSES = min(4, os.cpu_count() or 1)
 
@@ -29,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--baseline-params",
         default=None,
-        help='JSON with the baseline\'s linear map {"a", "b", "order"} (default: fitted on the evaluated cases)',
+        help="JSON with the baselines' parameters as summary.json's 'baseline' holds them (default: fitted on the "
+        "evaluated cases)",
     )
     parser.add_argument(
         "--modality",
@@ -57,11 +60,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="resample predictions (B-spline) and masks/label maps (nearest) that are on another grid onto the reference grid",
     )
     parser.add_argument(
-        "--seg-ref", default=None, help="label maps of the references <case><ending> (with --seg-pred): Dice per label"
+        "--seg-pred",
+        default=None,
+        metavar="DIR",
+        help="label maps of the predictions <case><ending>, used instead of running --segmenter on them "
+        "(with --reference-labels; adds seg_dice_<label> to cases.csv)",
     )
-    parser.add_argument(
-        "--seg-pred", default=None, help="label maps of the predictions <case><ending> (with --seg-ref)"
+    add_structure_arguments(
+        parser,
+        "label maps <case><ending> on the reference grid, e.g. manual delineations, used as the reference "
+        "of the structure agreement instead of segmenting the references (alias: --seg-ref)",
+        cache=True,
     )
+    parser.add_argument("--seg-ref", dest="reference_labels", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--no-pictures", action="store_true", help="skip the per-case PNGs")
     parser.add_argument("-o", "--output", default=None, help="output folder (default: PRED_DIR/evaluation)")
     parser.add_argument(
@@ -69,7 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--num-processes",
         type=int,
         default=DEFAULT_PROCESSES,
-        help=f"cases scored in parallel (default {DEFAULT_PROCESSES})",
+        help=f"cases scored, and segmenter runs, in parallel (default {DEFAULT_PROCESSES})",
     )
 
 
@@ -90,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
         if not isinstance(params, dict) or not {"a", "b"} <= set(params):
             raise AutosrError(f"{path}: must hold a JSON object with keys 'a' and 'b' (and optionally 'order')")
     out_dir = Path(args.output) if args.output else Path(args.pred_dir) / "evaluation"
+    ensure_writable_folder(out_dir, fix="choose another -o, or fix the folder's permissions", create=False)
     _, summary = evaluate_folders(
         args.ref_dir,
         args.pred_dir,
@@ -100,13 +112,19 @@ def run(args: argparse.Namespace) -> int:
         normalization=args.normalization,
         data_range=tuple(args.data_range) if args.data_range else None,
         resample=args.resample,
-        seg_ref_dir=args.seg_ref,
+        seg_ref_dir=args.reference_labels,
         seg_pred_dir=args.seg_pred,
         baseline_params=params,
         num_processes=max(1, args.num_processes),
         pictures=not args.no_pictures,
+        structures=structure_options_from_args(args),
     )
     for line in summary_lines(summary):
         print(line)
+    if summary.get("structure_agreement"):
+        from autosr.evaluation.structure_evaluation import headline
+
+        for line in headline(summary["structure_agreement"]):
+            print(line)
     print(f"per-case table and summary.json{'' if args.no_pictures else ' and pictures'}: {out_dir}")
     return 0

@@ -12,51 +12,33 @@ lines for the winner.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from autosr.dataset.spec import load_dataset_spec
 from autosr.errors import AutosrError
 from autosr.evaluation.crossval import (
-    CROSSVAL_FOLDER,
     fold_baseline_params,
-    load_splits,
     merge_crossval,
     score_validation_predictions,
     validation_predictions,
 )
-from autosr.evaluation.evaluate import BASELINE, HIGHER_IS_BETTER, MODEL, SUMMARY_METRICS, json_safe
-from autosr.io import atomic_write_json, read_image, write_image
+from autosr.evaluation.structure_evaluation import SEGMENTATIONS_FOLDER, StructureOptions
+from autosr.evaluation.summary import BASELINE, HIGHER_IS_BETTER, MODEL, SUMMARY_METRICS, best_baseline, json_safe
+from autosr.inference.api import average_images
+from autosr.io import atomic_write_json, write_image
+from autosr.model_layout import CROSSVAL_FOLDER, ENSEMBLES_FOLDER, ModelFolder, model_folders
 from autosr.paths import DEFAULT_PLANS_NAME, DEFAULT_TRAINER, AutosrPaths
+from autosr.training.splits import read_splits
 
 TIE_DECIMALS = 6  # metric means equal to 6 decimals count as a tie (then MAE decides)
 
 
-@dataclass(frozen=True)
-class ModelFolder:
-    trainer: str
-    plans: str
-    configuration: str
-    path: Path
-
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-
 def find_model_folders(results_dataset_dir: Path) -> list[ModelFolder]:
-    """Every `<Trainer>__<plans>__<configuration>` folder with at least one fold_k/validation/."""
-    found = []
-    if results_dataset_dir.is_dir():
-        for p in sorted(results_dataset_dir.iterdir()):
-            parts = p.name.split("__")
-            if p.is_dir() and len(parts) == 3 and any(p.glob("fold_*/validation")):
-                found.append(ModelFolder(parts[0], parts[1], parts[2], p))
-    return found
+    """Every model folder with at least one fold_k/validation/."""
+    return [m for m in model_folders(results_dataset_dir) if any(m.path.glob("fold_*/validation"))]
 
 
 def ensemble_validation(members: list[ModelFolder], out_dir: Path, num_folds: int, file_ending: str) -> dict[str, Path]:
@@ -66,14 +48,7 @@ def ensemble_validation(members: list[ModelFolder], out_dir: Path, num_folds: in
     written = {}
     for case in common:
         target = out_dir / f"{case}{file_ending}"
-        arrays = [read_image(p[case]) for p in per_member]
-        geometry = arrays[0][1]
-        for (_, g), member in zip(arrays[1:], members[1:]):
-            if not g.same_grid(geometry):
-                raise AutosrError(
-                    f"case {case}: the validation predictions of {members[0].name} and {member.name} are on different grids"
-                )
-        mean = np.mean([a for a, _ in arrays], axis=0, dtype=np.float64).astype(np.float32)
+        mean, geometry = average_images([p[case] for p in per_member], case)
         write_image(mean, geometry, target)
         written[case] = target
     return written
@@ -90,8 +65,8 @@ def predict_lines(dataset_name: str, members: list[ModelFolder], folds: list[int
         line = f"autosr predict -i INPUT_FOLDER -o {out} -d {dataset_name} -c {m.configuration} -f {fold_text}"
         if m.trainer != DEFAULT_TRAINER:
             line += f" --trainer {m.trainer}"
-        if m.plans != DEFAULT_PLANS_NAME:
-            line += f" --plans {m.plans}"
+        if m.plans_name != DEFAULT_PLANS_NAME:
+            line += f" --plans {m.plans_name}"
         lines.append(line)
     ensemble = f"autosr ensemble -i {' '.join(outputs)} -o OUTPUT_FOLDER" if len(members) > 1 else None
     return lines, ensemble
@@ -111,6 +86,14 @@ def _means(table: pd.DataFrame, cases: list[str], method: str = MODEL) -> dict[s
     return {c: float(pd.to_numeric(rows[c], errors="coerce").mean()) for c in SUMMARY_METRICS if c in rows.columns}
 
 
+def _baseline_entries(table: pd.DataFrame, cases: list[str]) -> dict[str, Any]:
+    """`baseline_means` (per metric, the better no-learning baseline over `cases`) and which one it was."""
+    combined, choice = best_baseline(table, cases)
+    if not choice:
+        return {"baseline_means": None}
+    return {"baseline_means": _means(combined, cases, BASELINE), "baseline_choice": choice}
+
+
 def find_best(
     dataset: str | int,
     paths: AutosrPaths,
@@ -121,8 +104,15 @@ def find_best(
     ensembles: bool = True,
     num_processes: int = 1,
     pictures: bool = True,
+    structures: StructureOptions | None = None,
+    reference_labels_dir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Score, rank and write `best.json` into `$AUTOSR_RESULTS/<dataset>/`; returns its contents."""
+    """Score, rank and write `best.json` into `$AUTOSR_RESULTS/<dataset>/`; returns its contents.
+
+    `structures` (a segmenter) and/or `reference_labels_dir` add the structure agreement to every
+    candidate's cross-validation results (ranking stays by `metric`); target and input segmentations are
+    shared in `$AUTOSR_RESULTS/<dataset>/segmentations/`.
+    """
     if metric not in SUMMARY_METRICS:
         raise AutosrError(f"unknown metric '{metric}'; choose one of {', '.join(SUMMARY_METRICS)}")
     dataset_name = paths.dataset_name(dataset)
@@ -137,18 +127,25 @@ def find_best(
     if trainers:
         models = [m for m in models if m.trainer in trainers]
     if plans_name:
-        models = [m for m in models if m.plans == plans_name]
+        models = [m for m in models if m.plans_name == plans_name]
     if not models:
         raise AutosrError(
             f"no trained model folders with validation predictions match in {results_dir} (found: {available}); "
             "train all folds first, or check -c/--trainers/-p"
         )
-    splits = load_splits(preprocessed_dir)
+    splits = read_splits(preprocessed_dir)
     baseline_params = fold_baseline_params(raw_dir, spec, splits)
     candidates: list[dict[str, Any]] = []
     tables: dict[str, pd.DataFrame] = {}
+    structure_kwargs = dict(
+        structures=structures,
+        reference_labels_dir=reference_labels_dir,
+        segmentation_cache=results_dir / SEGMENTATIONS_FOLDER,
+    )
     for m in models:
-        table, summary = merge_crossval(m.path, raw_dir, preprocessed_dir, num_processes, pictures, baseline_params)
+        table, summary = merge_crossval(
+            m.path, raw_dir, preprocessed_dir, num_processes, pictures, baseline_params, **structure_kwargs
+        )
         tables[m.name] = table
         candidates.append(
             {
@@ -156,13 +153,13 @@ def find_best(
                 "kind": "model",
                 "members": [m],
                 "folds": summary["folds"],
-                "results": str(m.path / CROSSVAL_FOLDER),
+                "results": str(m.crossval_dir),
             }
         )
     if ensembles and len(models) > 1:
         for a, b in itertools.combinations(models, 2):
             name = f"ensemble__{a.name}--{b.name}"
-            folder = results_dir / "ensembles" / name
+            folder = results_dir / ENSEMBLES_FOLDER / name
             predictions = ensemble_validation([a, b], folder, len(splits), spec.file_ending)
             if not predictions:
                 continue
@@ -175,6 +172,7 @@ def find_best(
                 num_processes,
                 pictures,
                 description={"ensemble_of": [a.name, b.name], "predictions": str(folder)},
+                **structure_kwargs,
             )
             tables[name] = table
             folds = sorted(set(candidates[models.index(a)]["folds"]) & set(candidates[models.index(b)]["folds"]))
@@ -216,7 +214,7 @@ def find_best(
             }
             for c in ranking
         ],
-        "baseline_means": _means(first_table, cases, BASELINE) if (first_table["method"] == BASELINE).any() else None,
+        **_baseline_entries(first_table, cases),
     }
     atomic_write_json(json_safe(result), results_dir / "best.json")
     return json_safe(result)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from autosr.cli import add_path_arguments, paths_from_args
-from autosr.evaluation.evaluate import SUMMARY_METRICS
+from autosr.evaluation.structure_arguments import add_structure_arguments, structure_options_from_args
+from autosr.evaluation.summary import SUMMARY_METRICS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,7 +21,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-ensembles", action="store_true", help="do not build and score pairwise ensembles")
     parser.add_argument("--no-pictures", action="store_true", help="skip the per-case PNGs")
-    parser.add_argument("-np", "--num-processes", type=int, default=1, help="cases scored in parallel (default 1)")
+    parser.add_argument(
+        "-np", "--num-processes", type=int, default=1, help="cases scored, and segmenter runs, in parallel (default 1)"
+    )
+    add_structure_arguments(
+        parser,
+        "label maps <case><ending> of the training cases on the target grid (e.g. manual delineations), the "
+        "reference of the structure agreement instead of segmenting the targets",
+    )
     add_path_arguments(parser)
 
 
@@ -37,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
         ensembles=not args.no_ensembles,
         num_processes=max(1, args.num_processes),
         pictures=not args.no_pictures,
+        structures=structure_options_from_args(args),
+        reference_labels_dir=args.reference_labels,
     )
     metric = result["metric"]
     print(
@@ -52,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"     {'baseline (input, resampled + linear map)':<60} {metric} {b.get(metric, float('nan')):.4f}  mae {b.get('mae', float('nan')):.4f}"
         )
+    if args.segmenter is not None:
+        print("structure agreement of each candidate: <results>/structures.csv, summary.json, bland_altman/")
     print(f"best: {result['best']}; predict with:")
     for line in result["predict_commands"]:
         print(f"  {line}")

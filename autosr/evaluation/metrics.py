@@ -2,7 +2,7 @@
 
 Every function takes (Z, Y, X) arrays, an optional boolean mask (the voxels that count) and, where the
 metric needs one, an explicit `data_range` (the width of the intensity interval, R). Nothing here reads
-files or picks defaults from data; `autosr.evaluation.evaluate` decides mask, range and normalization and
+files or picks defaults from data; `autosr.evaluation.case_scoring` decides mask, range and normalization and
 records them beside the numbers.
 
 Formulas (p = prediction, r = reference, sums over the N voxels of the mask):

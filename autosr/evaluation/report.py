@@ -2,7 +2,8 @@
 
 It reads what the other stages wrote and computes nothing: `best.json` (ranking and predict lines), each
 model's and ensemble's `crossval_results/` (summary table, baseline vs model, per-case table, per-case
-pictures) and the training curves `fold_k/progress.png`. Pictures are embedded as base64 PNG.
+pictures, worst case first), the training curves `fold_k/progress.png`, and any `autosr evaluate` output
+folders given (e.g. a held-out test set's). Pictures are embedded as base64 PNG.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from typing import Any
 
 import pandas as pd
 
-from autosr.evaluation.crossval import CROSSVAL_FOLDER
-from autosr.evaluation.evaluate import BASELINE, MODEL, SUMMARY_METRICS
+from autosr.evaluation.baseline import BASELINE_METHODS
+from autosr.evaluation.summary import BASELINE, MODEL, SUMMARY_METRICS
 from autosr.io import atomic_path, read_json
+from autosr.model_layout import CROSSVAL_FOLDER, ENSEMBLES_FOLDER, model_folders
 from autosr.paths import AutosrPaths
 
 STYLE = """
@@ -41,7 +43,7 @@ def _fmt(value: Any) -> str:
 
 def _summary_table(summary: dict[str, Any]) -> str:
     stats = summary.get("metrics", {})
-    methods = [m for m in (MODEL, BASELINE) if m in stats]
+    methods = [m for m in (MODEL, BASELINE, *BASELINE_METHODS) if m in stats]
     gain = summary.get("gain_over_baseline", {}).get("model_minus_baseline", {})
     head = "".join(f"<th>{m} mean &plusmn; std</th>" for m in methods) + ("<th>model - baseline</th>" if gain else "")
     rows = []
@@ -60,6 +62,13 @@ def _summary_table(summary: dict[str, Any]) -> str:
     return f"<table><tr><th>metric</th>{head}</tr>{''.join(rows)}</table>"
 
 
+def _structure_section(summary: dict[str, Any], results: Path) -> str:
+    """Per-structure agreement and Bland-Altman plots, when a segmenter or label maps were used."""
+    from autosr.evaluation.structure_report import structure_section_html
+
+    return structure_section_html(summary, results)
+
+
 def _section(title: str, folder: Path, model_dir: Path | None, max_pictures: int) -> str:
     results = folder / CROSSVAL_FOLDER if (folder / CROSSVAL_FOLDER).is_dir() else folder
     parts = [f"<h2>{html.escape(title)}</h2>"]
@@ -73,6 +82,7 @@ def _section(title: str, folder: Path, model_dir: Path | None, max_pictures: int
     if summary.get("cases_missing_prediction"):
         parts.append(f"<p>Missing predictions: {html.escape(', '.join(summary['cases_missing_prediction']))}</p>")
     parts.append(_summary_table(summary))
+    parts.append(_structure_section(summary, results))
     if model_dir is not None:
         curves = sorted(model_dir.glob("fold_*/progress.png"))
         if curves:
@@ -82,7 +92,19 @@ def _section(title: str, folder: Path, model_dir: Path | None, max_pictures: int
     table_path = results / "cases.csv"
     if table_path.is_file():
         table = pd.read_csv(table_path)
-        shown = [c for c in ("case", "fold", "method", "ssim", "psnr", "mae", "nmse", "ms_ssim") if c in table.columns]
+        columns = (
+            "case",
+            "fold",
+            "method",
+            "ssim",
+            "psnr",
+            "mae",
+            "ms_ssim",
+            "ssim_image",
+            "ms_ssim_image",
+            "mae_outside_mask",
+        )
+        shown = [c for c in columns if c in table.columns]
         parts.append(
             "<details><summary>Per-case table</summary>"
             + table[shown].to_html(index=False, float_format=lambda v: f"{v:.4f}")
@@ -104,8 +126,13 @@ def write_report(
     paths: AutosrPaths,
     output: str | os.PathLike | None = None,
     max_pictures: int = DEFAULT_MAX_PICTURES,
+    evaluations: dict[str, str | os.PathLike] | None = None,
+    predictions: dict[str, str | os.PathLike] | None = None,
 ) -> Path:
-    """Write the HTML report (default `$AUTOSR_RESULTS/<dataset>/report.html`) and return its path."""
+    """Write the HTML report (default `$AUTOSR_RESULTS/<dataset>/report.html`) and return its path.
+
+    `evaluations`: {title: folder written by `autosr evaluate`} shown first, e.g. a held-out test set.
+    `predictions`: {title: folder written by `autosr predict`}: its quality flags (prediction_report.py)."""
     dataset_name = paths.dataset_name(dataset)
     results_dir = paths.results_dataset(dataset_name)
     out = Path(output) if output else results_dir / "report.html"
@@ -122,7 +149,7 @@ def write_report(
         if best.get("baseline_means"):
             b = best["baseline_means"]
             rows += (
-                "<tr><td>baseline (input resampled + linear map)</td><td>baseline</td>"
+                "<tr><td>baseline (better of the no-learning maps, per metric)</td><td>baseline</td>"
                 + "".join(f"<td>{_fmt(b.get(m))}</td>" for m in ("ssim", "psnr", "mae"))
                 + "</tr>"
             )
@@ -134,14 +161,15 @@ def write_report(
         )
     else:
         body.append("<p>No <code>best.json</code> yet: run <code>autosr find-best DATASET</code>.</p>")
-    model_dirs = (
-        sorted(p for p in results_dir.iterdir() if p.is_dir() and len(p.name.split("__")) == 3)
-        if results_dir.is_dir()
-        else []
-    )
-    for model_dir in model_dirs:
-        body.append(_section(model_dir.name, model_dir, model_dir, max_pictures))
-    ensembles = results_dir / "ensembles"
+    for title, folder in (evaluations or {}).items():
+        body.append(_section(title, Path(folder), None, max_pictures))
+    for title, folder in (predictions or {}).items():
+        from autosr.evaluation.prediction_report import prediction_section
+
+        body.append(prediction_section(folder, title))
+    for model in model_folders(results_dir):
+        body.append(_section(model.name, model.path, model.path, max_pictures))
+    ensembles = results_dir / ENSEMBLES_FOLDER
     if ensembles.is_dir():
         for folder in sorted(p for p in ensembles.iterdir() if p.is_dir()):
             body.append(_section(folder.name, folder, None, max_pictures))

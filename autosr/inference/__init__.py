@@ -7,8 +7,13 @@ Modules, one job each:
 - `running_stats`: mean and spread over ensemble members in two volumes of memory (Welford).
 - `model_folder`: finding a trained model folder, its checkpoints, and loading them safely.
 - `predictor`: `Predictor`, the fold ensemble that predicts arrays, cases and folders.
-- `folder`: case discovery, resuming, splitting over machines, prefetching, the failure summary.
-- `predict_command`, `ensemble_command`: the `autosr predict` / `autosr ensemble` commands.
+- `folder`: case discovery, resuming, splitting over machines, the run summary.
+- `scan_worker`: a scan's preprocessing and export as plain data (what worker processes run).
+- `pipeline`: a folder run with the work around the network in worker processes beside it.
+- `qc`, `qc_reference`: per-scan quality signals, the training cases' reference, flags with reasons.
+- `scan_summary`: `OUT/summary.csv` from one row file per scan, safe with many writers.
+- `predict_command`, `ensemble_command`, `qc_reference_command`: the `autosr predict` / `ensemble` /
+  `qc-reference` commands.
 
 Names are exported lazily so that importing this package does not import torch or the preprocessing.
 """

@@ -8,36 +8,36 @@ Prediction runs over thousands of scans, on several machines, and gets interrupt
   the parts never overlap and together cover the folder, and each gets a mix of early and late names;
 - problems of one case (a missing channel, more channels than the model was trained on, an unreadable
   file) are that case's failure, reported at the end, never a reason to stop the others;
-- `prefetch` runs the next cases' preprocessing (disk reads, resampling) in a background thread while the
-  current case is on the network.
+- the work around the network (reading, preprocessing, export) runs in worker processes beside it:
+  autosr/inference/pipeline.py.
 """
 
 from __future__ import annotations
 
 import os
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generic, TypeVar
 
 from autosr.dataset.spec import CHANNEL_SUFFIX, CaseFiles, discover_input_cases
 from autosr.errors import AutosrError
-
-T = TypeVar("T")
-R = TypeVar("R")
+from autosr.paths import SAFE_NAME_RULE, name_problem
 
 UNCERTAINTY_FOLDER = "uncertainty"
 
 
 @dataclass
 class FolderSummary:
-    """What a folder run did: case ids predicted, skipped as already done, and failed (with the reason)."""
+    """What a folder run did: case ids predicted, skipped as already done, failed (with the reason), flagged
+    by the quality check (OUT/summary.csv says why), and where the time went (`timings`: wall_s and the sums
+    of preprocess_s, network_s, export_s over the predicted cases)."""
 
     predicted: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    flagged: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    ignored: list[str] = field(default_factory=list)  # hidden image files of the input folder, not predicted
 
     @property
     def ok(self) -> bool:
@@ -47,6 +47,22 @@ class FolderSummary:
         lines = [
             f"{len(self.predicted)} predicted, {len(self.skipped)} already done (skipped), {len(self.failed)} failed"
         ]
+        if self.flagged:
+            lines.append(
+                f"{len(self.flagged)} flagged by the quality check (see summary.csv): {', '.join(self.flagged[:10])}"
+                + (" ..." if len(self.flagged) > 10 else "")
+            )
+        if self.ignored:
+            lines.append(
+                f"{len(self.ignored)} hidden file(s) not predicted (names starting with '.'; rename them to predict "
+                f"them): {', '.join(self.ignored[:5])}" + (" ..." if len(self.ignored) > 5 else "")
+            )
+        wall, network = self.timings.get("wall_s"), self.timings.get("network_s")
+        if wall and network is not None and self.predicted:
+            lines.append(
+                f"{wall:.1f} s wall for {len(self.predicted)} case(s), the network busy {100 * network / wall:.0f}% "
+                f"of it ({3600 * len(self.predicted) / wall:.0f} scans per hour)"
+            )
         if self.failed:
             lines.append("failed cases (fix them and run the same command again; finished cases are kept):")
             lines.extend(f"  - {case}: {reason}" for case, reason in sorted(self.failed.items()))
@@ -91,7 +107,18 @@ def discover_prediction_cases(input_dir: str | os.PathLike, file_ending: str, nu
     return cases
 
 
+def hidden_image_files(input_dir: str | os.PathLike, file_ending: str) -> list[str]:
+    """Image files of `input_dir` whose names start with '.' (editor or macOS copies such as `._scan_0000`):
+    never predicted, but named in the run's summary so a scan renamed by mistake is not lost silently."""
+    return sorted(p.name for p in Path(input_dir).iterdir() if p.name.startswith(".") and p.name.endswith(file_ending))
+
+
 def _problem_of(files: CaseFiles) -> str | None:
+    if (problem := name_problem(files.case_id)) is not None:
+        return (
+            f"the case id {files.case_id!r} {problem}, and predictions are named after it; rename the input "
+            f"files ({SAFE_NAME_RULE})"
+        )
     if not files.missing_channels:
         return None
     missing = ", ".join(f"_{i:04d}" for i in files.missing_channels)
@@ -131,41 +158,3 @@ def uncertainty_file(output_dir: str | os.PathLike, case_id: str, file_ending: s
 def is_finished(output_dir: str | os.PathLike, case_id: str, file_ending: str) -> bool:
     """A case is finished when its prediction exists (written last and atomically, so it is complete)."""
     return output_file(output_dir, case_id, file_ending).is_file()
-
-
-@dataclass
-class Prefetched(Generic[T, R]):
-    """An item and the result of the background work on it, or the exception that work raised."""
-
-    item: T
-    result: R | None
-    error: BaseException | None
-
-
-def prefetch(items: Iterable[T], work: Callable[[T], R], depth: int = 1) -> Iterator[Prefetched[T, R]]:
-    """Yield `work(item)` for each item in order while the next `depth` items are worked on in a thread.
-
-    A thread, not a process: preprocessing is SimpleITK and numpy, which release the GIL, and a thread
-    hands arrays over without copying or pickling them. `depth` bounds the memory held by finished but
-    not yet consumed results.
-    """
-    iterator = iter(items)
-    pending: deque[tuple[T, Future]] = deque()
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="autosr-prefetch") as pool:
-        try:
-            for item in iterator:
-                pending.append((item, pool.submit(work, item)))
-                if len(pending) > depth:
-                    yield _collect(*pending.popleft())
-            while pending:
-                yield _collect(*pending.popleft())
-        finally:
-            for _, future in pending:
-                future.cancel()
-
-
-def _collect(item: T, future: Future) -> Prefetched:
-    try:
-        return Prefetched(item, future.result(), None)
-    except Exception as e:  # noqa: BLE001 - reported per case by the caller
-        return Prefetched(item, None, e)

@@ -29,3 +29,9 @@ def mirror_combinations(axes: Sequence[int]) -> list[tuple[int, ...]]:
     """Every subset of `axes`, the identity first: 2**len(axes) flips whose predictions are averaged."""
     axes = tuple(axes)
     return [combo for r in range(len(axes) + 1) for combo in itertools.combinations(axes, r)]
+
+
+def volume_flip_dims(mirror: Sequence[int], dims: int) -> tuple[int, ...]:
+    """The tensor dims of a (C, Z, Y, X) volume (or a (C, *window) tile) that patch axes `mirror` flip: a 3D
+    patch's axis a is tensor dim 1 + a; a 2D patch's axes are the last two."""
+    return tuple(1 + (3 - dims) + a for a in mirror)

@@ -1,44 +1,21 @@
-"""Finding a trained model folder and its checkpoints, and loading them without unpickling anything.
+"""Finding a trained model folder and its checkpoints for prediction.
 
-A model folder is `$AUTOSR_RESULTS/DatasetXXX_Name/<Trainer>__<plans>__<configuration>/` with copies of
-plans.json and dataset.json and one `fold_k/checkpoint_<name>.pt` per trained fold. Everything that can be
-wrong here is the user's to fix (a fold not trained yet, a typo in a trainer name), so every problem is an
-`AutosrError` that names the missing file and the command that makes it.
+The layout itself (`<Trainer>__<plans>__<configuration>/fold_k/checkpoint_<name>.pt`) is
+`autosr.model_layout`'s. Everything that can be wrong here is the user's to fix (a fold not trained yet, a
+typo in a trainer name), so every problem is an `AutosrError` that names the missing file and the command
+that makes it.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from autosr.errors import AutosrError
-from autosr.paths import DEFAULT_PLANS_NAME, DEFAULT_TRAINER, AutosrPaths, model_folder_name
-
-CHECKPOINT_NAMES = ("final", "best", "latest")
-NAME_SEPARATOR = "__"
-
-
-@dataclass(frozen=True)
-class ModelFolderName:
-    """The three parts of a model folder's name."""
-
-    trainer: str
-    plans_name: str
-    configuration: str
-
-    def __str__(self) -> str:
-        return model_folder_name(self.trainer, self.plans_name, self.configuration)
-
-
-def parse_model_folder_name(name: str) -> ModelFolderName | None:
-    """`Trainer__autosrPlans__3d_fullres` -> its parts; None when the name does not have that shape."""
-    parts = name.split(NAME_SEPARATOR)
-    if len(parts) != 3 or not all(parts):
-        return None
-    return ModelFolderName(*parts)
+from autosr.model_layout import CHECKPOINT_NAMES, ModelFolder
+from autosr.paths import DEFAULT_PLANS_NAME, DEFAULT_TRAINER, AutosrPaths
 
 
 def locate_model_folder(
@@ -55,7 +32,7 @@ def locate_model_folder(
     except AutosrError as e:
         raise AutosrError(f"{e}; a dataset must be planned and trained before it can predict") from e
     dataset_dir = results / dataset_name
-    folder = dataset_dir / str(ModelFolderName(trainer, plans_name, configuration))
+    folder = ModelFolder.create(dataset_dir, trainer, plans_name, configuration).path
     if folder.is_dir():
         return folder
     trained = sorted(p.name for p in dataset_dir.iterdir() if p.is_dir()) if dataset_dir.is_dir() else []
@@ -70,10 +47,6 @@ def locate_model_folder(
     )
 
 
-def checkpoint_file(model_dir: Path, fold: int, checkpoint: str) -> Path:
-    return Path(model_dir) / f"fold_{fold}" / f"checkpoint_{checkpoint}.pt"
-
-
 def require_checkpoints(model_dir: str | os.PathLike, folds: Sequence[int], checkpoint: str) -> dict[int, Path]:
     """The checkpoint file of every requested fold; all missing ones are named in one error."""
     if checkpoint not in CHECKPOINT_NAMES:
@@ -83,15 +56,12 @@ def require_checkpoints(model_dir: str | os.PathLike, folds: Sequence[int], chec
         raise AutosrError(f"{model_dir}: model folder not found")
     if not folds:
         raise AutosrError("no folds requested; pass -f 0 1 2 3 4 (or the folds that were trained)")
-    found = {fold: checkpoint_file(model_dir, fold, checkpoint) for fold in folds}
+    model = ModelFolder.at(model_dir)
+    found = {fold: model.fold(fold).checkpoint(checkpoint) for fold in folds}
     missing = [fold for fold, p in found.items() if not p.is_file()]
     if missing:
-        available = sorted(
-            int(p.parent.name.split("_")[1])
-            for p in model_dir.glob(f"fold_*/checkpoint_{checkpoint}.pt")
-            if p.parent.name.split("_")[1].isdigit()
-        )
-        names = ", ".join(str(checkpoint_file(model_dir, f, checkpoint)) for f in missing)
+        available = model.folds_with_checkpoint(checkpoint)
+        names = ", ".join(str(found[f]) for f in missing)
         hint = (
             f"train the missing folds (`autosr train DATASET CONFIG FOLD`), or predict with the folds that have "
             f"one (-f {' '.join(map(str, available))})"
@@ -106,7 +76,7 @@ def require_checkpoints(model_dir: str | os.PathLike, folds: Sequence[int], chec
 
 def configuration_of(model_dir: Path, checkpoint: dict[str, Any] | None, available: Sequence[str]) -> str:
     """The configuration a model folder holds: from its name, else the checkpoint, else the only one."""
-    parsed = parse_model_folder_name(Path(model_dir).name)
+    parsed = ModelFolder.parse(model_dir)
     if parsed is not None and parsed.configuration in available:
         return parsed.configuration
     stored = (checkpoint or {}).get("configuration")

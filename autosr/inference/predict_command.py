@@ -1,7 +1,12 @@
-"""`autosr predict`: predict a folder of scans with a trained model's fold ensemble.
+"""`autosr predict`: predict a folder of scans with a trained model's fold ensemble (the command-line layer
+over `autosr.inference.api.predict`).
 
     autosr predict -i new_scans/ -o predictions/ -d 902 -c 3d_fullres -f 0 1 2 3 4
     autosr predict -i new_scans/ -o predictions/ -m $AUTOSR_RESULTS/Dataset902_Brain/Trainer__autosrPlans__3d_fullres
+    autosr predict -i new_scans/ -o predictions/ --model brain_3d_fullres.zip      # a package from export-model
+
+Besides the predictions, OUT/summary.csv holds one row per scan: timings, input geometry, the quality signals
+and a `flag` with its reason (autosr/inference/qc.py).
 
 The exit code is 0 when every case was predicted (or already done), 1 when some failed (they are listed
 at the end), 2 for a problem that stopped the run before any case (no model, no input files).
@@ -10,19 +15,13 @@ at the end), 2 for a problem that stopped the run before any case (no model, no 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from collections.abc import Sequence
-from pathlib import Path
 
 from autosr.cli import add_path_arguments, paths_from_args
-from autosr.dataset.spec import load_dataset_spec
-from autosr.errors import AutosrError
-from autosr.inference.folder import FolderSummary, discover_prediction_cases
-from autosr.inference.model_folder import CHECKPOINT_NAMES, locate_model_folder, require_checkpoints
+from autosr.inference.api import predict
 from autosr.inference.sliding_window import DEFAULT_STEP_FRACTION
-from autosr.paths import DEFAULT_PLANS_NAME, DEFAULT_TRAINER, AutosrPaths
-from autosr.planning.plans import Plans
+from autosr.model_layout import CHECKPOINT_NAMES
+from autosr.paths import DEFAULT_PLANS_NAME, DEFAULT_TRAINER
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,8 +31,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--configuration", help="configuration, e.g. 3d_fullres or 2d (with -d)")
     parser.add_argument("-m", "--model-dir", help="model folder <Trainer>__<plans>__<configuration> (instead of -d/-c)")
     parser.add_argument(
-        "-f", "--folds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="folds to ensemble (default: 0 1 2 3 4)"
-    )
+        "--model", dest="model_package", metavar="PACKAGE",
+        help="a model package (.zip from `autosr export-model`), read directly (instead of -d/-c or -m)",
+    )  # fmt: skip
+    parser.add_argument(
+        "-f", "--folds", nargs="+", type=int, default=None,
+        help="folds to ensemble (default: 0 1 2 3 4; with --model, the package's folds)",
+    )  # fmt: skip
     parser.add_argument(
         "--trainer", default=DEFAULT_TRAINER, help=f"trainer name in the model folder (default: {DEFAULT_TRAINER})"
     )
@@ -41,15 +45,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--plans", default=DEFAULT_PLANS_NAME, help=f"plans name in the model folder (default: {DEFAULT_PLANS_NAME})"
     )
     parser.add_argument(
-        "--checkpoint", choices=CHECKPOINT_NAMES, default="final", help="which checkpoint of each fold (default: final)"
-    )
+        "--checkpoint", choices=CHECKPOINT_NAMES, default=None,
+        help="which checkpoint of each fold (default: final; with --model, the package's)",
+    )  # fmt: skip
     parser.add_argument(
         "--step-size", type=float, default=DEFAULT_STEP_FRACTION,
         help=f"sliding-window step as a fraction of the patch (default: {DEFAULT_STEP_FRACTION}; smaller = more overlap, slower)",
     )  # fmt: skip
     parser.add_argument(
         "--tile-batch-size", type=int, default=None,
-        help="patches per forward pass, mirrored copies included (default: the configuration's training batch size)",
+        help="patches per forward pass, mirrored copies included (default: measured from free GPU memory; on a CPU "
+        "the configuration's training batch size)",
     )  # fmt: skip
     parser.add_argument("--no-tta", action="store_true", help="no test-time mirroring (about 2**axes times faster)")
     parser.add_argument(
@@ -62,76 +68,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--part-id", type=int, default=0, help="which part this run predicts (0 .. num-parts - 1)")
     parser.add_argument("--overwrite", action="store_true", help="predict cases whose output already exists again")
     parser.add_argument(
+        "--num-workers", type=int, default=None,
+        help="processes that read, preprocess and export scans beside the network (default: $AUTOSR_NUM_WORKERS, "
+        "else the CPU count - 1, at most 4; 0: everything in one process, one step after the other)",
+    )  # fmt: skip
+    parser.add_argument(
         "--on-input-grid", action="store_true",
         help="write predictions on each input's own grid instead of the planned spacing over its extent",
     )  # fmt: skip
+    parser.add_argument(
+        "--compile", action="store_true",
+        help="torch.compile the networks first (a minute of compilation; pays when predicting many scans on a GPU)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--keep-background", action="store_true",
+        help="keep the network's raw output outside the subject (default: the training targets' background level "
+        "outside the input's foreground grown by 2 voxels)",
+    )  # fmt: skip
     add_path_arguments(parser)
-
-
-def predict(
-    input_dir: str | os.PathLike,
-    output_dir: str | os.PathLike,
-    dataset: str | int | None = None,
-    configuration: str | None = None,
-    folds: Sequence[int] = (0, 1, 2, 3, 4),
-    trainer: str = DEFAULT_TRAINER,
-    plans_name: str = DEFAULT_PLANS_NAME,
-    checkpoint: str = "final",
-    step_fraction: float = DEFAULT_STEP_FRACTION,
-    tile_batch_size: int | None = None,
-    use_mirroring: bool = True,
-    uncertainty: bool = False,
-    device: str | None = None,
-    num_parts: int = 1,
-    part_id: int = 0,
-    overwrite: bool = False,
-    on_input_grid: bool = False,
-    model_dir: str | os.PathLike | None = None,
-    paths: AutosrPaths | None = None,
-    progress: bool = True,
-) -> FolderSummary:
-    """Find the model folder, load the fold ensemble and predict `input_dir` into `output_dir`."""
-    from autosr.inference.predictor import Predictor
-
-    if not 0 < step_fraction <= 1:
-        raise AutosrError(f"--step-size must be in (0, 1], got {step_fraction}")
-    if model_dir is None:
-        if dataset is None or configuration is None:
-            raise AutosrError("name the model: -d DATASET -c CONFIGURATION, or -m MODEL_FOLDER")
-        model_dir = locate_model_folder(paths or AutosrPaths.resolve(), dataset, configuration, trainer, plans_name)
-    model_dir = Path(model_dir)
-    check_before_loading(model_dir, input_dir, folds, checkpoint)
-    predictor = Predictor.from_trained(
-        model_dir,
-        folds=list(folds),
-        checkpoint=checkpoint,
-        device=device,
-        step_fraction=step_fraction,
-        use_mirroring=use_mirroring,
-        tile_batch_size=tile_batch_size,
-    )
-    return predictor.predict_folder(
-        input_dir,
-        output_dir,
-        overwrite=overwrite,
-        num_parts=num_parts,
-        part_id=part_id,
-        uncertainty=uncertainty,
-        on_input_grid=on_input_grid,
-        progress=progress,
-    )
-
-
-def check_before_loading(model_dir: Path, input_dir: str | os.PathLike, folds: Sequence[int], checkpoint: str) -> None:
-    """Fail in a second, before networks are built: missing checkpoints, an input folder with nothing to predict."""
-    require_checkpoints(model_dir, list(folds), checkpoint)
-    if not (model_dir / "dataset.json").is_file():
-        raise AutosrError(
-            f"{model_dir / 'dataset.json'}: missing; copy the dataset's dataset.json into the model folder"
-        )
-    spec = load_dataset_spec(model_dir)
-    num_channels = Plans.load(model_dir / "plans.json").num_input_channels
-    discover_prediction_cases(input_dir, spec.file_ending, num_channels)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -155,6 +109,10 @@ def run(args: argparse.Namespace) -> int:
         on_input_grid=args.on_input_grid,
         model_dir=args.model_dir,
         paths=paths_from_args(args),
+        keep_background=args.keep_background,
+        compile_networks=args.compile,
+        model_package=args.model_package,
+        num_workers=args.num_workers,
     )
     print(f"autosr predict: {summary.describe()}", file=sys.stderr if summary.failed else sys.stdout)
     return 0 if summary.ok else 1

@@ -15,9 +15,6 @@ deviation is tracked with Welford's algorithm (two volumes of memory, whatever t
 from __future__ import annotations
 
 import os
-import sys
-import tempfile
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,26 +23,21 @@ import numpy as np
 import torch
 from torch import nn
 
+from autosr.checkpoint import load_checkpoint
 from autosr.dataset.spec import DatasetSpec, load_dataset_spec
-from autosr.device import choose_device
+from autosr.device import choose_device, prefer_fixed_shape_kernels
 from autosr.errors import AutosrError
-from autosr.inference.folder import (
-    FolderSummary,
-    InputCase,
-    discover_prediction_cases,
-    is_finished,
-    output_file,
-    prefetch,
-    select_part,
-    uncertainty_file,
-)
-from autosr.inference.mirroring import mirror_combinations, normalize_mirror_axes
+from autosr.inference.fast_path import compile_network, measured_tile_batch_size
+from autosr.inference.folder import FolderSummary
+from autosr.inference.mirroring import mirror_combinations, normalize_mirror_axes, volume_flip_dims
 from autosr.inference.model_folder import configuration_of, require_checkpoints
 from autosr.inference.running_stats import RunningMeanStd
+from autosr.inference.scan_worker import ScanWorker
 from autosr.inference.sliding_window import DEFAULT_STEP_FRACTION, predict_sliding_window
 from autosr.io import Geometry, write_image
+from autosr.network.build import total_stride
 from autosr.planning.plans import Plans
-from autosr.training.checkpoint import load_checkpoint
+from autosr.preprocessing.preprocess import PreprocessedScan, preprocess_arrays
 
 NetworkBuilder = Callable[[dict, int, int], nn.Module]
 
@@ -63,6 +55,9 @@ class Predictor:
     `patch_size` is the inference tile (default: the training patch; larger tiles divisible by the total
     stride are accepted, but instance normalization makes them a different prediction: measured worse,
     documentation/inference.md). `tile_batch_size` defaults to the configuration's training batch size.
+    `background_fill`: outside the subject region (the input foreground grown by a margin) exported
+    predictions hold the training targets' background level; False keeps the raw network output.
+    `compile_networks`: `torch.compile` each network for prediction (fast_path.py; pays for many scans).
     """
 
     def __init__(
@@ -77,6 +72,8 @@ class Predictor:
         mirror_axes: Sequence[int] | None = None,
         tile_batch_size: int | None = None,
         patch_size: Sequence[int] | None = None,
+        background_fill: bool = True,
+        compile_networks: bool = False,
     ):
         if not networks:
             raise ValueError("a Predictor needs at least one network")
@@ -85,11 +82,18 @@ class Predictor:
         self.configuration = plans.configuration(configuration)
         self.dataset_spec = dataset_spec
         self.device = choose_device(device)
+        prefer_fixed_shape_kernels(self.device)
         self.networks = [self._prepare(n) for n in networks]
         self.step_fraction = float(step_fraction)
-        # default: the training batch size, which the planner's memory model fits on the GPU with gradients;
-        # inference at the same batch needs less
-        self.tile_batch_size = int(tile_batch_size or self.configuration.batch_size)
+        self.background_fill = bool(background_fill)
+        # tiles per forward pass: given, else measured from free GPU memory at the first prediction
+        # (fast_path.measured_tile_batch_size), else (CPU) the configuration's training batch size
+        if tile_batch_size is not None and tile_batch_size < 1:
+            raise AutosrError(f"--tile-batch-size must be at least 1, got {tile_batch_size}")
+        self.tile_batch_size = int(tile_batch_size) if tile_batch_size else None
+        self.compile_networks = bool(compile_networks)
+        if self.compile_networks:
+            self.networks = [compile_network(n) for n in self.networks]
         dims = self.configuration.dims
         self.mirror_axes = normalize_mirror_axes(mirror_axes, dims) if use_mirroring else ()
         self.patch_size = tuple(int(p) for p in (patch_size or self.configuration.patch_size))
@@ -98,6 +102,10 @@ class Predictor:
                 f"patch size {self.patch_size} does not match the {dims}D configuration '{configuration}'"
             )
         self._check_divisible(self.patch_size)
+        # where the networks came from (set by from_trained): the folder's QC reference, the ensemble's name
+        self.model_dir: Path | None = None
+        self.folds: tuple[int, ...] | None = None
+        self.checkpoint_name: str | None = None
 
     # --- construction --------------------------------------------------------------------------------
     @classmethod
@@ -112,6 +120,8 @@ class Predictor:
         tile_batch_size: int | None = None,
         patch_size: Sequence[int] | None = None,
         network_builder: NetworkBuilder | None = None,
+        background_fill: bool = True,
+        compile_networks: bool = False,
     ) -> Predictor:
         """Load the folds of a model folder (`<Trainer>__<plans>__<configuration>`).
 
@@ -127,10 +137,11 @@ class Predictor:
         checkpoints = {fold: load_checkpoint(path) for fold, path in files.items()}
         first = next(iter(checkpoints.values()))
         configuration = configuration_of(model_dir, first, plans.configuration_names)
-        network_plan = plans.configuration(configuration).network
         builder = network_builder or _default_builder()
         networks = []
         for fold, ckpt in checkpoints.items():
+            # the checkpoint records the network its trainer built (a variant may change the plan's)
+            network_plan = ckpt.get("network_plan") or plans.configuration(configuration).network
             network = builder(network_plan, plans.num_input_channels, 1)
             try:
                 network.load_state_dict(ckpt["network_weights"])
@@ -141,7 +152,7 @@ class Predictor:
                 ) from e
             networks.append(network)
         mirror_axes = first.get("mirror_axes", plans.configuration(configuration).raw.get("mirror_axes"))
-        return cls(
+        predictor = cls(
             networks,
             plans,
             configuration,
@@ -152,18 +163,20 @@ class Predictor:
             mirror_axes=mirror_axes,
             tile_batch_size=tile_batch_size,
             patch_size=patch_size,
+            background_fill=background_fill,
+            compile_networks=compile_networks,
         )
+        predictor.model_dir, predictor.folds, predictor.checkpoint_name = model_dir, tuple(files), checkpoint
+        return predictor
 
     def _prepare(self, network: nn.Module) -> nn.Module:
-        if hasattr(network, "deep_supervision"):
-            network.deep_supervision = False
+        # deep-supervision outputs are left as they are: the sliding window uses the full-resolution one
         return network.to(self.device).eval()
 
     def _check_divisible(self, patch_size: tuple[int, ...]) -> None:
-        strides = self.configuration.network.get("strides")
-        if not strides:
+        if not self.configuration.network.get("strides"):
             return
-        total = [int(np.prod([s[a] for s in strides])) for a in range(len(patch_size))]
+        total = total_stride(self.configuration.network)
         if any(p % t for p, t in zip(patch_size, total)):
             raise AutosrError(
                 f"inference patch size {patch_size} must be divisible by the network's total stride {total}"
@@ -179,8 +192,8 @@ class Predictor:
 
     @property
     def num_members(self) -> int:
-        """Ensemble members per case: folds x mirrorings."""
-        return len(self.networks) * len(mirror_combinations(self.mirror_axes))
+        """Ensemble members per case: folds x planes (2D) x mirrorings."""
+        return len(self.networks) * len(self.planes) * len(mirror_combinations(self.mirror_axes))
 
     # --- normalized space ----------------------------------------------------------------------------
     def predict_preprocessed(
@@ -199,22 +212,41 @@ class Predictor:
                 f"input of shape {tuple(image.shape)} does not fit the model: it wants "
                 f"({self.num_input_channels}, Z, Y, X), one channel per trained input"
             )
-        image = image.float()  # the sliding window moves it to the device when it fits there
+        image = _to_device_if_it_fits(image.float(), self.device)  # once for every fold and plane
         stats = RunningMeanStd(track_spread=with_uncertainty)
-        dims = len(self.patch_size)
         for network in self.networks:
-            if not with_uncertainty:
-                stats.update(self._sliding_window(network, image, self.mirror_axes))
-                continue
-            # each mirroring is its own member: flip the whole volume, predict, flip back
-            for mirror in mirror_combinations(self.mirror_axes):
-                volume_dims = tuple(1 + (3 - dims) + a for a in mirror)
-                flipped = torch.flip(image, volume_dims) if mirror else image
-                member = self._sliding_window(network, flipped, ())
-                stats.update(torch.flip(member, volume_dims) if mirror else member)
+            for plane in self.planes:
+                volume = image.movedim(1 + plane, 1) if plane else image
+                for member in self._members(network, volume, with_uncertainty):
+                    stats.update(member.movedim(1, 1 + plane) if plane else member)
         prediction = stats.mean[0].cpu().numpy()
         uncertainty = stats.std()[0].cpu().numpy() if with_uncertainty else None
         return prediction, uncertainty
+
+    @property
+    def planes(self) -> tuple[int, ...]:
+        """Volume axes a 2D network slices along (each a member of the ensemble); (0,) for 3D networks."""
+        return self.configuration.slice_axes if self.configuration.dims == 2 else (0,)
+
+    def _members(self, network: nn.Module, image: torch.Tensor, separately: bool):
+        """The network's predictions of `image`: all mirrorings averaged in one sliding window, or (for the
+        uncertainty) each mirroring on its own: the whole volume flipped, predicted, flipped back."""
+        if not separately:
+            yield self._sliding_window(network, image, self.mirror_axes)
+            return
+        for mirror in mirror_combinations(self.mirror_axes):
+            flip = volume_flip_dims(mirror, len(self.patch_size))
+            member = self._sliding_window(network, torch.flip(image, flip) if flip else image, ())
+            yield torch.flip(member, flip) if flip else member
+
+    def tiles_per_pass(self) -> int:
+        """Tiles (mirrored copies included) per forward pass: as given, or measured once on a GPU."""
+        if self.tile_batch_size is None:
+            tile = (self.num_input_channels, *self.patch_size)
+            self.tile_batch_size = measured_tile_batch_size(
+                self.networks[0], tile, self.device, fallback=self.configuration.batch_size
+            )
+        return self.tile_batch_size
 
     def _sliding_window(self, network: nn.Module, image: torch.Tensor, mirror_axes: Sequence[int]) -> torch.Tensor:
         return predict_sliding_window(
@@ -222,21 +254,20 @@ class Predictor:
             image,
             self.patch_size,
             step_fraction=self.step_fraction,
-            tile_batch_size=self.tile_batch_size,
+            tile_batch_size=self.tiles_per_pass(),
             mirror_axes=mirror_axes,
             device=self.device,
+            fixed_batch=self.compile_networks,
         )
 
     # --- cases ---------------------------------------------------------------------------------------
-    def preprocess(self, channel_files: Sequence[str | os.PathLike]) -> tuple[np.ndarray, dict[str, Any]]:
-        """Read, resample, crop and normalize one case's channel files exactly as in training."""
-        from autosr.preprocessing.preprocess import preprocess_for_inference
+    def scan_worker(self) -> ScanWorker:
+        """The preprocessing and export of this model as plain data (what folder workers run)."""
+        return ScanWorker(self.plans.raw, self.configuration_name, self.background_fill)
 
-        if len(channel_files) != self.num_input_channels:
-            raise AutosrError(
-                f"got {len(channel_files)} channel file(s) but the model was trained on {self.num_input_channels}"
-            )
-        return preprocess_for_inference([Path(p) for p in channel_files], self.plans, self.configuration_name)
+    def preprocess(self, channel_files: Sequence[str | os.PathLike]) -> PreprocessedScan:
+        """Read, resample, crop and normalize one case's channel files exactly as in training."""
+        return self.scan_worker().preprocess(channel_files)
 
     def export(
         self,
@@ -244,24 +275,11 @@ class Predictor:
         properties: dict[str, Any],
         on_input_grid: bool = False,
         uncertainty: np.ndarray | None = None,
+        foreground: np.ndarray | None = None,
     ) -> tuple[np.ndarray, Geometry, np.ndarray | None]:
-        """Invert the preprocessing: (array in target units, its Geometry, uncertainty in target units).
-
-        The uncertainty is exported as revert(mean + std) - revert(mean), which carries it through the same
-        resampling and scales it by the target normalization's scale (exact for the affine schemes).
-        """
-        from autosr.preprocessing.inverse import revert_prediction
-
-        array, geometry = revert_prediction(
-            prediction, properties, self.plans, self.configuration_name, on_input_grid=on_input_grid
-        )
-        spread = None
-        if uncertainty is not None:
-            upper, _ = revert_prediction(
-                prediction + uncertainty, properties, self.plans, self.configuration_name, on_input_grid=on_input_grid
-            )
-            spread = np.abs(upper - array).astype(np.float32)
-        return np.asarray(array, dtype=np.float32), geometry, spread
+        """Invert the preprocessing: (array in target units, Geometry, uncertainty in target units); see
+        `ScanWorker.export`."""
+        return self.scan_worker().export(prediction, properties, on_input_grid, uncertainty, foreground)
 
     def predict_case(
         self,
@@ -271,19 +289,17 @@ class Predictor:
         on_input_grid: bool = False,
     ) -> Path:
         """Predict one case from its channel files and write it (atomically) to `output_path`."""
-        input_array, properties = self.preprocess(channel_files)
-        return self._predict_and_write(input_array, properties, output_path, uncertainty_path, on_input_grid)
+        return self._predict_and_write(self.preprocess(channel_files), output_path, uncertainty_path, on_input_grid)
 
     def _predict_and_write(
         self,
-        input_array: np.ndarray,
-        properties: dict[str, Any],
+        scan: PreprocessedScan,
         output_path: str | os.PathLike,
         uncertainty_path: str | os.PathLike | None,
         on_input_grid: bool,
     ) -> Path:
-        prediction, uncertainty = self.predict_preprocessed(input_array, with_uncertainty=uncertainty_path is not None)
-        array, geometry, spread = self.export(prediction, properties, on_input_grid, uncertainty)
+        prediction, uncertainty = self.predict_preprocessed(scan.input, with_uncertainty=uncertainty_path is not None)
+        array, geometry, spread = self.export(prediction, scan.properties, on_input_grid, uncertainty, scan.foreground)
         if uncertainty_path is not None:
             write_image(spread, geometry, uncertainty_path)  # first: the prediction marks the case finished
         write_image(array, geometry, output_path)
@@ -294,21 +310,14 @@ class Predictor:
     ) -> tuple[np.ndarray, Geometry]:
         """Predict a (C, Z, Y, X) or (Z, Y, X) array with its geometry from Python; returns (array, Geometry).
 
-        The channels are written to a temporary folder and go through the same file path as every other
-        prediction, so results are identical to `predict_case` on the same scan.
+        The same preprocessing as `predict_case` (`preprocess_arrays` is what reading the files leads to).
         """
         array = np.asarray(array, dtype=np.float32)
         if array.ndim == 3:
             array = array[None]
-        with tempfile.TemporaryDirectory(prefix="autosr-predict-") as tmp:
-            files = []
-            for c, channel in enumerate(array):
-                path = Path(tmp) / f"case_{c:04d}.nii.gz"
-                write_image(channel, geometry, path, compress=False)
-                files.append(path)
-            input_array, properties = self.preprocess(files)
-        prediction, _ = self.predict_preprocessed(input_array)
-        exported, exported_geometry, _ = self.export(prediction, properties, on_input_grid)
+        scan = preprocess_arrays(array, geometry, self.plans, self.configuration_name)
+        prediction, _ = self.predict_preprocessed(scan.input)
+        exported, exported_geometry, _ = self.export(prediction, scan.properties, on_input_grid, None, scan.foreground)
         return exported, exported_geometry
 
     # --- folders -------------------------------------------------------------------------------------
@@ -322,60 +331,37 @@ class Predictor:
         uncertainty: bool = False,
         on_input_grid: bool = False,
         progress: bool = True,
+        num_workers: int | None = None,
     ) -> FolderSummary:
-        """Predict every case of `input_dir` into `output_dir` as `<case><ending>`; see `autosr.inference.folder`.
+        """Predict every case of `input_dir` into `output_dir` as `<case><ending>`, with `summary.csv` (one row
+        per scan, quality flags); see `autosr.inference.folder` and `autosr.inference.pipeline`.
 
-        Finished cases are skipped unless `overwrite`; the next case is preprocessed in the background while
-        the current one is predicted; a case that fails is recorded and the run goes on.
+        Finished cases are skipped unless `overwrite`; reading, preprocessing and export run in `num_workers`
+        worker processes beside the network (default: `pipeline.default_num_workers()`; 0: all in this
+        process); a case that fails is recorded and the run goes on.
         """
-        from tqdm import tqdm
+        from autosr.inference.pipeline import predict_folder
 
-        ending = self.file_ending
-        cases = discover_prediction_cases(input_dir, ending, self.num_input_channels)
-        mine = set(select_part([c.case_id for c in cases], num_parts, part_id))
-        summary = FolderSummary()
-        todo: list[InputCase] = []
-        for case in cases:
-            if case.case_id not in mine:
-                continue
-            if not overwrite and is_finished(output_dir, case.case_id, ending):
-                summary.skipped.append(case.case_id)
-            else:
-                todo.append(case)
-        Path(output_dir).mkdir(parents=True, exist_ok=True)
-        bar = tqdm(total=len(todo), desc="predict", unit="case", disable=not progress, file=sys.stderr)
-        last = time.perf_counter()
-        for item in prefetch(todo, self._preprocess_case):
-            case = item.item
-            try:
-                if item.error is not None:
-                    raise item.error
-                input_array, properties = item.result
-                self._predict_and_write(
-                    input_array,
-                    properties,
-                    output_file(output_dir, case.case_id, ending),
-                    uncertainty_file(output_dir, case.case_id, ending) if uncertainty else None,
-                    on_input_grid,
-                )
-                summary.predicted.append(case.case_id)
-            except Exception as e:  # noqa: BLE001 - one bad scan must not stop a run over thousands
-                summary.failed[case.case_id] = _describe_failure(e)
-                bar.write(f"autosr predict: {case.case_id} failed: {summary.failed[case.case_id]}")
-            now = time.perf_counter()  # wall time per case, preprocessing overlap included
-            bar.set_postfix_str(f"{case.case_id} {now - last:.1f}s", refresh=False)
-            last = now
-            bar.update(1)
-        bar.close()
-        return summary
-
-    def _preprocess_case(self, case: InputCase) -> tuple[np.ndarray, dict[str, Any]]:
-        if case.problem is not None:
-            raise AutosrError(case.problem)
-        return self.preprocess(case.channel_files)
+        return predict_folder(
+            self,
+            input_dir,
+            output_dir,
+            overwrite,
+            num_parts,
+            part_id,
+            uncertainty,
+            on_input_grid,
+            progress,
+            num_workers,
+        )
 
 
-def _describe_failure(error: BaseException) -> str:
-    if isinstance(error, AutosrError):
-        return str(error)
-    return f"{type(error).__name__}: {error}"
+def _to_device_if_it_fits(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The input volume on the device (one pinned copy for all folds), or where it is when it does not fit."""
+    if tensor.device == device or device.type != "cuda":
+        return tensor
+    try:
+        return tensor.pin_memory().to(device, non_blocking=True)
+    except torch.cuda.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        return tensor

@@ -6,7 +6,7 @@ tile. Regression shows tile seams that segmentation hides behind an argmax, henc
 - tiles overlap (a step of `step_fraction` x patch) and are blended with a Gaussian importance map
   (sigma = 1/8 of the patch), which trusts tile centres, where the network saw context on every side,
   over tile borders, where it saw zero padding;
-- accumulation (weighted sum and weight sum) is float32 even when the network runs in float16 autocast,
+- accumulation (weighted sum and weight sum) is float32 even when the network runs in bfloat16/float16 autocast,
   so many small contributions do not round away;
 - tiles (and their mirrored copies for test-time augmentation) are batched into one forward pass, which
   is most of the speed on a GPU.
@@ -28,14 +28,16 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from autosr.inference.mirroring import mirror_combinations, normalize_mirror_axes
+from autosr.device import autocast, autocast_dtype
+from autosr.inference.mirroring import mirror_combinations, normalize_mirror_axes, volume_flip_dims
+from autosr.preprocessing.foreground import border_values
 
-# Step between tiles as a fraction of the patch. Measured on held-out phantoms with a trained U-Net
-# (benchmarks/bench_inference.py quality; documentation/inference.md, "Choosing the step"): PSNR 23.4 dB at
-# 0.25, 21.5 dB at 0.5 (below the 22.1 dB input baseline), 16.1 dB at 0.75; 0.25 costs ~3x the tiles of 0.5.
-DEFAULT_STEP_FRACTION = 0.25
+# Step between tiles as a fraction of the patch. With batch-normalized (tile-invariant) networks, step 0.5
+# scores within 0.01 dB PSNR of step 0.25 on held-out phantoms, at a third of the forward passes
+# (benchmarks/bench_variants.py; documentation/benchmark.md, "Network normalization and tiling"). Plans
+# from before that change (instance norm) lose 0.5 dB at 0.5: pass --step-size 0.25 for them.
+DEFAULT_STEP_FRACTION = 0.5
 # Gaussian sigma as a fraction of the patch edge (the usual choice in nnU-Net and MONAI).
 GAUSSIAN_SIGMA_FRACTION = 1.0 / 8.0
 # Floor of the importance map relative to its centre. The corner of a sigma = p/8 Gaussian is e^-24
@@ -99,16 +101,21 @@ def tile_windows(shape_zyx: Sequence[int], window_zyx: Sequence[int], step_fract
 
 
 def _pad_to_window(image: torch.Tensor, window_zyx: Sequence[int]) -> tuple[torch.Tensor, Window]:
-    """Pad (C, Z, Y, X) symmetrically up to the window where it is smaller; return the crop back."""
+    """Pad (C, Z, Y, X) symmetrically up to the window where it is smaller; return the crop back.
+
+    The padding is each channel's background level (the median of the volume's faces), the value training
+    patches are filled with where they reach past a volume, so the network meets no edge it never saw.
+    """
     shape = image.shape[1:]
     before = [max(0, w - s) // 2 for s, w in zip(shape, window_zyx)]
     after = [max(0, w - s) - b for s, w, b in zip(shape, window_zyx, before)]
     crop = tuple(slice(b, b + s) for b, s in zip(before, shape))
     if not any(before) and not any(after):
         return image, crop
-    # replicate: continuing the border (usually background) invents no edge for the network to react to
-    pad = [after_or_before for axis in (2, 1, 0) for after_or_before in (before[axis], after[axis])]
-    padded = F.pad(image[None], pad, mode="replicate")[0]
+    fill = border_values(image).to(image.dtype)
+    padded = fill.reshape(-1, 1, 1, 1).expand(image.shape[0], *(s + b + a for s, b, a in zip(shape, before, after)))
+    padded = padded.clone()
+    padded[(slice(None), *crop)] = image
     return padded, crop
 
 
@@ -126,8 +133,13 @@ def _allocate(shape: Sequence[int], device: torch.device) -> torch.Tensor:
 
 
 def _to_device_or_stay(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Move the input volume to the device if it fits; otherwise tiles are moved one batch at a time."""
+    """Move the input volume to the device if it fits (from pinned memory: one fast copy); otherwise tiles
+    are moved one batch at a time."""
+    if tensor.device == device:
+        return tensor
     try:
+        if device.type == "cuda" and tensor.device.type == "cpu":
+            return tensor.pin_memory().to(device, non_blocking=True)
         return tensor.to(device)
     except torch.cuda.OutOfMemoryError:
         torch.cuda.empty_cache()
@@ -148,8 +160,9 @@ def predict_sliding_window(
     tile_batch_size: int = DEFAULT_TILE_BATCH_SIZE,
     mirror_axes: Sequence[int] = (),
     device: torch.device | str | None = None,
-    use_amp: bool | None = None,
+    precision: torch.dtype | str | None = "auto",
     sigma_fraction: float = GAUSSIAN_SIGMA_FRACTION,
+    fixed_batch: bool = False,
 ) -> torch.Tensor:
     """Predict a (C, Z, Y, X) volume tile by tile; returns (out_channels, Z, Y, X) float32.
 
@@ -161,10 +174,14 @@ def predict_sliding_window(
       predicted and averaged, each flipped back); () for none.
     - `device`: where the network runs (default: the image's device). Accumulation happens there too,
       and falls back to the CPU when the volume's accumulators do not fit.
-    - `use_amp`: float16 autocast for the network; default on for CUDA, never on other devices.
+    - `precision`: the autocast dtype of the network: "auto" = `autosr.device.autocast_dtype` (bfloat16 on
+      CUDA GPUs that have it, float16 on older ones, full precision elsewhere, as in training), a dtype, or
+      None for full precision.
+    - `fixed_batch`: pad the last forward pass to `tile_batch_size` inputs (a compiled network then sees
+      one shape only).
 
-    The result lives on the accumulation device. Volumes smaller than the patch are padded (replicating
-    the border) and cropped back.
+    The result lives on the accumulation device. Volumes smaller than the patch are padded (with each
+    channel's background level, as training patches are) and cropped back.
     """
     dims = len(patch_size)
     if dims not in (2, 3):
@@ -177,9 +194,7 @@ def predict_sliding_window(
     if image.ndim != 4:
         raise ValueError(f"image must be (C, Z, Y, X), got shape {tuple(image.shape)}")
     device = torch.device(device) if device is not None else image.device
-    if use_amp is None:
-        use_amp = device.type == "cuda"
-    use_amp = use_amp and device.type == "cuda"
+    dtype = autocast_dtype(device) if precision == "auto" else precision
     mirrors = mirror_combinations(normalize_mirror_axes(mirror_axes, dims))
 
     window = tuple(int(p) for p in patch_size) if dims == 3 else (1, *(int(p) for p in patch_size))
@@ -188,14 +203,11 @@ def predict_sliding_window(
     windows = tile_windows(padded.shape[1:], window, step_fraction)
     weight = gaussian_importance_map(patch_size, sigma_fraction, device=device).reshape(window)
 
-    # a flip of patch axis a acts on tensor dim 1 + (3 - dims) + a of a (C, *window) tile
-    first_spatial = 1 + (3 - dims)
-    work = [(w, tuple(first_spatial + a for a in m)) for w in windows for m in mirrors]
+    work = [(w, volume_flip_dims(m, dims)) for w in windows for m in mirrors]
     numerator: torch.Tensor | None = None
     denominator = _allocate(padded.shape[1:], device)
     acc_device = denominator.device
     weight_acc = weight.to(acc_device)
-    autocast = torch.autocast("cuda", dtype=torch.float16) if use_amp else contextlib.nullcontext()
 
     with torch.no_grad():  # not inference_mode: callers update the result in place (ensemble statistics)
         for start in range(0, len(work), tile_batch_size):
@@ -204,8 +216,10 @@ def predict_sliding_window(
             batch = torch.stack([torch.flip(t, f) if f else t for t, (_, f) in zip(tiles, chunk)]).to(device)
             if dims == 2:
                 batch = batch[:, :, 0]
-            with autocast:
-                output = _first_output(network(batch))
+            if fixed_batch and len(chunk) < tile_batch_size:
+                batch = torch.cat([batch, batch[-1:].expand(tile_batch_size - len(chunk), *batch.shape[1:])])
+            with autocast(device, dtype) if dtype is not None else contextlib.nullcontext():
+                output = _first_output(network(batch))[: len(chunk)]
             output = output.float()
             if dims == 2:
                 output = output[:, :, None]

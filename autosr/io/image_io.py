@@ -1,11 +1,14 @@
 """Read and write images as (Z, Y, X) / (C, Z, Y, X) float32 arrays plus an exact `Geometry`.
 
 Every format SimpleITK reads is accepted; the list of endings autosr validates against is
-`SUPPORTED_ENDINGS`. Writes are atomic (see `autosr.io.atomic`).
+`SUPPORTED_ENDINGS`. Reading refuses, with one message naming the file and the fix, what SimpleITK would
+read wrongly without a word (truncated NIfTI, NaN/Inf in NIfTI: see `read_sitk`); every command reads
+through here. Writes are atomic (see `autosr.io.atomic`).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from autosr.errors import AutosrError
+from autosr.errors import AutosrError, ImageFileProblem
 from autosr.io.atomic import atomic_path
 from autosr.io.geometry import Geometry
+from autosr.io.nifti_integrity import check_nifti_voxels, is_nifti
 
 SUPPORTED_ENDINGS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
 
@@ -49,27 +53,155 @@ def apply_geometry(image: sitk.Image, geometry: Geometry) -> sitk.Image:
 
 
 def read_sitk(path: str | os.PathLike) -> sitk.Image:
-    """Read one 3D image; an unreadable or non-3D file becomes an `AutosrError` naming it."""
+    """Read one 3D image, refusing what SimpleITK would read wrongly or silently change.
+
+    Every command reads images through here (or `read_image`/`read_channels` above it), so they all refuse
+    the same files with the same message (an `ImageFileProblem` naming the file and the fix): a missing
+    file or a broken link, an unreadable file, several components per voxel, a 2D image or a 4D series,
+    voxel data cut short (SimpleITK reads a truncated NIfTI with zeros) and NaN/Inf voxels (SimpleITK
+    reads NIfTI ones as 0).
+    """
     path = Path(path)
-    if not path.is_file():
-        raise AutosrError(f"{path}: file not found")
+    check_image_file_present(path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
     try:
-        image = sitk.ReadImage(str(path))
+        reader.ReadImageInformation()
+        dimension, size, components = reader.GetDimension(), reader.GetSize(), reader.GetNumberOfComponents()
+        if components != 1:
+            raise ImageFileProblem(
+                path,
+                f"has {components} components per voxel",
+                "autosr wants one image per channel: split it into <case>_0000, <case>_0001, ...",
+            )
+        if dimension == 2:
+            raise ImageFileProblem(
+                path,
+                f"is a 2D image ({size[0]} x {size[1]} pixels)",
+                "autosr trains on and predicts 3D volumes: give the 3D scan (one file per channel)",
+            )
+        if not (dimension == 3 or (dimension == 4 and size[3] == 1)):
+            raise ImageFileProblem(
+                path,
+                f"is {dimension}D with size {' x '.join(map(str, size))}",
+                "autosr reads 3D volumes: store each volume (channel, time point) in its own file",
+            )
+        if 1 in size[:3]:
+            raise ImageFileProblem(
+                path,
+                f"is a single slice ({' x '.join(map(str, size[:3]))} voxels): a 2D image stored as 3D",
+                "autosr trains on and predicts 3D volumes: give the whole 3D scan (one file per channel)",
+            )
+        image = reader.Execute()
     except RuntimeError as e:
-        first_line = str(e).strip().splitlines()[-1] if str(e).strip() else "unknown reader error"
-        raise AutosrError(f"{path}: cannot be read as an image ({first_line}); re-export or replace the file") from e
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise AutosrError(
-            f"{path}: has {image.GetNumberOfComponentsPerPixel()} components per voxel; autosr wants one "
-            "image per channel (split it into <case>_0000, <case>_0001, ...)"
-        )
-    if image.GetDimension() == 2:
-        image = sitk.JoinSeries([image])
-    if image.GetDimension() == 4 and image.GetSize()[3] == 1:
+        shortfall = metaimage_shortfall(path)
+        if shortfall is not None:
+            found, expected = shortfall
+            raise ImageFileProblem(
+                path,
+                f"is truncated: it holds {found} of the {expected} bytes of voxel data its header announces "
+                "(an interrupted copy or download?)",
+                "copy or export the file again",
+            ) from e
+        message = str(e).strip().splitlines()[-1] if str(e).strip() else "unknown reader error"
+        if "No such file or directory" in message:  # ITK reports a failed voxel read with the last errno
+            message = "the voxel data could not be read completely: the file is probably truncated or damaged"
+            raise ImageFileProblem(
+                path, f"cannot be read as an image ({message})", "copy or export the file again"
+            ) from e
+        raise ImageFileProblem(path, f"cannot be read as an image ({message})", "re-export or replace the file") from e
+    if image.GetDimension() == 4:
         image = image[:, :, :, 0]
-    if image.GetDimension() != 3:
-        raise AutosrError(f"{path}: is {image.GetDimension()}D; autosr reads 3D volumes (one file per channel)")
+    check_voxels(path, image)
     return image
+
+
+METAIMAGE_ELEMENT_BYTES = {
+    "MET_CHAR": 1, "MET_UCHAR": 1, "MET_SHORT": 2, "MET_USHORT": 2, "MET_INT": 4, "MET_UINT": 4,
+    "MET_LONG": 4, "MET_ULONG": 4, "MET_LONG_LONG": 8, "MET_ULONG_LONG": 8, "MET_FLOAT": 4, "MET_DOUBLE": 8,
+}  # fmt: skip
+
+
+def metaimage_shortfall(path: Path) -> tuple[int, int] | None:
+    """(bytes found, bytes announced) when an uncompressed single-file MetaImage (.mha) holds less voxel data
+    than its header announces; None otherwise (other formats, compressed data, a whole file). ITK reports
+    such a file with an unrelated errno ("No such file or directory"), so the reader says it here instead."""
+    if path.suffix.lower() != ".mha":
+        return None
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    fields: dict[str, str] = {}
+    offset = 0
+    for line in head.split(b"\n"):
+        offset += len(line) + 1
+        key, _, value = line.decode("latin-1").partition("=")
+        fields[key.strip()] = value.strip()
+        if key.strip() == "ElementDataFile":
+            break
+    else:
+        return None
+    if fields.get("ElementDataFile") != "LOCAL" or fields.get("CompressedData", "False").lower() == "true":
+        return None
+    element = METAIMAGE_ELEMENT_BYTES.get(fields.get("ElementType", ""))
+    try:
+        sizes = [int(v) for v in fields.get("DimSize", "").split()]
+        channels = int(fields.get("ElementNumberOfChannels", "1"))
+    except ValueError:
+        return None
+    if element is None or not sizes:
+        return None
+    expected = math.prod(sizes) * channels * element
+    found = path.stat().st_size - offset
+    return (found, expected) if found < expected else None
+
+
+def check_image_file_present(path: Path) -> None:
+    """A clear message for a path that is not a readable file: missing, a broken link, a folder."""
+    if path.is_file():
+        return
+    if path.is_symlink():
+        raise ImageFileProblem(
+            path,
+            f"is a broken symbolic link (it points to {os.readlink(path)}, which does not exist)",
+            "fix the link or put the file itself there",
+        )
+    if path.is_dir():
+        raise ImageFileProblem(path, "is a folder, not an image file", "move its files up or remove it")
+    raise ImageFileProblem(path, "file not found", "check the path")
+
+
+def check_voxels(path: Path, image: sitk.Image) -> None:
+    """Refuse voxel data that is cut short or holds NaN/Inf (NIfTI: from the raw bytes, which SimpleITK
+    hides; other formats keep NaN/Inf on reading, so their float voxels are checked directly)."""
+    if is_nifti(path):
+        check = check_nifti_voxels(path)
+        if check is None:
+            return
+        if check.truncated:
+            held = (
+                f"it holds {check.bytes_found} of the {check.bytes_expected} bytes of voxel data its header announces"
+                if check.bytes_found < check.bytes_expected
+                else "its compressed data stops before the end of the stream"
+            )
+            raise ImageFileProblem(
+                path,
+                f"is truncated: {held}, and SimpleITK would fill the rest with zeros (an interrupted copy or "
+                "download?)",
+                "copy or export the file again",
+            )
+        num_nonfinite = check.num_nonfinite
+    elif image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
+        values = sitk.GetArrayViewFromImage(image)
+        num_nonfinite = int(values.size - np.count_nonzero(np.isfinite(values)))
+    else:
+        return
+    if num_nonfinite:
+        hidden = " (SimpleITK would read them as 0, silently)" if is_nifti(path) else ""
+        raise ImageFileProblem(
+            path,
+            f"has {num_nonfinite} NaN/Inf voxels{hidden}",
+            "replace them with the background value (e.g. 0) and re-save the file",
+        )
 
 
 def read_image(path: str | os.PathLike) -> tuple[np.ndarray, Geometry]:

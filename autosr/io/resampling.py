@@ -2,6 +2,10 @@
 
 Orders: 0 nearest neighbour (masks, labels), 1 linear, 3 cubic B-spline (intensities). B-spline can
 overshoot at sharp edges; callers that need a bounded result clip afterwards.
+
+When every destination voxel centre is a source voxel centre (the same grid, a crop or pad of it, or the
+same voxels with axes permuted and flipped, as between a scan and its canonical orientation), resampling is
+a pure re-indexing: `reindexing` detects it and the values are copied exactly, whatever the order.
 """
 
 from __future__ import annotations
@@ -34,11 +38,69 @@ def resample_to_geometry(
         return np.stack([resample_to_geometry(c, source, destination, order, default_value) for c in array], axis=0)
     if tuple(array.shape) != tuple(source.size_zyx):
         raise ValueError(f"array shape {array.shape} does not match source size {source.size_zyx}")
-    if source.same_grid(destination, tolerance=1e-6):
-        return array.astype(np.float32, copy=True)
+    mapping = reindexing(source, destination)
+    if mapping is not None:
+        return _reindex(array, mapping, destination.size_zyx, default_value)
     image = apply_geometry(sitk.GetImageFromArray(np.ascontiguousarray(array.astype(np.float32))), source)
     reference = apply_geometry(sitk.Image(list(destination.size_zyx[::-1]), sitk.sitkFloat32), destination)
     resampled = sitk.Resample(
         image, reference, sitk.Transform(), INTERPOLATORS[order], float(default_value), sitk.sitkFloat32
     )
     return sitk.GetArrayFromImage(resampled).astype(np.float32, copy=False)
+
+
+# A destination voxel centre within this many source voxels of a source centre counts as that centre.
+REINDEX_TOLERANCE_VOXELS = 1e-4
+
+
+def reindexing(source: Geometry, destination: Geometry) -> tuple[list[int], list[int], list[int]] | None:
+    """How destination array axes read the source when no interpolation is needed, else None.
+
+    Returns (source axis, step +1/-1, source index of destination index 0) per destination array axis
+    (z, y, x): destination[..., i, ...] = source[..., step * i + start, ...] along each axis.
+    """
+    scaled_source = source.direction_matrix * np.asarray(source.spacing_zyx[::-1])
+    scaled_destination = destination.direction_matrix * np.asarray(destination.spacing_zyx[::-1])
+    inverse = np.linalg.inv(scaled_source)
+    linear = inverse @ scaled_destination  # destination index (x, y, z) -> source index (x, y, z)
+    offset = inverse @ (np.asarray(destination.origin_xyz) - np.asarray(source.origin_xyz))
+    rounded, rounded_offset = np.round(linear), np.round(offset)
+    tolerance = REINDEX_TOLERANCE_VOXELS
+    if not (np.allclose(linear, rounded, atol=tolerance) and np.allclose(offset, rounded_offset, atol=tolerance)):
+        return None
+    if not (np.all(np.abs(rounded).sum(axis=0) == 1) and np.all(np.abs(rounded).sum(axis=1) == 1)):
+        return None
+    axes, steps, starts = [], [], []
+    for n in range(3):  # destination array axis n is index axis 2 - n
+        column = rounded[:, 2 - n]
+        a = int(np.flatnonzero(column)[0])
+        axes.append(2 - a)
+        steps.append(int(column[a]))
+        starts.append(int(rounded_offset[a]))
+    return axes, steps, starts
+
+
+def _reindex(
+    array: np.ndarray, mapping: tuple[list[int], list[int], list[int]], size_zyx, default_value: float
+) -> np.ndarray:
+    axes, steps, starts = mapping
+    moved = np.transpose(array, axes)
+    out = np.full(tuple(size_zyx), default_value, dtype=np.float32)
+    source_slices, destination_slices = [], []
+    for n in range(3):
+        length, step, start = moved.shape[n], steps[n], starts[n]
+        # destination indices i with 0 <= step * i + start < length
+        if step > 0:
+            lo, hi = max(0, -start), min(size_zyx[n], length - start)
+        else:
+            lo, hi = max(0, start - length + 1), min(size_zyx[n], start + 1)
+        if hi <= lo:
+            return out
+        first, last = step * lo + start, step * (hi - 1) + start
+        if step > 0:
+            source_slices.append(slice(first, last + 1))
+        else:
+            source_slices.append(slice(first, last - 1 if last > 0 else None, -1))
+        destination_slices.append(slice(lo, hi))
+    out[tuple(destination_slices)] = moved[tuple(source_slices)]
+    return out

@@ -1,6 +1,6 @@
 """Dynamic U-Net for regression, built from a plan's `network` dict (`build_network`)."""
 
-from autosr.network.build import DEFAULT_UPSAMPLING, build_network
+from autosr.network.build import DEFAULT_UPSAMPLING, build_network, total_stride
 from autosr.network.memory import activation_memory, parameter_count
 from autosr.network.unet import ARCHITECTURES, DynamicUNet, PlainConvUNet, ResEncUNet
 
@@ -13,4 +13,5 @@ __all__ = [
     "activation_memory",
     "build_network",
     "parameter_count",
+    "total_stride",
 ]

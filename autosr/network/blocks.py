@@ -1,4 +1,10 @@
-"""Convolution building blocks of the dynamic U-Net: conv + instance norm + leaky ReLU, residual blocks.
+"""Convolution building blocks of the dynamic U-Net: conv + normalization + leaky ReLU, residual blocks.
+
+The normalization layer is chosen by name (`NORMALIZATIONS`, the plan's `network.norm`): "instance" (per
+sample and channel, over the patch), "batch" (running statistics at inference), "group" (per sample, over
+groups of channels) or "none". A regression network's output must not depend on how a volume is tiled;
+normalizations whose statistics come from the tile itself (instance, group) make it depend on the tile
+(documentation/training.md, "Network normalization and tiling").
 
 The blocks are dimension-agnostic: `dims` (2 or 3) picks Conv2d/Conv3d and friends, so one code path builds
 the 2d and the 3d configurations. Kernel sizes and strides are per axis, so anisotropic plans such as
@@ -23,8 +29,33 @@ def transposed_conv_class(dims: int) -> type[nn.Module]:
     return {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}[dims]
 
 
-def norm_class(dims: int) -> type[nn.Module]:
-    return {2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}[dims]
+NORMALIZATIONS = ("instance", "batch", "group", "none")
+# Channels per group of "group" normalization (at least one group): 8 channels per group keeps group
+# statistics stable on the 32-channel first stage; not tuned.
+CHANNELS_PER_GROUP = 8
+
+
+def make_norm(kind: str, dims: int, channels: int) -> nn.Module:
+    """The normalization layer `kind` (one of `NORMALIZATIONS`) for `channels` feature maps."""
+    if kind == "instance":
+        return {2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}[dims](channels, eps=1e-5, affine=True)
+    if kind == "batch":
+        return {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}[dims](channels, eps=1e-5)
+    if kind == "group":
+        return nn.GroupNorm(max(1, channels // CHANNELS_PER_GROUP), channels, eps=1e-5)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown normalization '{kind}' (valid: {', '.join(NORMALIZATIONS)})")
+
+
+def average_pool_to(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Average-pool (B, C, *spatial) down to `size` (integer factors per axis): a coarse voxel holds the mean
+    of the fine voxels it covers. Unchanged when `x` has that size already."""
+    if tuple(x.shape[2:]) == tuple(size):
+        return x
+    factors = [s // t for s, t in zip(x.shape[2:], size)]
+    pool = {2: nn.functional.avg_pool2d, 3: nn.functional.avg_pool3d}[x.ndim - 2]
+    return pool(x, kernel_size=factors, stride=factors)
 
 
 def same_padding(kernel_size: Sequence[int]) -> list[int]:
@@ -33,7 +64,7 @@ def same_padding(kernel_size: Sequence[int]) -> list[int]:
 
 
 class ConvNormAct(nn.Sequential):
-    """Conv -> InstanceNorm (affine) -> LeakyReLU; `act=False` leaves the activation out (residual branch end)."""
+    """Conv -> normalization -> LeakyReLU; `act=False` leaves the activation out (residual branch end)."""
 
     def __init__(
         self,
@@ -43,6 +74,7 @@ class ConvNormAct(nn.Sequential):
         kernel_size: Sequence[int],
         stride: Sequence[int],
         act: bool = True,
+        norm: str = "instance",
     ):
         layers: list[nn.Module] = [
             conv_class(dims)(
@@ -53,7 +85,7 @@ class ConvNormAct(nn.Sequential):
                 padding=tuple(same_padding(kernel_size)),
                 bias=True,
             ),
-            norm_class(dims)(out_channels, eps=1e-5, affine=True),
+            make_norm(norm, dims, out_channels),
         ]
         if act:
             layers.append(nn.LeakyReLU(LEAKY_RELU_SLOPE, inplace=True))
@@ -71,9 +103,13 @@ class PlainStage(nn.Sequential):
         kernel_size: Sequence[int],
         stride: Sequence[int],
         n_convs: int,
+        norm: str = "instance",
     ):
-        layers = [ConvNormAct(dims, in_channels, out_channels, kernel_size, stride)]
-        layers += [ConvNormAct(dims, out_channels, out_channels, kernel_size, [1] * dims) for _ in range(n_convs - 1)]
+        layers = [ConvNormAct(dims, in_channels, out_channels, kernel_size, stride, norm=norm)]
+        layers += [
+            ConvNormAct(dims, out_channels, out_channels, kernel_size, [1] * dims, norm=norm)
+            for _ in range(n_convs - 1)
+        ]
         super().__init__(*layers)
 
 
@@ -91,10 +127,11 @@ class ResidualBlock(nn.Module):
         out_channels: int,
         kernel_size: Sequence[int],
         stride: Sequence[int],
+        norm: str = "instance",
     ):
         super().__init__()
-        self.conv1 = ConvNormAct(dims, in_channels, out_channels, kernel_size, stride)
-        self.conv2 = ConvNormAct(dims, out_channels, out_channels, kernel_size, [1] * dims, act=False)
+        self.conv1 = ConvNormAct(dims, in_channels, out_channels, kernel_size, stride, norm=norm)
+        self.conv2 = ConvNormAct(dims, out_channels, out_channels, kernel_size, [1] * dims, act=False, norm=norm)
         self.act = nn.LeakyReLU(LEAKY_RELU_SLOPE, inplace=True)
         shortcut: list[nn.Module] = []
         if any(s != 1 for s in stride):
@@ -102,7 +139,7 @@ class ResidualBlock(nn.Module):
             shortcut.append(pool(kernel_size=tuple(stride), stride=tuple(stride)))
         if in_channels != out_channels or shortcut:
             shortcut.append(conv_class(dims)(in_channels, out_channels, kernel_size=1, bias=False))
-            shortcut.append(norm_class(dims)(out_channels, eps=1e-5, affine=True))
+            shortcut.append(make_norm(norm, dims, out_channels))
         self.shortcut = nn.Sequential(*shortcut) if shortcut else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -120,10 +157,12 @@ class ResidualStage(nn.Sequential):
         kernel_size: Sequence[int],
         stride: Sequence[int],
         n_blocks: int,
+        norm: str = "instance",
     ):
-        blocks = [ResidualBlock(dims, in_channels, out_channels, kernel_size, stride)]
+        blocks = [ResidualBlock(dims, in_channels, out_channels, kernel_size, stride, norm=norm)]
         blocks += [
-            ResidualBlock(dims, out_channels, out_channels, kernel_size, [1] * dims) for _ in range(n_blocks - 1)
+            ResidualBlock(dims, out_channels, out_channels, kernel_size, [1] * dims, norm=norm)
+            for _ in range(n_blocks - 1)
         ]
         super().__init__(*blocks)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from torch import nn
 
 from autosr.errors import AutosrError
@@ -12,6 +13,13 @@ from autosr.network.unet import ARCHITECTURES
 # Default decoder upsampling when a plan does not say: interpolation + conv. Measured against transposed
 # convolutions on the phantom (documentation/training.md, "Upsampling: interp_conv vs transposed").
 DEFAULT_UPSAMPLING = "interp_conv"
+
+
+def total_stride(network_plan: dict[str, Any]) -> list[int]:
+    """Per axis, the product of the stages' strides: every patch or tile edge must be a multiple of it."""
+    strides = network_plan["strides"]
+    return [int(np.prod([s[a] for s in strides])) for a in range(len(strides[0]))]
+
 
 _REQUIRED = ("dims", "features_per_stage", "kernel_sizes", "strides", "n_conv_per_stage", "n_conv_per_stage_decoder")
 
@@ -29,10 +37,14 @@ def build_network(network_plan: dict[str, Any], in_channels: int, out_channels: 
     if name not in ARCHITECTURES:
         raise AutosrError(f"unknown network architecture '{name}' in plans.json (valid: {', '.join(ARCHITECTURES)})")
     upsampling = network_plan.get("upsampling", DEFAULT_UPSAMPLING)
-    from autosr.network.blocks import UPSAMPLERS
+    from autosr.network.blocks import NORMALIZATIONS, UPSAMPLERS
 
     if upsampling not in UPSAMPLERS:
         raise AutosrError(f"unknown upsampling '{upsampling}' in plans.json (valid: {', '.join(UPSAMPLERS)})")
+    # plans written before the choice existed were trained with instance normalization
+    norm = network_plan.get("norm", "instance")
+    if norm not in NORMALIZATIONS:
+        raise AutosrError(f"unknown network normalization '{norm}' in plans.json (valid: {', '.join(NORMALIZATIONS)})")
     dims = int(network_plan["dims"])
     n_stages = len(network_plan["features_per_stage"])
     for key, expected in (
@@ -56,4 +68,6 @@ def build_network(network_plan: dict[str, Any], in_channels: int, out_channels: 
         n_conv_per_stage_decoder=network_plan["n_conv_per_stage_decoder"],
         upsampling=upsampling,
         deep_supervision=bool(network_plan.get("deep_supervision", False)),
+        norm=norm,
+        residual=bool(network_plan.get("residual", False)),
     )

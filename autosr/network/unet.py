@@ -7,7 +7,9 @@ has a 1x1 head; the heads are always built (so state dicts do not depend on the 
 and `deep_supervision` only decides whether `forward` returns all of them or the full-resolution one.
 
 Regression: the heads are plain 1x1 convolutions with a bias and no nonlinearity, because the normalized
-target is unbounded (z-scores, CT in scaled HU).
+target is unbounded (z-scores, CT in scaled HU); under mixed precision they run in float32. With `residual`, every output adds input channel 0 (the
+scan resampled onto the target grid, normalized; average-pooled to a deep-supervision output's size): the
+network predicts the correction to its input, the usual formulation of super-resolution.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from autosr.network.blocks import UPSAMPLERS, PlainStage, ResidualStage, conv_class
+from autosr.network.blocks import UPSAMPLERS, PlainStage, ResidualStage, average_pool_to, conv_class
 
 
 class DynamicUNet(nn.Module):
@@ -37,8 +39,11 @@ class DynamicUNet(nn.Module):
         residual_encoder: bool = False,
         upsampling: str = "interp_conv",
         deep_supervision: bool = False,
+        norm: str = "instance",
+        residual: bool = False,
     ):
         super().__init__()
+        self.residual = bool(residual)
         n_stages = len(features_per_stage)
         self.dims = dims
         self.deep_supervision = bool(deep_supervision)
@@ -49,7 +54,13 @@ class DynamicUNet(nn.Module):
         for s in range(n_stages):
             self.encoder.append(
                 stage_class(
-                    dims, width_in, features_per_stage[s], kernel_sizes[s], strides[s], int(n_conv_per_stage[s])
+                    dims,
+                    width_in,
+                    features_per_stage[s],
+                    kernel_sizes[s],
+                    strides[s],
+                    int(n_conv_per_stage[s]),
+                    norm=norm,
                 )
             )
             width_in = features_per_stage[s]
@@ -68,11 +79,15 @@ class DynamicUNet(nn.Module):
                     kernel_sizes[s],
                     [1] * dims,
                     int(n_conv_per_stage_decoder[s]),
+                    norm=norm,
                 )
             )
             self.heads.append(conv_class(dims)(features_per_stage[s], out_channels, kernel_size=1, bias=True))
+        if norm == "none":
+            initialize_without_normalization(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        source = x[:, :1]
         skips = []
         for stage in self.encoder:
             x = stage(x)
@@ -84,7 +99,9 @@ class DynamicUNet(nn.Module):
             skip = skips.pop()
             x = stage(torch.cat([up(x, skip.shape[2:]), skip], dim=1))
             if self.deep_supervision or d == last:
-                outputs.append(head(x))
+                outputs.append(_full_precision(head, x))
+        if self.residual:
+            outputs = [out + average_pool_to(source, out.shape[2:]) for out in outputs]
         if self.deep_supervision:
             return outputs[::-1]  # [full resolution, half, quarter, ...]
         return outputs[-1]
@@ -98,6 +115,27 @@ class DynamicUNet(nn.Module):
                 factor = [f / st for f, st in zip(factor, self.strides[s])]
             scales.append(list(factor))
         return scales
+
+
+def _full_precision(head: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A regression head computed in float32 even under autocast: its output is the prediction itself, and
+    bfloat16 would round it to 3 significant digits."""
+    if x.device.type != "cuda":
+        return head(x)
+    with torch.autocast(device_type="cuda", enabled=False):
+        return head(x.float())
+
+
+def initialize_without_normalization(network: nn.Module) -> None:
+    """He initialization for leaky ReLU (fan-in) and zero biases: keeps activation variance constant through
+    depth when no normalization layer rescales it (He et al., ICCV 2015)."""
+    from autosr.network.blocks import LEAKY_RELU_SLOPE
+
+    for module in network.modules():
+        if isinstance(module, (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
+            nn.init.kaiming_normal_(module.weight, a=LEAKY_RELU_SLOPE, nonlinearity="leaky_relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
 
 
 class PlainConvUNet(DynamicUNet):

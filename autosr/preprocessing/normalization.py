@@ -152,6 +152,17 @@ def exports_with_dataset_scale(name: str) -> bool:
     return issubclass(scheme(name), ZScore)
 
 
+def input_scheme_names(spec) -> list[str]:
+    """The scheme of each input channel of a `DatasetSpec`: dataset.json's `normalization` override, else
+    the default for the channel's name (`choose_scheme`)."""
+    return [spec.normalization.get(str(i)) or choose_scheme(spec.channel_names[str(i)]) for i in spec.channel_indices]
+
+
+def target_scheme_name(spec) -> str:
+    """The target's scheme: dataset.json's `normalization.target`, else the default for its modality."""
+    return spec.normalization.get("target") or choose_scheme(spec.target_modality)
+
+
 def choose_scheme(modality_or_name: str) -> str:
     """Default scheme for a channel or target from its modality/name: CT -> 'ct', everything else 'zscore'."""
     text = modality_or_name.upper()

@@ -1,16 +1,18 @@
 """Raw case -> network-ready arrays on the planned grid, and the properties needed to go back.
 
-Training case: every input channel is resampled into the target's physical space on the planned spacing
-(`grid_covering(target_geometry, spacing)`), the target and mask onto the same grid; then all are cropped
-to the box of non-zero input voxels and normalized. Inference case (no target): the input is resampled
-onto the planned spacing over its own field of view (`grid_covering(input_geometry, spacing)`), cropped by
-the same rule and normalized. Using one crop rule for both keeps what the network sees at training and at
-prediction time alike.
+One path for training, cross-validation and prediction (`prepare_input`): the input channels are resampled
+onto a *working grid* in the canonical orientation (`autosr.io.orientation`: world-aligned axes, the planned
+spacing), the input foreground is derived from the resampled input alone (`autosr.preprocessing.foreground`),
+everything is cropped to that foreground's box grown by a margin (`crop_box`), and each channel is normalized
+(an MR channel inside its own foreground). Only the grid differs: a training case's working grid covers the
+target's field of view (target and mask are resampled onto it and cropped by the same box), a new scan's
+covers its own. So a scan is normalized identically whether it is a training case, a cross-validation case
+or a new scan, and the network always sees anatomy the same way round.
 
-Properties (JSON, one per case) hold the original input and target geometries, the planned grid, the
-crop box, the normalization parameters of every channel and of the target, the output geometry
-predictions are exported on, and a hash of the plan entries that shaped the arrays (so a re-run skips
-cases preprocessed with the same plans and redoes the others).
+Properties (JSON, one per case) hold the original input (and target) geometries, the working grid, the
+crop box, the normalization parameters of every channel and of the target, the grid predictions are
+exported on (the input's own orientation at the planned spacing), and a hash of the plan entries that
+shaped the arrays (so a re-run skips cases preprocessed with the same plans and redoes the others).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -28,18 +31,22 @@ from tqdm import tqdm
 
 from autosr.dataset.spec import CaseFiles, discover_cases, load_dataset_spec
 from autosr.errors import AutosrError
-from autosr.io import Geometry, grid_covering, read_channels, read_image, resample_to_geometry
+from autosr.io import Geometry, read_channels, read_image, resample_to_geometry
+from autosr.io.orientation import output_grid, working_grid
 from autosr.paths import ensure_writable_folder
-from autosr.planning.fingerprint import foreground_of, nonzero_bbox
 from autosr.planning.plans import Plans
 from autosr.preprocessing.case_store import case_paths, is_complete, save_case
+from autosr.preprocessing.foreground import crop_box, input_foreground, target_foreground
 from autosr.preprocessing.normalization import normalize_image, target_export_parameters
+
+PREPROCESSING_VERSION = 2  # bumped when the arrays a plan produces change (here: canonical orientation)
 
 
 def preprocessing_hash(plans: Plans, config_name: str) -> str:
     """Hash of everything that shapes preprocessed arrays: spacing, resampling orders, normalization."""
     config = plans.configuration(config_name)
     relevant = {
+        "version": PREPROCESSING_VERSION,
         "spacing": config.spacing_zyx,
         "resampling": config.resampling,
         "normalization": plans.raw["normalization"],
@@ -60,15 +67,47 @@ def _crop(array: np.ndarray, box: Sequence[Sequence[int]]) -> np.ndarray:
     return np.ascontiguousarray(array[(slice(None),) + tuple(slice(a, b) for a, b in box)])
 
 
-def _normalize_inputs(
-    inputs: np.ndarray, plans: Plans, mask: np.ndarray | None
-) -> tuple[np.ndarray, list[dict[str, Any]]]:
+def input_schemes(plans: Plans) -> list[str]:
+    """The normalization scheme of each input channel (it decides how the channel's foreground is found)."""
+    return [entry["scheme"] for entry in plans.input_normalization]
+
+
+@dataclass
+class PreparedInput:
+    """An input on its working grid: normalized and cropped, with its foreground and what produced it."""
+
+    input: np.ndarray  # float32 (C, Z, Y, X), cropped
+    foreground: np.ndarray  # bool (Z, Y, X), cropped like `input`
+    grid: Geometry  # the working grid before cropping
+    crop_box_zyx: list[list[int]]
+    normalization: list[dict[str, Any]]
+
+
+def prepare_input(
+    inputs: np.ndarray, input_geometry: Geometry, grid: Geometry, plans: Plans, config_name: str
+) -> PreparedInput:
+    """Resample input channels (C, Z, Y, X) onto `grid`, find their foreground, crop, normalize.
+
+    The single definition of what the network sees of a scan, for training and prediction alike.
+    """
+    order = plans.configuration(config_name).resampling["input_order"]
+    resampled = np.stack([_resample_clipped(c, input_geometry, grid, order) for c in inputs])
+    foreground = input_foreground(resampled, input_schemes(plans))
+    box = crop_box(foreground, grid.spacing_zyx)
+    cropped = _crop(resampled, box)
+    foreground = _crop(foreground[None], box)[0]
     normalized, params = [], []
-    for channel, entry in zip(inputs, plans.input_normalization):
-        n, p = normalize_image(channel, entry, mask)
+    for channel, entry in zip(cropped, plans.input_normalization):
+        n, p = normalize_image(channel, entry, foreground)
         normalized.append(n)
         params.append(p)
-    return np.stack(normalized).astype(np.float32), params
+    return PreparedInput(np.stack(normalized).astype(np.float32), foreground, grid, box, params)
+
+
+def _check_finite(inputs: np.ndarray, where: str) -> None:
+    """Arrays handed over from Python have not been through the reader's checks."""
+    if not np.all(np.isfinite(inputs)):
+        raise AutosrError(f"{where}: contains NaN or Inf voxels; fix or replace the scan")
 
 
 def preprocess_training_case(
@@ -77,21 +116,18 @@ def preprocess_training_case(
     """(input (C,Z,Y,X), target (1,Z,Y,X), mask uint8 (1,Z,Y,X), properties) of one training case."""
     config = plans.configuration(config_name)
     orders = config.resampling
-    inputs, input_geometry = read_channels(case_files.channels)
+    inputs, input_geometry = read_channels(case_files.channels)  # the reader refuses NaN/Inf and truncation
     target, target_geometry = read_image(case_files.target)
     if case_files.mask is not None:
-        mask_raw = (read_image(case_files.mask)[0] > 0).astype(np.float32)
+        mask_raw, mask_geometry = read_image(case_files.mask)
+        mask_raw = (mask_raw > 0).astype(np.float32)
     else:
-        mask_raw = foreground_of(target, plans.target_modality).astype(np.float32)
-    grid = grid_covering(target_geometry, config.spacing_zyx)
-    inputs_grid = np.stack([_resample_clipped(c, input_geometry, grid, orders["input_order"]) for c in inputs])
-    target_grid = _resample_clipped(target, target_geometry, grid, orders["target_order"])
-    mask_grid = resample_to_geometry(mask_raw, target_geometry, grid, order=orders["mask_order"]) > 0.5
-    box = nonzero_bbox(np.any(inputs_grid != 0, axis=0))
-    inputs_c = _crop(inputs_grid, box)
-    target_c = _crop(target_grid[None], box)
-    mask_c = _crop(mask_grid[None], box)
-    inputs_n, input_params = _normalize_inputs(inputs_c, plans, mask_c[0])
+        mask_raw, mask_geometry = target_foreground(target, plans.target_modality).astype(np.float32), target_geometry
+    grid = working_grid(target_geometry, config.spacing_zyx)
+    prepared = prepare_input(inputs, input_geometry, grid, plans, config_name)
+    box = prepared.crop_box_zyx
+    target_c = _crop(_resample_clipped(target, target_geometry, grid, orders["target_order"])[None], box)
+    mask_c = _crop((resample_to_geometry(mask_raw, mask_geometry, grid, order=orders["mask_order"]) > 0.5)[None], box)
     target_n, target_params = normalize_image(target_c[0], plans.target_normalization, mask_c[0])
     properties = {
         "case_id": case_files.case_id,
@@ -102,43 +138,61 @@ def preprocess_training_case(
         "planned_geometry": grid.to_json(),
         "output_geometry": target_geometry.to_json(),
         "crop_box_zyx": box,
-        "input_normalization": input_params,
+        "input_normalization": prepared.normalization,
         "target_normalization": target_params,
         "export_normalization": target_export_parameters(plans.target_normalization),
         "has_mask": case_files.mask is not None,
     }
-    return inputs_n, target_n[None], mask_c.astype(np.uint8), properties
+    return prepared.input, target_n[None], mask_c.astype(np.uint8), properties
+
+
+@dataclass
+class PreprocessedScan:
+    """A new scan ready for the network: `input` (C, Z, Y, X) float32, its cropped `foreground` (bool) and
+    the `properties` that invert the preprocessing."""
+
+    input: np.ndarray
+    foreground: np.ndarray
+    properties: dict[str, Any]
 
 
 def preprocess_for_inference(
     channel_files: Sequence[str | os.PathLike], plans: Plans, config_name: str
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """(input (C,Z,Y,X) float32, properties) of a scan without a target, on the planned grid over its extent."""
-    config = plans.configuration(config_name)
+) -> PreprocessedScan:
+    """A scan without a target on the working grid over its own field of view (see the module docstring)."""
     if len(channel_files) != plans.num_input_channels:
         raise AutosrError(
             f"{channel_files[0] if channel_files else '?'}: {len(channel_files)} channel file(s) given, the model "
             f"was trained on {plans.num_input_channels} ({', '.join(plans.raw.get('input_channel_names', []))})"
         )
     inputs, input_geometry = read_channels(channel_files)
-    if not np.all(np.isfinite(inputs)):
-        raise AutosrError(f"{channel_files[0]}: contains NaN or Inf voxels; fix or replace the scan")
-    grid = grid_covering(input_geometry, config.spacing_zyx)
-    order = config.resampling["input_order"]
-    inputs_grid = np.stack([_resample_clipped(c, input_geometry, grid, order) for c in inputs])
-    box = nonzero_bbox(np.any(inputs_grid != 0, axis=0))
-    inputs_c = _crop(inputs_grid, box)
-    inputs_n, input_params = _normalize_inputs(inputs_c, plans, None)
+    return preprocess_arrays(inputs, input_geometry, plans, config_name, str(channel_files[0]))
+
+
+def preprocess_arrays(
+    inputs: np.ndarray, input_geometry: Geometry, plans: Plans, config_name: str, where: str = "input"
+) -> PreprocessedScan:
+    """`preprocess_for_inference` for channels already in memory: (C, Z, Y, X) float32 and their geometry."""
+    config = plans.configuration(config_name)
+    inputs = np.asarray(inputs, dtype=np.float32)
+    if inputs.ndim != 4 or inputs.shape[0] != plans.num_input_channels:
+        raise AutosrError(
+            f"{where}: input of shape {inputs.shape} does not fit the model: it wants "
+            f"({plans.num_input_channels}, Z, Y, X), one channel per trained input"
+        )
+    _check_finite(inputs, where)
+    grid = working_grid(input_geometry, config.spacing_zyx)
+    prepared = prepare_input(inputs, input_geometry, grid, plans, config_name)
     properties = {
         "configuration": config_name,
         "input_geometry": input_geometry.to_json(),
         "planned_geometry": grid.to_json(),
-        "output_geometry": grid.to_json(),
-        "crop_box_zyx": box,
-        "input_normalization": input_params,
+        "output_geometry": output_grid(input_geometry, config.spacing_zyx).to_json(),
+        "crop_box_zyx": prepared.crop_box_zyx,
+        "input_normalization": prepared.normalization,
         "export_normalization": target_export_parameters(plans.target_normalization),
     }
-    return inputs_n, properties
+    return PreprocessedScan(prepared.input, prepared.foreground, properties)
 
 
 def _preprocess_one(job: tuple[CaseFiles, dict, str, str]) -> str:

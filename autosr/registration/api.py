@@ -41,7 +41,7 @@ from autosr.dataset.spec import CaseFiles, DatasetSpec, discover_cases, load_dat
 from autosr.errors import AutosrError, DatasetProblems
 from autosr.io.atomic import atomic_path, atomic_write_json, read_json
 from autosr.io.image_io import apply_geometry, geometry_of, read_sitk
-from autosr.paths import DATASET_NAME_PATTERN, dataset_id_of
+from autosr.paths import DATASET_NAME_PATTERN, dataset_id_of, ensure_writable_folder
 from autosr.registration.bias_field import foreground_mask
 from autosr.registration.pairwise import (
     DEFAULT_SETTINGS,
@@ -338,7 +338,7 @@ def register_dataset(
     output_dir = output_dir.resolve()
     if output_dir == source_dir:
         raise AutosrError(f"{output_dir}: the registered copy must not replace the source dataset; choose another id")
-    output_dir.mkdir(parents=True, exist_ok=True)
+    ensure_writable_folder(output_dir, "AUTOSR_RAW")
     jobs = [
         _CaseJob(case, split, output_dir, spec, settings, overwrite)
         for split in SPLITS

@@ -1,11 +1,18 @@
 """Augmentation pipelines (batchgeneratorsv2 transforms), applied per sample before batching.
 
-Spatial transforms (rotation, scaling, mirroring) act on the input (`image`) and on the target with the
-same random parameters: the target and the mask travel as the channels of `regression_target`, which
-batchgeneratorsv2 warps with the image's interpolation (bilinear, never nearest) and its grid. The mask is
-re-binarized at 0.5 afterwards. Intensity transforms (noise, blur, brightness, contrast, gamma, simulated
-low resolution) are `ImageOnlyTransform`s: they never touch the target, because the target is what the
-network must produce from a degraded input.
+Spatial transforms act on the input (`image`) and on the target with the same random parameters: the
+target and the mask travel as the channels of `regression_target`. Three policies (`SPATIAL_POLICIES`):
+
+- "interpolating": rotation (+-30 deg) and scaling (0.7-1.4), each with probability 0.2, then mirroring.
+  batchgeneratorsv2 resamples the target with the image's (bi/tri)linear interpolation, which blurs it.
+- "lossless": transforms that move voxels without interpolating: permutations of interchangeable axes
+  (equal spacing; 90-degree rotations together with mirroring) and mirroring. The target keeps every
+  detail a resolution-enhancing model must learn.
+- "mirror": mirroring only.
+
+The mask is re-binarized at 0.5 afterwards. Intensity transforms (noise, blur, brightness, contrast, gamma,
+simulated low resolution) are `ImageOnlyTransform`s: they never touch the target, because the target is
+what the network must produce from a degraded input.
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
 from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
 from batchgeneratorsv2.transforms.utils.random import RandomTransform
 
+SPATIAL_POLICIES = ("interpolating", "lossless", "mirror")
+
 # Probabilities and ranges follow the common self-configuring U-Net defaults (not tuned on this project).
 ROTATION_RADIANS = (-np.pi / 6, np.pi / 6)
 SCALING_RANGE = (0.7, 1.4)
@@ -32,30 +41,78 @@ P_ROTATION = 0.2
 P_SCALING = 0.2
 
 
+class AxisPermutationTransform(BasicTransform):
+    """Permute interchangeable spatial axes at random (the same permutation for every key), then crop the
+    centre `patch_size`: a lossless reorientation. `axis_groups` lists groups of spatial axes that may be
+    exchanged (equal spacing); the sample must be at least the group's largest patch size on each of them."""
+
+    def __init__(self, patch_size: Sequence[int], axis_groups: Sequence[Sequence[int]]):
+        super().__init__()
+        self.patch_size = [int(p) for p in patch_size]
+        self.axis_groups = [tuple(int(a) for a in g) for g in axis_groups if len(g) > 1]
+
+    def get_parameters(self, **data_dict) -> dict:
+        order = list(range(len(self.patch_size)))
+        for group in self.axis_groups:
+            shuffled = [group[i] for i in np.random.permutation(len(group))]
+            for axis, source in zip(group, shuffled):
+                order[axis] = source
+        return {"order": order}
+
+    def _apply_to_image(self, img, **params):
+        moved = img.permute(0, *(1 + a for a in params["order"]))
+        starts = [(s - p) // 2 for s, p in zip(moved.shape[1:], self.patch_size)]
+        window = tuple(slice(st, st + p) for st, p in zip(starts, self.patch_size))
+        return moved[(slice(None), *window)].contiguous()
+
+    def _apply_to_regr_target(self, regression_target, **params):
+        return self._apply_to_image(regression_target, **params)
+
+
+def interchangeable_axes(spacing: Sequence[float], tolerance: float = 1e-3) -> list[tuple[int, ...]]:
+    """Groups of axes with equal spacing (within `tolerance` relative): only these may be permuted."""
+    groups: list[list[int]] = []
+    for axis, value in enumerate(spacing):
+        for group in groups:
+            if abs(spacing[group[0]] - value) <= tolerance * max(value, 1e-9):
+                group.append(axis)
+                break
+        else:
+            groups.append([axis])
+    return [tuple(g) for g in groups if len(g) > 1]
+
+
 def spatial_transforms(
     patch_size: Sequence[int],
     mirror_axes: Sequence[int] = (0, 1, 2),
     p_rotation: float = P_ROTATION,
     p_scaling: float = P_SCALING,
+    policy: str = "interpolating",
+    axis_groups: Sequence[Sequence[int]] = (),
 ) -> list[BasicTransform]:
-    """Rotation/scaling (crops the centre `patch_size` of a larger sample), then mirroring; identical for
-    input and target (bilinear for both)."""
+    """The spatial transforms of `policy` (module docstring); identical for input and target."""
+    if policy not in SPATIAL_POLICIES:
+        raise ValueError(f"unknown spatial augmentation '{policy}' (valid: {', '.join(SPATIAL_POLICIES)})")
     dims = len(patch_size)
-    transforms: list[BasicTransform] = [
-        SpatialTransform(
-            patch_size=tuple(patch_size),
-            patch_center_dist_from_border=0,
-            random_crop=False,
-            p_elastic_deform=0,
-            p_rotation=p_rotation,
-            rotation=ROTATION_RADIANS,
-            p_scaling=p_scaling,
-            scaling=SCALING_RANGE,
-            p_synchronize_scaling_across_axes=1,
-            mode_image="bilinear",
-            padding_mode_image="zeros",
+    transforms: list[BasicTransform] = []
+    if policy == "interpolating":
+        transforms.append(
+            SpatialTransform(
+                patch_size=tuple(patch_size),
+                patch_center_dist_from_border=0,
+                random_crop=False,
+                p_elastic_deform=0,
+                p_rotation=p_rotation,
+                rotation=ROTATION_RADIANS,
+                p_scaling=p_scaling,
+                scaling=SCALING_RANGE,
+                p_synchronize_scaling_across_axes=1,
+                mode_image="bilinear",
+                padding_mode_image="zeros",
+            )
         )
-    ]
+    elif policy == "lossless" and axis_groups:
+        transforms.append(AxisPermutationTransform(patch_size, axis_groups))
     axes = tuple(a for a in mirror_axes if a < dims)
     if axes:
         transforms.append(MirrorTransform(allowed_axes=axes))
@@ -94,21 +151,32 @@ def intensity_transforms() -> list[BasicTransform]:
 
 
 def training_transforms(
-    patch_size: Sequence[int], mirror_axes: Sequence[int] = (0, 1, 2), intensity: bool = True
+    patch_size: Sequence[int],
+    mirror_axes: Sequence[int] = (0, 1, 2),
+    intensity: bool = True,
+    policy: str = "interpolating",
+    axis_groups: Sequence[Sequence[int]] = (),
 ) -> ComposeTransforms:
     """The full per-sample training pipeline: spatial (input+target) then intensity (input only)."""
-    transforms = spatial_transforms(patch_size, mirror_axes)
+    transforms = spatial_transforms(patch_size, mirror_axes, policy=policy, axis_groups=axis_groups)
     if intensity:
         transforms += intensity_transforms()
     return ComposeTransforms(transforms)
 
 
-def sample_enlargement(patch_size: Sequence[int], rotate: bool = True) -> list[int]:
-    """Size to cut around a patch centre so that rotation/scaling do not pull in padding inside the patch.
+def sample_size(patch_size: Sequence[int], policy: str | None, axis_groups: Sequence[Sequence[int]] = ()) -> list[int]:
+    """Size to cut around a patch centre before the spatial transforms (`policy` None: no augmentation).
 
-    A rotated patch needs the diagonal of its extent; 1.4x per axis (about sqrt(2)) covers in-plane
-    rotations up to 45 degrees, well beyond the +-30 used here.
+    "interpolating": 1.4x per axis (about sqrt(2)), so rotations up to 45 degrees in-plane (beyond the +-30
+    used) and scaling do not pull padding into the patch. "lossless": each axis as large as the largest
+    patch edge it may be exchanged with. Otherwise the patch itself.
     """
-    if not rotate:
-        return [int(p) for p in patch_size]
-    return [int(np.ceil(p * 1.4 / 2) * 2) for p in patch_size]
+    size = [int(p) for p in patch_size]
+    if policy == "interpolating":
+        return [int(np.ceil(p * 1.4 / 2) * 2) for p in size]
+    if policy == "lossless":
+        for group in axis_groups:
+            largest = max(size[a] for a in group)
+            for a in group:
+                size[a] = largest
+    return size

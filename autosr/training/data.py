@@ -7,13 +7,15 @@ sample (augmentation.py), and the batch is returned as
 
     {"input": (B, C, *patch), "target": (B, 1, *patch), "mask": (B, 1, *patch), "cases": [...]}
 
-numpy float32 arrays (mask as 0/1 float). For 2D configurations a patch is one Z slice: the volume's axis
-0 is the slice axis and the patch is (Y, X).
+numpy arrays, float32 (mask: uint8 0/1, a quarter of the bytes to copy to the GPU). For 2D configurations a patch is one slice along one of the
+configuration's `slice_axes` (drawn per sample), spanning the two other volume axes in order.
 """
 
 from __future__ import annotations
 
 import os
+import random
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,7 +27,9 @@ from batchgenerators.dataloading.single_threaded_augmenter import SingleThreaded
 
 from autosr.errors import AutosrError
 from autosr.preprocessing.case_store import load_case
-from autosr.training.augmentation import sample_enlargement, training_transforms
+from autosr.preprocessing.foreground import border_values
+from autosr.training.augmentation import sample_size, training_transforms
+from autosr.training.worker_guard import exit_when_parent_dies
 
 # Share of each batch centred inside the mask: the remaining 2/3 still see background and borders, so
 # the network learns to leave the background alone. Standard choice, not tuned here.
@@ -43,10 +47,15 @@ def default_num_workers() -> int:
     return max(0, min(12, (os.cpu_count() or 1) - 1))
 
 
-def crop_padded(array: np.ndarray, start: Sequence[int], size: Sequence[int]) -> np.ndarray:
-    """array[:, start:start+size] over the trailing axes, zero-padded where the window leaves the array."""
+def crop_padded(
+    array: np.ndarray, start: Sequence[int], size: Sequence[int], fill: np.ndarray | None = None
+) -> np.ndarray:
+    """array[:, start:start+size] over the trailing axes; where the window leaves the array, each channel is
+    filled with `fill[c]` (default 0)."""
     spatial = array.shape[1:]
     out = np.zeros((array.shape[0], *size), dtype=np.float32)
+    if fill is not None:
+        out[:] = np.asarray(fill, dtype=np.float32).reshape(-1, *([1] * len(size)))
     src, dst = [slice(None)], [slice(None)]
     for s, n, dim in zip(start, size, spatial):
         lo, hi = max(s, 0), min(s + n, dim)
@@ -56,6 +65,11 @@ def crop_padded(array: np.ndarray, start: Sequence[int], size: Sequence[int]) ->
         dst.append(slice(lo - s, hi - s))
     out[tuple(dst)] = array[tuple(src)]
     return out
+
+
+def batch_seed(seed: int | None, place: int) -> int:
+    """A 32-bit seed for batch `place` of the stream of `seed` (well mixed, so neighbouring places differ)."""
+    return int(np.random.SeedSequence([0 if seed is None else int(seed), int(place)]).generate_state(1)[0])
 
 
 def patch_start(centre: Sequence[int], patch_size: Sequence[int], shape: Sequence[int]) -> list[int]:
@@ -81,6 +95,7 @@ class CaseCache:
         self.case_ids = list(case_ids)
         self._cases: dict[str, object] = {}
         self._foreground: dict[str, np.ndarray] = {}
+        self._fill: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def get(self, case_id: str):
         if case_id not in self._cases:
@@ -90,7 +105,15 @@ class CaseCache:
             self._cases[case_id] = case
         return self._cases[case_id]
 
-    def foreground(self, case_id: str, rng: np.random.RandomState) -> np.ndarray:
+    def fill_values(self, case_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """(input, target) background levels per channel: what a patch reaching past the volume sees, the
+        same level the sliding window pads with at prediction (`border_values`)."""
+        if case_id not in self._fill:
+            case = self.get(case_id)
+            self._fill[case_id] = (border_values(case.input), border_values(case.target))
+        return self._fill[case_id]
+
+    def foreground(self, case_id: str) -> np.ndarray:
         if case_id not in self._foreground:
             case = self.get(case_id)
             if case.mask is None:
@@ -98,6 +121,9 @@ class CaseCache:
             else:
                 points = np.argwhere(np.asarray(case.mask[0]) > 0)
                 if len(points) > self.MAX_FOREGROUND_POINTS:
+                    # seeded by the case, not the batch stream: the subset must not depend on when (in which
+                    # epoch, after a resume or not) the case is first drawn
+                    rng = np.random.RandomState(zlib.crc32(case_id.encode()))
                     points = points[rng.choice(len(points), self.MAX_FOREGROUND_POINTS, replace=False)]
             self._foreground[case_id] = points
         return self._foreground[case_id]
@@ -117,6 +143,10 @@ class PatchLoader(DataLoader):
         foreground_fraction: float = FOREGROUND_FRACTION,
         num_threads: int = 1,
         seed: int | None = None,
+        spatial_policy: str = "interpolating",
+        axis_groups: Sequence[Sequence[int]] = (),
+        slice_axes: Sequence[int] = (0,),
+        first_batch: int = 0,
     ):
         if not case_ids:
             raise AutosrError(f"{folder}: no cases to sample patches from")
@@ -124,26 +154,42 @@ class PatchLoader(DataLoader):
         self.cache = CaseCache(folder, case_ids)
         self.patch_size = [int(p) for p in patch_size]
         self.dims = len(self.patch_size)
+        self.slice_axes = [int(a) for a in slice_axes]
         self.foreground_fraction = foreground_fraction
         self.augment = augment
-        self.sample_size = sample_enlargement(self.patch_size, rotate=augment)
-        self.transforms = training_transforms(self.patch_size, mirror_axes) if augment else None
+        self.sample_size = sample_size(self.patch_size, spatial_policy if augment else None, axis_groups)
+        self.transforms = (
+            training_transforms(self.patch_size, mirror_axes, policy=spatial_policy, axis_groups=axis_groups)
+            if augment
+            else None
+        )
         self.seed = seed
+        self.first_batch = int(first_batch)
+        self._batches_made = 0
         self.rng = np.random.RandomState(seed)
-        self._rng_pid = os.getpid()
+        self._creator_pid = os.getpid()
 
-    def _reseed_in_worker(self) -> None:
-        """Worker processes are forks: without this they would all draw the same patches and flips."""
-        if self._rng_pid == os.getpid():
-            return
-        self._rng_pid = os.getpid()
-        worker_seed = (0 if self.seed is None else self.seed) * 1000 + self.thread_id + 1
-        self.rng = np.random.RandomState(worker_seed)
-        np.random.seed(worker_seed)
-        torch.manual_seed(worker_seed)
+    def _seed_batch(self) -> None:
+        """Seed every generator a batch draws from (patch positions, numpy, torch and Python's `random`, used by
+        the augmentation) from the seed and the batch's place in the stream.
+
+        The n-th batch a process makes is batch `first_batch + thread_id + n * num_threads` of the stream, so
+        each batch is a function of (seed, place) alone: a training resumed at epoch e (`first_batch` = e x
+        batches per epoch) gets the very batches the uninterrupted run got, and forked workers never repeat
+        each other. In a worker, the first call also starts the watch that ends it with its parent.
+        """
+        if os.getpid() != self._creator_pid:
+            exit_when_parent_dies(self._creator_pid)
+        place = self.first_batch + self.thread_id + self._batches_made * self.number_of_threads_in_multithreaded
+        self._batches_made += 1
+        seed = batch_seed(self.seed, place)
+        self.rng = np.random.RandomState(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        random.seed(seed)
 
     def _centre(self, case_id: str, shape: Sequence[int], on_foreground: bool) -> list[int]:
-        points = self.cache.foreground(case_id, self.rng) if on_foreground else None
+        points = self.cache.foreground(case_id) if on_foreground else None
         if points is not None and len(points):
             return [int(v) for v in points[self.rng.randint(len(points))]]
         return [int(self.rng.randint(0, s)) for s in shape]
@@ -154,16 +200,23 @@ class PatchLoader(DataLoader):
         shape = case.input.shape[1:]
         centre = self._centre(case_id, shape, on_foreground)
         mask = case.mask if case.mask is not None else np.ones((1, *shape), dtype=np.uint8)
-        if self.dims == 2:  # one slice: keep the Z index, sample (Y, X) around the centre
-            z = centre[0]
-            arrays = [case.input[:, z], case.target[:, z], mask[:, z]]
-            centre = centre[1:]
+        if self.dims == 2:  # one slice along a slicing axis, the patch around the centre in its plane
+            axis = (
+                self.slice_axes[self.rng.randint(len(self.slice_axes))]
+                if len(self.slice_axes) > 1
+                else self.slice_axes[0]
+            )
+            index = [slice(None)] * 4
+            index[1 + axis] = centre[axis]
+            arrays = [np.asarray(a[tuple(index)]) for a in (case.input, case.target, mask)]
+            centre = [c for a, c in enumerate(centre) if a != axis]
         else:
             arrays = [case.input, case.target, mask]
         start = patch_start(centre, self.patch_size, arrays[0].shape[1:])
         size = self.sample_size
         start = [s - (n - p) // 2 for s, n, p in zip(start, size, self.patch_size)]
-        inp, tgt, msk = (crop_padded(a, start, size) for a in arrays)
+        fills = (*self.cache.fill_values(case_id), None)
+        inp, tgt, msk = (crop_padded(a, start, size, fill) for a, fill in zip(arrays, fills))
         if self.transforms is None:
             start = [(s - p) // 2 for s, p in zip(size, self.patch_size)]
             inp, tgt, msk = (crop_padded(a, start, self.patch_size) for a in (inp, tgt, msk))
@@ -179,14 +232,14 @@ class PatchLoader(DataLoader):
         }
 
     def generate_train_batch(self) -> dict[str, object]:
-        self._reseed_in_worker()
+        self._seed_batch()
         cases = [self._data[i] for i in self.rng.randint(0, len(self._data), self.batch_size)]
         n_foreground = int(round(self.batch_size * self.foreground_fraction))
         samples = [self.sample(c, on_foreground=i < n_foreground) for i, c in enumerate(cases)]
         return {
             "input": np.stack([s["input"] for s in samples]).astype(np.float32),
             "target": np.stack([s["target"] for s in samples]).astype(np.float32),
-            "mask": np.stack([s["mask"] for s in samples]).astype(np.float32),
+            "mask": (np.stack([s["mask"] for s in samples]) > 0.5).astype(np.uint8),  # 1 byte: a quarter of the copy
             "cases": cases,
         }
 
@@ -200,16 +253,63 @@ def make_batch_iterator(
     augment: bool = True,
     mirror_axes: Sequence[int] = (0, 1, 2),
     seed: int = 0,
+    spatial_policy: str = "interpolating",
+    axis_groups: Sequence[Sequence[int]] = (),
+    slice_axes: Sequence[int] = (0,),
+    first_batch: int = 0,
 ):
-    """An infinite batch iterator: single-process for `num_workers == 0`, else batchgenerators'
-    NonDetMultiThreadedAugmenter with `num_workers` processes, each seeded differently."""
+    """An infinite batch iterator starting at batch `first_batch` of the stream `seed` defines (see
+    `PatchLoader._seed_batch`): single-process for `num_workers == 0`, else batchgenerators'
+    NonDetMultiThreadedAugmenter with `num_workers` processes, which hands batches over in the order the
+    workers finish them (so with workers the batches are the same random process, not the same sequence)."""
+    options = dict(
+        spatial_policy=spatial_policy, axis_groups=axis_groups, slice_axes=slice_axes, first_batch=first_batch
+    )
     if num_workers <= 0:
-        loader = PatchLoader(folder, case_ids, patch_size, batch_size, augment, mirror_axes, seed=seed)
+        loader = PatchLoader(folder, case_ids, patch_size, batch_size, augment, mirror_axes, seed=seed, **options)
         return SingleThreadedAugmenter(loader, None)
     loader = PatchLoader(
-        folder, case_ids, patch_size, batch_size, augment, mirror_axes, num_threads=num_workers, seed=seed
+        folder, case_ids, patch_size, batch_size, augment, mirror_axes, num_threads=num_workers, seed=seed, **options
     )
     seeds = [seed * 1000 + i for i in range(num_workers)]
     return NonDetMultiThreadedAugmenter(
         loader, None, num_workers, num_cached=max(2, num_workers), seeds=seeds, pin_memory=torch.cuda.is_available()
     )
+
+
+class DevicePrefetcher:
+    """Batches already on a CUDA device: while the network works on one batch, the next one is copied on a
+    side stream (from the augmenter's pinned memory), so the copy overlaps the step instead of preceding it.
+    On other devices it passes batches through unchanged."""
+
+    KEYS = ("input", "target", "mask")
+
+    def __init__(self, iterator, device: torch.device):
+        self.iterator, self.device = iterator, torch.device(device)
+        self.stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+        self.pending = self._copy(next(self.iterator)) if self.stream is not None else None
+
+    def _copy(self, batch: dict) -> dict:
+        with torch.cuda.stream(self.stream):
+            return {
+                k: torch.as_tensor(v).to(self.device, non_blocking=True) if k in self.KEYS else v
+                for k, v in batch.items()
+            }
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        if self.stream is None:
+            return next(self.iterator)
+        current = torch.cuda.current_stream(self.device)
+        current.wait_stream(self.stream)
+        batch = self.pending
+        for key in self.KEYS:
+            batch[key].record_stream(current)  # its memory is not reused before the step that reads it is done
+        self.pending = self._copy(next(self.iterator))
+        return batch
+
+    def _finish(self) -> None:
+        if hasattr(self.iterator, "_finish"):
+            self.iterator._finish()

@@ -12,10 +12,6 @@ import torch
 import torch.distributed as dist
 
 
-def is_distributed() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 or (dist.is_available() and dist.is_initialized())
-
-
 def init_distributed(device: torch.device) -> tuple[int, int, torch.device]:
     """(rank, world size, this rank's device). Initializes the process group under torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

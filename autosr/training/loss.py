@@ -11,11 +11,11 @@ nearest-neighbour subsampling would alias fine detail into the coarse targets).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from autosr.network.blocks import average_pool_to
 
 # Relative weight of voxels outside the mask in every loss (inside: 1). Chosen among 0, 0.1, 0.5 and 1.0
 # (documentation/training.md, "Loss outside the mask"): best SSIM and MS-SSIM at 0.1.
@@ -38,7 +38,7 @@ def masked_l1(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
     return (diff * weight).sum() / weight.sum().clamp_min(1e-6)
 
 
-def _gaussian_window(dims: int, sigma: float = 1.5, radius: int = 3, device=None) -> torch.Tensor:
+def _gaussian_window(sigma: float = 1.5, radius: int = 3, device=None) -> torch.Tensor:
     x = torch.arange(-radius, radius + 1, dtype=torch.float32, device=device)
     g = torch.exp(-(x**2) / (2 * sigma**2))
     return g / g.sum()
@@ -66,7 +66,7 @@ def masked_ssim(
     """Mean local SSIM (Gaussian window sigma 1.5), weighted like `masked_l1`. `data_range` is in normalized units
     (4 covers about +-2 standard deviations of a z-scored target)."""
     p, t = prediction.float(), target.float()
-    g = _gaussian_window(p.ndim - 2, device=p.device)
+    g = _gaussian_window(device=p.device)
     mu_p, mu_t = _blur(p, g), _blur(t, g)
     var_p = _blur(p * p, g) - mu_p**2
     var_t = _blur(t * t, g) - mu_t**2
@@ -97,15 +97,6 @@ class L1SSIMLoss(nn.Module):
         return masked_l1(prediction, target, mask) + self.ssim_weight * (1 - masked_ssim(prediction, target, mask))
 
 
-def downsample_like(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Average-pool (B, C, *spatial) down to `size` (integer factors per axis)."""
-    if tuple(x.shape[2:]) == tuple(size):
-        return x
-    factors = [s // t for s, t in zip(x.shape[2:], size)]
-    pool = {2: F.avg_pool2d, 3: F.avg_pool3d}[x.ndim - 2]
-    return pool(x, kernel_size=factors, stride=factors)
-
-
 def deep_supervision_weights(n_outputs: int) -> list[float]:
     """Weights 1, 1/2, 1/4, ... normalized to sum 1 (the coarsest of several outputs gets no weight)."""
     weights = [0.5**i for i in range(n_outputs)]
@@ -130,10 +121,10 @@ class DeepSupervisionLoss(nn.Module):
             if w == 0:
                 continue
             size = out.shape[2:]
-            m = downsample_like(mask, size) if mask is not None else None
+            m = average_pool_to(mask, size) if mask is not None else None
             if m is not None:
                 m = (m > 0.5).float()  # a coarse voxel counts when most of its fine voxels count
-            total = total + w * self.base(out, downsample_like(target, size), m)
+            total = total + w * self.base(out, average_pool_to(target, size), m)
         return total
 
 

@@ -37,17 +37,27 @@ def poly_lr(initial_lr: float, epoch: int, max_epochs: int, exponent: float = PO
 
 
 class PolyLRSchedule:
-    """Sets each param group's LR from the epoch; stateless apart from the initial LR (recomputed on resume)."""
+    """Sets every param group's LR of one or several optimizers from the epoch, each from its own initial LR;
+    stateless apart from those (recomputed on resume). `step` returns the first optimizer's LR."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, max_epochs: int, exponent: float = POLY_EXPONENT):
-        self.optimizer = optimizer
+    def __init__(
+        self,
+        optimizers: torch.optim.Optimizer | list[torch.optim.Optimizer],
+        max_epochs: int,
+        exponent: float = POLY_EXPONENT,
+    ):
+        self.optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
         self.max_epochs = max_epochs
         self.exponent = exponent
-        self.initial_lrs = [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]
-        for g, lr in zip(optimizer.param_groups, self.initial_lrs):
-            g["initial_lr"] = lr
+        for g in self._groups():
+            g.setdefault("initial_lr", g["lr"])
+
+    def _groups(self) -> list[dict]:
+        # looked up on every step: `optimizer.load_state_dict` (resuming) replaces the param-group dicts, so
+        # groups kept from construction would be orphans and the loaded LR would stay for the rest of training
+        return [g for o in self.optimizers for g in o.param_groups]
 
     def step(self, epoch: int) -> float:
-        for g, lr in zip(self.optimizer.param_groups, self.initial_lrs):
-            g["lr"] = poly_lr(lr, epoch, self.max_epochs, self.exponent)
-        return self.optimizer.param_groups[0]["lr"]
+        for g in self._groups():
+            g["lr"] = poly_lr(g["initial_lr"], epoch, self.max_epochs, self.exponent)
+        return self.optimizers[0].param_groups[0]["lr"]

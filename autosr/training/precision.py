@@ -3,24 +3,22 @@ precision elsewhere. One object owns the autocast context, the scaler and the ba
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 from torch import nn
+
+from autosr.device import autocast, autocast_dtype
 
 
 class MixedPrecision:
     def __init__(self, device: torch.device):
         self.device = device
-        self.enabled = device.type == "cuda"
-        self.dtype = torch.bfloat16 if self.enabled and torch.cuda.is_bf16_supported() else torch.float16
+        self.dtype = autocast_dtype(device)
+        self.enabled = self.dtype is not None
         # bfloat16 has float32's exponent range: no loss scaling needed
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.enabled and self.dtype == torch.float16)
 
     def autocast(self):
-        if not self.enabled:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type="cuda", dtype=self.dtype)
+        return autocast(self.device, self.dtype)
 
     def step(
         self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, parameters, max_grad_norm: float | None

@@ -16,7 +16,8 @@ from pathlib import Path
 from autosr.device import choose_device
 from autosr.errors import AutosrError
 from autosr.io.atomic import atomic_path, read_json
-from autosr.paths import AutosrPaths, model_folder_name
+from autosr.model_layout import PLANNING_FILES, FoldFolder, ModelFolder
+from autosr.paths import AutosrPaths, ensure_writable_folder, path_under
 from autosr.planning.plans import Plans
 from autosr.preprocessing.case_store import list_cases
 from autosr.training.data import default_num_workers
@@ -26,13 +27,11 @@ from autosr.training.trainer import Trainer, TrainingContext
 from autosr.training.trainers import get_trainer_class
 from autosr.training.validation import validate_fold
 
-MODEL_FOLDER_FILES = ("plans.json", "dataset.json", "fingerprint.json")
-
 
 def _copy_planning_files(preprocessed_dir: Path, model_dir: Path) -> None:
     """Copy plans/dataset/fingerprint JSON into the model folder; refuse if plans changed under trained folds."""
     model_dir.mkdir(parents=True, exist_ok=True)
-    for name in MODEL_FOLDER_FILES:
+    for name in PLANNING_FILES:
         source, dest = preprocessed_dir / name, model_dir / name
         if not source.is_file():
             continue
@@ -47,8 +46,8 @@ def _copy_planning_files(preprocessed_dir: Path, model_dir: Path) -> None:
             shutil.copyfile(source, tmp)
 
 
-def _check_fold_folder(fold_dir: Path, continue_training: bool) -> None:
-    final, latest = fold_dir / "checkpoint_final.pt", fold_dir / "checkpoint_latest.pt"
+def _check_fold_folder(fold: FoldFolder, continue_training: bool) -> None:
+    fold_dir, final, latest = fold.path, fold.checkpoint("final"), fold.checkpoint("latest")
     if continue_training:
         return
     if final.is_file():
@@ -63,61 +62,67 @@ def _check_fold_folder(fold_dir: Path, continue_training: bool) -> None:
         )
 
 
+@dataclass(frozen=True)
+class FoldRequest:
+    """One fold to train, as `autosr train` or `train_fold` was asked (see `train_fold` for the fields)."""
+
+    dataset: str | int
+    configuration: str
+    fold: int | str
+    trainer: str = "Trainer"
+    device: str | None = None
+    continue_training: bool = False
+    epochs: int | None = None
+    iters_per_epoch: int | None = None
+    num_workers: int | None = None
+
+
 @dataclass
 class FoldRun:
     """A trainer ready to fit (or already restored from a checkpoint), and where its fold lives."""
 
     runner: Trainer
     fold_dir: Path
-    data_folder: Path
     val_cases: list[str]
-    patch_size: tuple[int, ...]
     finished: bool
     fold: int | str
     splits: list[dict[str, list[str]]]
     raw_dataset_dir: Path
 
 
-def prepare_fold(
-    dataset: str | int,
-    configuration: str,
-    fold: int | str,
-    trainer: str = "Trainer",
-    paths: AutosrPaths | None = None,
-    device: str | None = None,
-    continue_training: bool = False,
-    epochs: int | None = None,
-    iters_per_epoch: int | None = None,
-    num_workers: int | None = None,
-) -> FoldRun:
+def prepare_fold(request: FoldRequest, paths: AutosrPaths | None = None) -> FoldRun:
     """Resolve everything for one fold and build its trainer; with `continue_training`, restore the latest
-    (or final) checkpoint. Arguments as in `train_fold`."""
+    (or final) checkpoint."""
     paths = paths or AutosrPaths.resolve()
-    fold = parse_fold(fold)
-    trainer_class = get_trainer_class(trainer)
+    configuration, continue_training = request.configuration, request.continue_training
+    epochs, iters_per_epoch, num_workers = request.epochs, request.iters_per_epoch, request.num_workers
+    fold = parse_fold(request.fold)
+    trainer_class = get_trainer_class(request.trainer)
     for name, value in (("epochs", epochs), ("iters_per_epoch", iters_per_epoch)):
         if value is not None and value < 1:
             raise AutosrError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-    preprocessed_dir = paths.preprocessed_dataset(dataset)
+    preprocessed_dir = paths.preprocessed_dataset(request.dataset)
     plans = Plans.load(preprocessed_dir / "plans.json")
     config = plans.configuration(configuration)
-    data_folder = preprocessed_dir / config.data_identifier
+    data_folder = path_under(preprocessed_dir, config.data_identifier)
     case_ids = list_cases(data_folder)
     if not case_ids:
         raise AutosrError(
             f"{data_folder}: no preprocessed cases for configuration '{configuration}'; "
             f"run `autosr plan {preprocessed_dir.name}` (with preprocessing) first"
         )
+    model = ModelFolder.create(
+        path_under(paths.require("results"), preprocessed_dir.name), request.trainer, plans.plans_name, configuration
+    )
+    model_dir, fold_folder = model.path, model.fold(fold)
+    fold_dir = fold_folder.path
+    _check_fold_folder(fold_folder, continue_training)
+    # before anything is written: a read-only results folder is one message now, not a traceback later
+    ensure_writable_folder(fold_dir, "AUTOSR_RESULTS", create=False)
     splits = load_or_create_splits(preprocessed_dir, case_ids)
     train_cases, val_cases = cases_of_fold(splits, fold, case_ids)
 
-    model_dir = paths.results_dataset(preprocessed_dir.name) / model_folder_name(
-        trainer, plans.plans_name, configuration
-    )
-    fold_dir = model_dir / f"fold_{fold}"
-    _check_fold_folder(fold_dir, continue_training)
-
-    rank, world_size, device_obj = init_distributed(choose_device(device))
+    rank, world_size, device_obj = init_distributed(choose_device(request.device))
     if rank == 0:
         _copy_planning_files(preprocessed_dir, model_dir)
     ctx = TrainingContext(
@@ -136,7 +141,7 @@ def prepare_fold(
         world_size=world_size,
     )
     runner = trainer_class(ctx)
-    final, latest = fold_dir / "checkpoint_final.pt", fold_dir / "checkpoint_latest.pt"
+    final, latest = fold_folder.checkpoint("final"), fold_folder.checkpoint("latest")
     finished = False
     if continue_training and final.is_file():
         runner.load(final)
@@ -152,7 +157,7 @@ def prepare_fold(
             "the raw folder is not set: validation scores predictions against the raw targets; "
             "export AUTOSR_RAW or pass --raw"
         )
-    return FoldRun(runner, fold_dir, data_folder, val_cases, config.patch_size, finished, fold, splits, raw_dataset_dir)
+    return FoldRun(runner, fold_dir, val_cases, finished, fold, splits, raw_dataset_dir)
 
 
 def train_fold(
@@ -173,9 +178,10 @@ def train_fold(
     picks CUDA, else MPS, else CPU; `epochs`/`iters_per_epoch` override the fixed schedule (quick runs);
     `num_workers`: data loading processes (None: $AUTOSR_NUM_WORKERS, else from the CPU count).
     """
-    run = prepare_fold(
-        dataset, configuration, fold, trainer, paths, device, continue_training, epochs, iters_per_epoch, num_workers
+    request = FoldRequest(
+        dataset, configuration, fold, trainer, device, continue_training, epochs, iters_per_epoch, num_workers
     )
+    run = prepare_fold(request, paths)
     runner = run.runner
     if not run.finished:
         runner.fit()
@@ -186,9 +192,8 @@ def train_fold(
             configuration,
             run.fold,
             run.splits,
-            run.data_folder,
             run.raw_dataset_dir,
-            run.fold_dir / "validation",
+            FoldFolder(run.fold_dir).validation_dir,
             runner.device,
             runner.mirror_axes(),
         )

@@ -15,6 +15,7 @@ import numpy as np
 
 from autosr.errors import AutosrError
 from autosr.io.atomic import atomic_write_json, read_json
+from autosr.paths import ensure_writable_folder
 
 SPLITS_FILE = "splits.json"
 FOLD_ALL = "all"
@@ -33,16 +34,16 @@ def make_splits(case_ids: Sequence[str], num_folds: int = 5, seed: int = 12345) 
     return [{"train": sorted(c for c in cases if c not in set(val)), "val": val} for val in folds]
 
 
-def validate_splits(splits: object, case_ids: Sequence[str], path: Path) -> list[dict[str, list[str]]]:
-    """Check a (possibly hand-written) splits file against the available cases."""
+def validate_splits(splits: object, case_ids: Sequence[str] | None, path: Path) -> list[dict[str, list[str]]]:
+    """Check a (possibly hand-written) splits file, and its cases against the available ones when given."""
     if not isinstance(splits, list) or not splits or not all(isinstance(f, dict) for f in splits):
         raise AutosrError(f"{path}: must be a JSON list of {{'train': [...], 'val': [...]}} (one per fold)")
-    known = set(case_ids)
+    known = set(case_ids) if case_ids is not None else None
     for k, fold in enumerate(splits):
         for key in ("train", "val"):
             if not isinstance(fold.get(key), list) or not all(isinstance(c, str) for c in fold[key]):
                 raise AutosrError(f"{path}: fold {k} needs a list of case ids under '{key}'")
-            missing = sorted(set(fold[key]) - known)
+            missing = sorted(set(fold[key]) - known) if known is not None else []
             if missing:
                 raise AutosrError(
                     f"{path}: fold {k} '{key}' names cases that are not preprocessed: {', '.join(missing[:10])}"
@@ -51,6 +52,19 @@ def validate_splits(splits: object, case_ids: Sequence[str], path: Path) -> list
         if not fold["train"]:
             raise AutosrError(f"{path}: fold {k} has no training cases")
     return splits
+
+
+def read_splits(preprocessed_dataset_dir: str | os.PathLike) -> list[dict[str, list[str]]]:
+    """The folds of an existing `splits.json` (structure checked; cases are checked against preprocessed data
+    by `load_or_create_splits`, which training uses)."""
+    path = Path(preprocessed_dataset_dir) / SPLITS_FILE
+    if not path.is_file():
+        raise AutosrError(f"{path}: not found; the folds are written when training starts (`autosr train`)")
+    try:
+        splits = read_json(path)
+    except ValueError as e:
+        raise AutosrError(f"{path}: not valid JSON ({e}); fix it or delete it to regenerate") from e
+    return validate_splits(splits, None, path)
 
 
 def load_or_create_splits(
@@ -68,6 +82,11 @@ def load_or_create_splits(
             raise AutosrError(f"{path}: not valid JSON ({e}); fix it or delete it to regenerate") from e
         return validate_splits(splits, case_ids, path)
     splits = make_splits(case_ids, num_folds, seed)
+    ensure_writable_folder(
+        path.parent,
+        fix=f"{SPLITS_FILE} (the cross-validation folds) is written there once: make the folder writable, point "
+        f"AUTOSR_PREPROCESSED elsewhere, or put a {SPLITS_FILE} there yourself",
+    )
     atomic_write_json(splits, path)
     return splits
 

@@ -27,18 +27,19 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from autosr.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from autosr.device import prefer_fixed_shape_kernels
 from autosr.errors import AutosrError
+from autosr.model_layout import FoldFolder
 from autosr.network import build_network
 from autosr.planning.plans import Plans
-from autosr.training.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
-from autosr.training.data import make_batch_iterator
+from autosr.training.augmentation import interchangeable_axes
+from autosr.training.data import DevicePrefetcher, make_batch_iterator
 from autosr.training.device import barrier, mean_across_ranks
 from autosr.training.logger import TrainingLogger
 from autosr.training.loss import LOSSES, DeepSupervisionLoss, masked_l1
 from autosr.training.optim import GRAD_CLIP_NORM, PolyLRSchedule, build_optimizer
 from autosr.training.precision import MixedPrecision
-
-CHECKPOINT_NAMES = {"latest": "checkpoint_latest.pt", "best": "checkpoint_best.pt", "final": "checkpoint_final.pt"}
 
 
 @dataclass
@@ -62,7 +63,7 @@ class TrainingContext:
 
 
 class Trainer:
-    """Default trainer: masked L1 with deep supervision, AdamW + poly LR, full augmentation.
+    """Default trainer: masked L1 with deep supervision, AdamW + poly LR, mirroring and intensity augmentation.
 
     Schedule: 1000 epochs x 250 iterations, fixed (no user tuning); `num_epochs`/`iters_per_epoch` in the
     context override it for quick runs.
@@ -74,6 +75,9 @@ class Trainer:
     loss_name = "l1"
     optimizer_name = "adamw"  # measured: documentation/training.md, "Optimizer: SGD vs AdamW"
     augment = True
+    # mirroring only (autosr.training.augmentation.SPATIAL_POLICIES): measured better than rotation/scaling, which
+    # blurs the target, on three datasets (documentation/benchmark.md, "Augmentation")
+    spatial_augmentation = "mirror"
 
     def __init__(self, ctx: TrainingContext):
         self.ctx = ctx
@@ -81,6 +85,7 @@ class Trainer:
         self.seed_everything()  # before building networks, so their initialization is reproducible
         self.config = ctx.plans.configuration(ctx.configuration)
         self.device = ctx.device
+        prefer_fixed_shape_kernels(self.device)
         self.is_main = ctx.rank == 0
         self.num_epochs = int(ctx.num_epochs or type(self).num_epochs)
         self.iters_per_epoch = int(ctx.iters_per_epoch or type(self).iters_per_epoch)
@@ -91,22 +96,28 @@ class Trainer:
         self.network = self.build_network().to(self.device)
         self.loss = self.build_loss()
         self.optimizer = self.build_optimizer(self.network)
-        self.schedule = PolyLRSchedule(self.optimizer, self.num_epochs)
-        self.precision = MixedPrecision(self.device)
+        self.precision = self.build_precision()
         self.logger = TrainingLogger(
             ctx.output_folder / "training_log.txt" if self.is_main else None, echo=self.is_main
         )
         self.extra_networks: dict[str, nn.Module] = {}
         self.extra_optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.extra_precisions: dict[str, MixedPrecision] = {}
         self.build_extras()
         for net in self.extra_networks.values():
             net.to(self.device)
+        self.schedule = self.build_schedule()
         self.train_module = self.wrap_distributed(self.network)
         self.current_epoch = 0
 
     # ---- parts a variant may replace -------------------------------------------------------------------
+    def network_plan(self) -> dict[str, Any]:
+        """The `network` dict the network is built from (the configuration's; a variant may change it). It is
+        saved in every checkpoint, so the predictor rebuilds exactly this network."""
+        return dict(self.config.network)
+
     def build_network(self) -> nn.Module:
-        return build_network(self.config.network, self.ctx.plans.num_input_channels, 1)
+        return build_network(self.network_plan(), self.ctx.plans.num_input_channels, 1)
 
     def build_loss(self) -> nn.Module:
         return DeepSupervisionLoss(LOSSES[self.loss_name]())
@@ -114,8 +125,18 @@ class Trainer:
     def build_optimizer(self, network: nn.Module) -> torch.optim.Optimizer:
         return build_optimizer(self.optimizer_name, network.parameters())
 
+    def build_precision(self) -> MixedPrecision:
+        """Autocast dtype and gradient scaler of one optimizer's steps (one per optimizer)."""
+        return MixedPrecision(self.device)
+
+    def build_schedule(self) -> PolyLRSchedule:
+        """The learning-rate schedule of every optimizer, extras included (each from its own initial LR)."""
+        return PolyLRSchedule([self.optimizer, *self.extra_optimizers.values()], self.num_epochs)
+
     def build_extras(self) -> None:
-        """Register extra networks/optimizers (e.g. a discriminator) in self.extra_networks/_optimizers."""
+        """Register extra networks, optimizers and their precisions (e.g. a discriminator) in
+        self.extra_networks / extra_optimizers / extra_precisions: they are moved to the device, scheduled,
+        checkpointed and restored without further code."""
 
     def mirror_axes(self) -> tuple[int, ...]:
         """Axes of the patch that augmentation may mirror (all of them by default)."""
@@ -127,14 +148,20 @@ class Trainer:
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [self.device.index] if self.device.type == "cuda" else None
+        if self.device.type == "cuda":  # batch norm statistics over the global batch (SyncBatchNorm is CUDA-only)
+            network = torch.nn.SyncBatchNorm.convert_sync_batchnorm(network)
         # without deep supervision the lower heads get no gradient; DDP must be told to expect that
         unused = not getattr(network, "deep_supervision", True)
         return DistributedDataParallel(network, device_ids=ids, find_unused_parameters=unused)
 
     # ---- one step ------------------------------------------------------------------------------------
     def batch_to_device(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(input, target, mask as float) on the device (a no-op copy for batches the prefetcher moved)."""
         nb = self.device.type == "cuda"
-        return tuple(torch.as_tensor(batch[k]).to(self.device, non_blocking=nb) for k in ("input", "target", "mask"))
+        inputs, target, mask = (
+            torch.as_tensor(batch[k]).to(self.device, non_blocking=nb) for k in DevicePrefetcher.KEYS
+        )
+        return inputs, target, mask.float()
 
     def training_step(self, batch: dict[str, Any]) -> dict[str, float]:
         inputs, target, mask = self.batch_to_device(batch)
@@ -156,7 +183,7 @@ class Trainer:
 
     # ---- checkpoints ---------------------------------------------------------------------------------
     def checkpoint_path(self, which: str) -> Path:
-        return self.ctx.output_folder / CHECKPOINT_NAMES[which]
+        return FoldFolder(self.ctx.output_folder).checkpoint(which)
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -168,6 +195,7 @@ class Trainer:
             "num_epochs": self.num_epochs,
             "iters_per_epoch": self.iters_per_epoch,
             "mirror_axes": list(self.mirror_axes()),
+            "network_plan": self.network_plan(),
             "network_weights": self.network.state_dict(),
             "optimizer_state": self.optimizer.state_dict(),
             "grad_scaler_state": self.precision.state_dict(),
@@ -175,6 +203,7 @@ class Trainer:
             "logger_state": self.logger.state_dict(),
             "extra_networks": {k: v.state_dict() for k, v in self.extra_networks.items()},
             "extra_optimizers": {k: v.state_dict() for k, v in self.extra_optimizers.items()},
+            "extra_grad_scalers": {k: v.state_dict() for k, v in self.extra_precisions.items()},
         }
 
     def save(self, which: str) -> None:
@@ -197,6 +226,8 @@ class Trainer:
                 self.extra_networks[name].load_state_dict(state)
             for name, state in ckpt.get("extra_optimizers", {}).items():
                 self.extra_optimizers[name].load_state_dict(state)
+            for name, state in ckpt.get("extra_grad_scalers", {}).items():
+                self.extra_precisions[name].load_state_dict(state)
         except (RuntimeError, KeyError, ValueError) as e:
             raise AutosrError(
                 f"{path} does not fit the network of the current plans ({e}); the plans changed since this "
@@ -214,8 +245,11 @@ class Trainer:
 
     # ---- the loop ------------------------------------------------------------------------------------
     def make_iterators(self):
+        """Train and validation batch streams, positioned at `current_epoch`: batch k of a stream depends on
+        the seed and k alone (`PatchLoader._seed_batch`), so a resumed run continues the very stream the
+        uninterrupted run would have seen (bit for bit without data workers; documentation/training.md)."""
         patch = self.config.patch_size
-        seed = self.ctx.seed + 7919 * self.ctx.rank + self.current_epoch
+        seed = self.ctx.seed + 7919 * self.ctx.rank
         train = make_batch_iterator(
             self.ctx.data_folder,
             self.ctx.train_cases,
@@ -225,6 +259,10 @@ class Trainer:
             augment=self.augment,
             mirror_axes=self.mirror_axes(),
             seed=seed,
+            spatial_policy=self.spatial_augmentation,
+            axis_groups=interchangeable_axes(self.config.patch_spacing),
+            slice_axes=self.config.slice_axes,
+            first_batch=self.current_epoch * self.iters_per_epoch,
         )
         # fold 'all' has no validation cases: the val curve then tracks un-augmented training patches
         val_cases = self.ctx.val_cases or self.ctx.train_cases
@@ -236,8 +274,10 @@ class Trainer:
             max(0, self.ctx.num_workers // 2),
             augment=False,
             seed=seed + 1,
+            slice_axes=self.config.slice_axes,
+            first_batch=self.current_epoch * self.val_iters_per_epoch,
         )
-        return train, val
+        return DevicePrefetcher(train, self.device), DevicePrefetcher(val, self.device)
 
     def run_epoch(self, iterator, steps: int, step_fn, train: bool, desc: str) -> dict[str, float]:
         for net in [self.network, *self.extra_networks.values()]:

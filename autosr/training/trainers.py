@@ -22,6 +22,21 @@ class TrainerNoMirroring(Trainer):
         return ()
 
 
+class TrainerLosslessAugmentation(Trainer):
+    """Spatial augmentation without interpolation: axis permutations among equally spaced axes and
+    mirroring, so the target keeps its finest detail (documentation/training.md, "Augmentation")."""
+
+    spatial_augmentation = "lossless"
+
+
+class TrainerInterpolatingAugmentation(Trainer):
+    """Rotation (+-30 deg) and scaling (0.7-1.4) before mirroring: more geometric variety, at the price of a
+    target blurred by the interpolation (documentation/training.md, "Augmentation"). For data whose
+    subjects lie in the scanner at very different angles or sizes."""
+
+    spatial_augmentation = "interpolating"
+
+
 class TrainerSGD(Trainer):
     """SGD with Nesterov momentum (LR 0.01) instead of AdamW: the alternative measured in
     documentation/training.md, the usual choice of self-configuring U-Nets on long schedules."""
@@ -36,6 +51,8 @@ TRAINERS: dict[str, type[Trainer]] = {
     "AdversarialTrainer": AdversarialTrainer,
     "TrainerSSIMLoss": TrainerSSIMLoss,
     "TrainerNoMirroring": TrainerNoMirroring,
+    "TrainerLosslessAugmentation": TrainerLosslessAugmentation,
+    "TrainerInterpolatingAugmentation": TrainerInterpolatingAugmentation,
     "TrainerSGD": TrainerSGD,
 }
 

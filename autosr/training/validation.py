@@ -1,11 +1,13 @@
-"""End-of-fold validation: predict each validation case as a whole volume, export it, score it.
+"""End-of-fold validation: predict each validation case from its raw files, export it, score it.
 
-The fold's network goes through the same `Predictor` users run (sliding window with Gaussian weighting,
-test-time mirroring over the axes the trainer mirrored) and the same export (`revert_prediction`: target
-units, the case's original target grid), into `fold_k/validation/<case><ending>`. The predictions are then
-scored against the raw targets with the evaluation package (`score_validation_predictions`), next to the
-no-learning baseline fitted on this fold's training cases, into `fold_k/validation/summary.json` and
-`cases.csv`. So the cross-validation table is exactly what a user of `autosr predict` would have got.
+Each validation case's raw input files go through `Predictor.predict_case`, the code `autosr predict` runs
+(the same preprocessing of the raw scan, sliding window with Gaussian weighting, test-time mirroring over
+the axes the trainer mirrored, export in target units on the planned grid over the input's field of view),
+into `fold_k/validation/<case><ending>`: the file `autosr predict` would write for that scan with this fold.
+The predictions are then scored against the raw targets (resampled onto the target grid where the grids
+differ) with the evaluation package (`score_validation_predictions`), next to the no-learning baseline fitted
+on this fold's training cases, into `fold_k/validation/summary.json` and `cases.csv`. So the
+cross-validation table is exactly what a user of `autosr predict` would have got.
 
 Predictions already on disk are not recomputed, so a killed validation resumes.
 """
@@ -16,16 +18,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from autosr.dataset.spec import load_dataset_spec
-from autosr.io import write_image
+from autosr.dataset.spec import discover_cases, load_dataset_spec
+from autosr.errors import AutosrError
 from autosr.planning.plans import Plans
-from autosr.preprocessing.case_store import load_case
-
-SUMMARY_FILE = "summary.json"
 
 
 def validate_fold(
@@ -34,12 +32,10 @@ def validate_fold(
     configuration: str,
     fold: int,
     splits: list[dict[str, list[str]]],
-    data_folder: Path,
     raw_dataset_dir: Path,
     output_folder: Path,
     device: torch.device,
     mirror_axes: Sequence[int],
-    progress: bool = True,
 ) -> dict[str, Any]:
     """Predict, export and score fold `fold`'s validation cases; returns the summary written."""
     from autosr.evaluation.crossval import fold_baseline_params, score_validation_predictions
@@ -47,22 +43,19 @@ def validate_fold(
 
     output_folder = Path(output_folder)
     spec = load_dataset_spec(raw_dataset_dir)
+    cases = discover_cases(raw_dataset_dir, spec, "Tr")
     val_cases = list(splits[fold]["val"])
-    was_ds = getattr(network, "deep_supervision", False)
     predictor = Predictor([network], plans, configuration, dataset_spec=spec, device=device, mirror_axes=mirror_axes)
     files: dict[str, Path] = {}
-    try:
-        for case_id in val_cases:
-            out = output_folder / f"{case_id}{spec.file_ending}"
-            files[case_id] = out
-            if out.is_file():
-                continue
-            case = load_case(data_folder, case_id, mmap=False)
-            prediction, _ = predictor.predict_preprocessed(np.asarray(case.input, dtype=np.float32))
-            array, geometry, _ = predictor.export(prediction, case.properties)
-            write_image(array, geometry, out)
-    finally:
-        network.deep_supervision = was_ds
+    for case_id in val_cases:
+        if case_id not in cases:
+            raise AutosrError(
+                f"validation case {case_id} of splits.json has no files in {raw_dataset_dir / 'imagesTr'}"
+            )
+        out = output_folder / f"{case_id}{spec.file_ending}"
+        files[case_id] = out
+        if not out.is_file():
+            predictor.predict_case(cases[case_id].channels, out)
     baseline = fold_baseline_params(raw_dataset_dir, spec, [splits[fold]])[0]
     # pad the split list so the fold column of the table says `fold`
     scoring_splits = [{"train": [], "val": []}] * fold + [splits[fold]]

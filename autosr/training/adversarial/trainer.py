@@ -22,7 +22,6 @@ import torch
 from autosr.training.adversarial.discriminator import discriminator_for_plan
 from autosr.training.adversarial.losses import discriminator_loss, generator_loss
 from autosr.training.optim import GRAD_CLIP_NORM
-from autosr.training.precision import MixedPrecision
 from autosr.training.trainer import Trainer
 
 # Weight of the LSGAN term relative to L1, chosen among 0.01/0.05/0.2 at equal budget in
@@ -51,7 +50,7 @@ class AdversarialTrainer(Trainer):
         self.extra_optimizers["discriminator"] = torch.optim.Adam(
             discriminator.parameters(), lr=DISCRIMINATOR_LR, betas=DISCRIMINATOR_BETAS
         )
-        self.discriminator_precision = MixedPrecision(self.device)
+        self.extra_precisions["discriminator"] = self.build_precision()
 
     def weight_at(self, epoch: int) -> float:
         """Adversarial weight at `epoch`: 0 during warm-up, then a linear ramp to the full weight."""
@@ -77,18 +76,14 @@ class AdversarialTrainer(Trainer):
             reconstruction + weight * adversarial, self.optimizer, self.network.parameters(), GRAD_CLIP_NORM
         )
 
-        # discriminator step, at the generator's current learning-rate fraction
+        # discriminator step (its learning rate follows the same schedule as the generator's: build_schedule)
         discriminator.requires_grad_(True)
-        fraction = self.optimizer.param_groups[0]["lr"] / self.optimizer.param_groups[0].get(
-            "initial_lr", self.optimizer.param_groups[0]["lr"]
-        )
-        for group in d_optimizer.param_groups:
-            group["lr"] = DISCRIMINATOR_LR * fraction
+        d_precision = self.extra_precisions["discriminator"]
         d_optimizer.zero_grad(set_to_none=True)
-        with self.discriminator_precision.autocast():
+        with d_precision.autocast():
             fake_scores = discriminator(inputs, full.detach())
             d_loss = discriminator_loss(discriminator(inputs, target), fake_scores)
-        self.discriminator_precision.step(d_loss, d_optimizer, discriminator.parameters(), GRAD_CLIP_NORM)
+        d_precision.step(d_loss, d_optimizer, discriminator.parameters(), GRAD_CLIP_NORM)
         if weight == 0:  # warm-up: log what the generator's term would be (same D, same output), not a fake 0
             adversarial = generator_loss(fake_scores.detach())
         return {

@@ -1,5 +1,8 @@
 """Checkpoints: written atomically, read with `weights_only=True`, contents per documentation/architecture.md.
 
+Shared by training (which writes them) and inference (which reads them), so it lives beside both; where they
+lie is `autosr.model_layout`'s business.
+
 RNG states are stored as tensors and plain lists (Python's `random` state as a list of ints, numpy's as
 its five-tuple with the key array as a tensor) so nothing needs unpickling.
 """

@@ -1,0 +1,137 @@
+"""Where a trained model's files live: the one owner of the results layout.
+
+    $AUTOSR_RESULTS/DatasetXXX_Name/
+        <Trainer>__<plans>__<configuration>/           ModelFolder
+            plans.json, dataset.json, fingerprint.json   copies, so a model folder predicts on its own
+            fold_<k>/                                    FoldFolder (k = 0..4, or "all")
+                checkpoint_final.pt, checkpoint_best.pt, checkpoint_latest.pt
+                training_log.txt, progress.png
+                validation/                              the fold's validation predictions and their scores
+            crossval_results/                            the folds' validation merged and scored
+        ensembles/ensemble__<A>--<B>/                    find-best's pairwise ensembles (a crossval_results/ each)
+        best.json, report.html
+
+Every stage that reads or writes these paths asks this module instead of spelling them, so the layout can
+change in one place.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from autosr.paths import check_name, path_under
+
+NAME_SEPARATOR = "__"
+CHECKPOINT_NAMES = ("final", "best", "latest")
+PLANNING_FILES = ("plans.json", "dataset.json", "fingerprint.json")
+CROSSVAL_FOLDER = "crossval_results"
+VALIDATION_FOLDER = "validation"
+ENSEMBLES_FOLDER = "ensembles"
+
+
+@dataclass(frozen=True)
+class FoldFolder:
+    """`fold_<k>/` of a model folder."""
+
+    path: Path
+
+    def checkpoint(self, which: str = "final") -> Path:
+        """`checkpoint_<which>.pt`, `which` one of `CHECKPOINT_NAMES`."""
+        if which not in CHECKPOINT_NAMES:
+            raise ValueError(f"unknown checkpoint '{which}' (valid: {', '.join(CHECKPOINT_NAMES)})")
+        return self.path / f"checkpoint_{which}.pt"
+
+    @property
+    def validation_dir(self) -> Path:
+        return self.path / VALIDATION_FOLDER
+
+    @property
+    def log_file(self) -> Path:
+        return self.path / "training_log.txt"
+
+    @property
+    def progress_file(self) -> Path:
+        return self.path / "progress.png"
+
+
+@dataclass(frozen=True)
+class ModelFolder:
+    """`<Trainer>__<plans>__<configuration>/`: one trained model (its folds) of one dataset."""
+
+    path: Path
+    trainer: str
+    plans_name: str
+    configuration: str
+
+    @staticmethod
+    def folder_name(trainer: str, plans_name: str, configuration: str) -> str:
+        """`<Trainer>__<plans_name>__<configuration>`, each part checked as a safe path component."""
+        for value, what in ((trainer, "trainer"), (plans_name, "plans_name"), (configuration, "configuration")):
+            check_name(value, what)
+        return NAME_SEPARATOR.join((trainer, plans_name, configuration))
+
+    @classmethod
+    def create(
+        cls, dataset_results_dir: str | os.PathLike, trainer: str, plans_name: str, configuration: str
+    ) -> ModelFolder:
+        """The model folder of these parts under a dataset's results folder (which it never leaves)."""
+        name = cls.folder_name(trainer, plans_name, configuration)
+        return cls(path_under(Path(dataset_results_dir), name), trainer, plans_name, configuration)
+
+    @classmethod
+    def parse(cls, path: str | os.PathLike) -> ModelFolder | None:
+        """The model folder at `path` when its name has the three parts, else None."""
+        path = Path(path)
+        parts = path.name.split(NAME_SEPARATOR)
+        if len(parts) != 3 or not all(parts):
+            return None
+        return cls(path, *parts)
+
+    @classmethod
+    def at(cls, path: str | os.PathLike) -> ModelFolder:
+        """The layout of the model folder at `path`; its name parts are empty when the folder was renamed
+        (`predict -m` accepts any name)."""
+        return cls.parse(path) or cls(Path(path), "", "", "")
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def plans_file(self) -> Path:
+        return self.path / "plans.json"
+
+    @property
+    def dataset_file(self) -> Path:
+        return self.path / "dataset.json"
+
+    @property
+    def crossval_dir(self) -> Path:
+        return self.path / CROSSVAL_FOLDER
+
+    def fold(self, fold: int | str) -> FoldFolder:
+        return FoldFolder(self.path / f"fold_{fold}")
+
+    def folds_with_validation(self, num_folds: int) -> list[int]:
+        """Folds 0..num_folds-1 whose validation folder exists."""
+        return [k for k in range(num_folds) if self.fold(k).validation_dir.is_dir()]
+
+    def folds_with_checkpoint(self, which: str = "final") -> list[int]:
+        """The numbered folds that have checkpoint `which`, sorted."""
+        found = []
+        for p in self.path.glob(f"fold_*/checkpoint_{which}.pt"):
+            number = p.parent.name.removeprefix("fold_")
+            if number.isdigit():
+                found.append(int(number))
+        return sorted(found)
+
+
+def model_folders(dataset_results_dir: str | os.PathLike) -> list[ModelFolder]:
+    """Every model folder of a dataset's results folder, sorted by name."""
+    folder = Path(dataset_results_dir)
+    if not folder.is_dir():
+        return []
+    found = (ModelFolder.parse(p) for p in sorted(folder.iterdir()) if p.is_dir())
+    return [m for m in found if m is not None]
