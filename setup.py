@@ -15,6 +15,7 @@ PACKAGES = [
     "autosr.network",
     "autosr.training",
     "autosr.training.adversarial",
+    "autosr.training.diffusion",
     "autosr.inference",
     "autosr.evaluation",
     "autosr.registration",

@@ -74,6 +74,9 @@ VARIANTS: dict[str, tuple[Callable[[dict], None] | None, str]] = {
     "plane_z": (_set("slice_axes", [0]), "Trainer"),
     "plane_y": (_set("slice_axes", [1]), "Trainer"),
     "plane_yx": (_set("slice_axes", [1, 2]), "Trainer"),
+    # the three model families (documentation/diffusion.md)
+    "adversarial": (None, "AdversarialTrainer"),
+    "diffusion": (None, "DiffusionTrainer"),
 }
 
 
@@ -197,7 +200,9 @@ def sharpness(prediction: np.ndarray, reference: np.ndarray, mask: np.ndarray, s
     return out
 
 
-def score(prediction_file: Path, raw: Path, case: str, baseline_params=None) -> list[dict[str, Any]]:
+def score(
+    prediction_file: Path, raw: Path, case: str, baseline_params=None, tissue: bool = False
+) -> list[dict[str, Any]]:
     from autosr.evaluation.baseline import baseline_prediction
     from autosr.evaluation.case_scoring import CaseJob, evaluate_case
     from autosr.evaluation.settings import EvaluationSettings
@@ -209,7 +214,7 @@ def score(prediction_file: Path, raw: Path, case: str, baseline_params=None) -> 
         input_files=[raw / "imagesTs" / f"{case}_0000.nii.gz"] if baseline_params else None,
         baseline_params=baseline_params,
     )  # fmt: skip
-    rows = evaluate_case(job, EvaluationSettings(resample=True, tissue=False))
+    rows = evaluate_case(job, EvaluationSettings(resample=True, tissue=tissue))
     reference, geometry = read_image(job.reference)
     mask = read_image(job.mask)[0] > 0
     prediction, prediction_geometry = read_image(prediction_file)
@@ -221,7 +226,7 @@ def score(prediction_file: Path, raw: Path, case: str, baseline_params=None) -> 
     return rows
 
 
-def baseline_rows(raw: Path, spec, test_cases: list[str]) -> dict[str, Any]:
+def baseline_rows(raw: Path, spec, test_cases: list[str], tissue: bool = False) -> dict[str, Any]:
     """The no-learning baselines (fitted on the training cases) scored like the models, one row per method."""
     from autosr.dataset.spec import discover_cases
     from autosr.evaluation.baseline import fit_baselines
@@ -230,7 +235,7 @@ def baseline_rows(raw: Path, spec, test_cases: list[str]) -> dict[str, Any]:
     params = fit_baselines([(c.channels, c.target, c.mask) for c in training], modality=spec.target_modality)
     rows = []
     for case in test_cases:
-        rows += score(raw / "targetsTs" / f"{case}.nii.gz", raw, case, params)[1:]
+        rows += score(raw / "targetsTs" / f"{case}.nii.gz", raw, case, params, tissue)[1:]
     means = {}
     for method in sorted({r["method"] for r in rows}):
         mine = [r for r in rows if r["method"] == method]
@@ -278,6 +283,7 @@ def main() -> None:
             predictor = Predictor(
                 [trainer.network], plans, configuration, spec, device="cpu", step_fraction=step,
                 mirror_axes=trainer.mirror_axes(), use_mirroring=False, patch_size=tile,
+                sampler=trainer.sampler_spec(),
             )  # fmt: skip
             out_dir = workdir / "predictions" / folder / configuration / variant / setting.replace(":", "_")
             start = time.perf_counter()

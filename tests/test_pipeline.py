@@ -6,23 +6,11 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from conftest import needs_nilearn
+from conftest import TINY_NETWORK_2D, needs_nilearn
 
 from autosr.cli import main
 from autosr.io import grid_covering, read_image
 from autosr.planning.plans import Plans
-
-TINY_NETWORK_2D = {
-    "architecture": "PlainConvUNet",
-    "dims": 2,
-    "features_per_stage": [4, 8, 16],
-    "kernel_sizes": [[3, 3]] * 3,
-    "strides": [[1, 1], [2, 2], [2, 2]],
-    "n_conv_per_stage": [1, 1, 1],
-    "n_conv_per_stage_decoder": [1, 1],
-    "upsampling": "interp_conv",
-    "deep_supervision": True,
-}
 
 
 def test_cli_workflow_end_to_end(phantom_dataset, autosr_roots, tmp_path, capsys):

@@ -57,9 +57,17 @@ def predict(
     compile_networks: bool = False,
     model_package: str | os.PathLike | None = None,
     num_workers: int | None = None,
+    sampling_steps: int | None = None,
+    num_samples: int | None = None,
+    seed: int = 0,
+    save_samples: bool = False,
 ) -> FolderSummary:
     """Find the model (folder, or a package unpacked for this run), load the fold ensemble and predict
-    `input_dir` into `output_dir`. `folds`/`checkpoint` None: 0-4 and final, or the package's."""
+    `input_dir` into `output_dir`. `folds`/`checkpoint` None: 0-4 and final, or the package's.
+
+    `sampling_steps`, `num_samples`, `seed`, `save_samples` apply to generative models only (an error for
+    a regression model, except `seed`, which it ignores).
+    """
     from autosr.inference.predictor import Predictor
 
     check_options(step_fraction, tile_batch_size, num_parts, part_id)
@@ -89,6 +97,10 @@ def predict(
                 keep_background=keep_background,
                 compile_networks=compile_networks,
                 num_workers=num_workers,
+                sampling_steps=sampling_steps,
+                num_samples=num_samples,
+                seed=seed,
+                save_samples=save_samples,
             )
     folds = list(folds) if folds else [0, 1, 2, 3, 4]
     checkpoint = checkpoint or "final"
@@ -111,6 +123,9 @@ def predict(
         tile_batch_size=tile_batch_size,
         background_fill=not keep_background,
         compile_networks=compile_networks,
+        sampling_steps=sampling_steps,
+        num_samples=num_samples,
+        seed=seed,
     )
     return predictor.predict_folder(
         input_dir,
@@ -122,6 +137,7 @@ def predict(
         on_input_grid=on_input_grid,
         progress=progress,
         num_workers=num_workers,
+        save_samples=save_samples,
     )
 
 

@@ -24,6 +24,7 @@ from autosr.errors import AutosrError
 from autosr.paths import SAFE_NAME_RULE, name_problem
 
 UNCERTAINTY_FOLDER = "uncertainty"
+SAMPLES_FOLDER = "samples"
 
 
 @dataclass
@@ -153,6 +154,11 @@ def output_file(output_dir: str | os.PathLike, case_id: str, file_ending: str) -
 def uncertainty_file(output_dir: str | os.PathLike, case_id: str, file_ending: str) -> Path:
     """Uncertainty maps live in a subfolder, so the output folder holds predictions only (for evaluate)."""
     return Path(output_dir) / UNCERTAINTY_FOLDER / f"{case_id}{file_ending}"
+
+
+def sample_file(output_dir: str | os.PathLike, case_id: str, index: int, file_ending: str) -> Path:
+    """Sample `index` of a generative model's prediction (`predict --save-samples`), beside the uncertainty."""
+    return Path(output_dir) / SAMPLES_FOLDER / f"{case_id}_sample{index:02d}{file_ending}"
 
 
 def is_finished(output_dir: str | os.PathLike, case_id: str, file_ending: str) -> bool:

@@ -31,7 +31,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from autosr.errors import AutosrError
-from autosr.inference.folder import FolderSummary, InputCase, output_file, uncertainty_file
+from autosr.inference.folder import FolderSummary, InputCase, output_file, sample_file, uncertainty_file
 from autosr.inference.qc import QCReference, ScanSignals, input_signals, uncertainty_signals
 from autosr.inference.scan_summary import THRESHOLDS_NAME, write_row
 from autosr.inference.scan_worker import ScanWorker
@@ -93,6 +93,8 @@ class FinishJob:
     preprocess_s: float
     network_s: float
     input_file: str
+    samples: list[np.ndarray] = field(default_factory=list)  # a generative model's samples (--save-samples)
+    sample_paths: list[Path] = field(default_factory=list)
 
 
 @dataclass
@@ -140,6 +142,9 @@ def finish_scan(worker: ScanWorker, qc: QCSettings, job: FinishJob) -> Finished:
         flag, reason = None, qc.no_reference_reason
     else:
         values, flag, reason = QCReference(qc.reference).assess(job.signals, spread_signals, qc.uncertainty_key)
+    for sample, path in zip(job.samples, job.sample_paths):
+        exported, sample_geometry, _ = worker.export(sample, scan.properties, job.on_input_grid, None, scan.foreground)
+        write_image(exported, sample_geometry, path)
     if job.uncertainty_path is not None and spread is not None:
         write_image(spread, geometry, job.uncertainty_path)
     with atomic_path(job.output_path) as tmp:
@@ -267,11 +272,13 @@ def run_folder(
     on_input_grid: bool = False,
     num_workers: int = 1,
     progress: bool = True,
+    save_samples: bool = False,
 ) -> FolderSummary:
     """Predict `todo` into `output_dir` (see the module docstring); failures are recorded per case.
 
     `network_step(input (C, Z, Y, X), with_uncertainty) -> (prediction, uncertainty or None)` in normalized
-    space: `Predictor.predict_preprocessed`.
+    space: `Predictor.predict_preprocessed`. `save_samples`: it is also given `samples=[]` to fill (a
+    generative model's samples), and they are written to `output_dir/samples/` beside the prediction.
     """
     from tqdm import tqdm
 
@@ -325,7 +332,9 @@ def run_folder(
                 prepared: Prepared = future.result()
                 timings["preprocess_s"] += prepared.seconds
                 began = time.perf_counter()
-                prediction, spread = network_step(prepared.scan.input, uncertainty)
+                samples: list[np.ndarray] = []
+                extra = {"samples": samples} if save_samples else {}
+                prediction, spread = network_step(prepared.scan.input, uncertainty, **extra)
                 network_s = time.perf_counter() - began
                 timings["network_s"] += network_s
             except Exception as e:  # noqa: BLE001 - recorded, the run goes on
@@ -345,8 +354,10 @@ def run_folder(
                 prepared.seconds,
                 network_s,
                 str(case.channel_files[0]),
+                samples,
+                [sample_file(output_dir, case.case_id, i, file_ending) for i in range(len(samples))],
             )
-            del prepared, prediction, spread
+            del prepared, prediction, spread, samples
             if starter is not None:  # after the first scan's network step: the workers have had their time
                 preparing.extend(starter.join())
                 starter = None
@@ -388,6 +399,7 @@ def predict_folder(
     progress: bool = True,
     num_workers: int | None = None,
     qc_reference: QCReference | None = None,
+    save_samples: bool = False,
 ) -> FolderSummary:
     """What `Predictor.predict_folder` runs: this part's unfinished cases through `run_folder`, then summary.csv.
 
@@ -399,6 +411,8 @@ def predict_folder(
     from autosr.inference.scan_summary import write_summary
     from autosr.preprocessing.preprocess import preprocessing_hash
 
+    if save_samples and getattr(predictor, "sampler", None) is None:
+        raise AutosrError("--save-samples is for generative models (e.g. DiffusionTrainer); this is a regression model")
     ending = predictor.file_ending
     cases = discover_prediction_cases(input_dir, ending, predictor.num_input_channels)
     mine = set(select_part([c.case_id for c in cases], num_parts, part_id))
@@ -423,7 +437,10 @@ def predict_folder(
     key = None
     folds = getattr(predictor, "folds", None)
     if uncertainty and folds is not None:
-        key = uncertainty_key(folds, predictor.checkpoint_name, predictor.mirror_axes, predictor.step_fraction)
+        key = uncertainty_key(
+            folds, predictor.checkpoint_name, predictor.mirror_axes, predictor.step_fraction,
+            getattr(predictor, "sampling_key", None),
+        )  # fmt: skip
     qc = QCSettings(qc_reference.data if qc_reference else None, key, f"{part_id}/{num_parts}", reason)
     if qc_reference is not None:  # what the flags were measured against, for the report (same for every part)
         atomic_write_json(
@@ -448,6 +465,7 @@ def predict_folder(
             on_input_grid=on_input_grid,
             num_workers=workers,
             progress=progress,
+            save_samples=save_samples,
         )
     finally:
         write_summary(output_dir)

@@ -19,6 +19,7 @@ import sys
 
 from autosr.cli import add_path_arguments, paths_from_args
 from autosr.inference.api import predict
+from autosr.inference.sampling import DEFAULT_SAMPLING_STEPS
 from autosr.inference.sliding_window import DEFAULT_STEP_FRACTION
 from autosr.model_layout import CHECKPOINT_NAMES
 from autosr.paths import DEFAULT_PLANS_NAME, DEFAULT_TRAINER
@@ -85,6 +86,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="keep the network's raw output outside the subject (default: the training targets' background level "
         "outside the input's foreground grown by 2 voxels)",
     )  # fmt: skip
+    generative = parser.add_argument_group("generative models (DiffusionTrainer; documentation/diffusion.md)")
+    generative.add_argument(
+        "--sampling-steps", type=int, default=None,
+        help=f"sampling steps per sample (default: the model's, {DEFAULT_SAMPLING_STEPS} for DiffusionTrainer); each "
+        "step is one sliding window over the volume",
+    )  # fmt: skip
+    generative.add_argument(
+        "--num-samples", type=int, default=None,
+        help="samples per fold; the prediction is their mean (default: 1); with --uncertainty the spread is over "
+        "samples x folds",
+    )  # fmt: skip
+    generative.add_argument(
+        "--seed", type=int, default=0, help="seed of the noise volumes (default: 0; same seed, same predictions)"
+    )
+    generative.add_argument(
+        "--save-samples", action="store_true",
+        help="also write every sample to OUT/samples/<case>_sample<NN><ending> (fold-major)",
+    )  # fmt: skip
     add_path_arguments(parser)
 
 
@@ -113,6 +132,10 @@ def run(args: argparse.Namespace) -> int:
         compile_networks=args.compile,
         model_package=args.model_package,
         num_workers=args.num_workers,
+        sampling_steps=args.sampling_steps,
+        num_samples=args.num_samples,
+        seed=args.seed,
+        save_samples=args.save_samples,
     )
     print(f"autosr predict: {summary.describe()}", file=sys.stderr if summary.failed else sys.stdout)
     return 0 if summary.ok else 1

@@ -5,6 +5,8 @@ comparable), then the preprocessing is inverted once: intensities back to the ta
 cropped planned grid back onto the planned spacing over the input's whole physical extent (or onto the
 input grid itself). Members are the folds x mirrorings; with uncertainty on, their per-voxel standard
 deviation is tracked with Welford's algorithm (two volumes of memory, whatever the number of members).
+A generative model (its checkpoints carry a `sampler` entry) is sampled instead (`autosr.inference.sampling`):
+its members are folds x samples, the mirrorings and planes average its velocity inside every step.
 
     predictor = Predictor.from_trained(model_dir, folds=(0, 1, 2, 3, 4))
     predictor.predict_folder("new_scans/", "predictions/")            # what `autosr predict` runs
@@ -14,6 +16,7 @@ deviation is tracked with Welford's algorithm (two volumes of memory, whatever t
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,6 +35,7 @@ from autosr.inference.folder import FolderSummary
 from autosr.inference.mirroring import mirror_combinations, normalize_mirror_axes, volume_flip_dims
 from autosr.inference.model_folder import configuration_of, require_checkpoints
 from autosr.inference.running_stats import RunningMeanStd
+from autosr.inference.sampling import SamplerSpec, minimum_volume_shape, sample_seed, sample_volume
 from autosr.inference.scan_worker import ScanWorker
 from autosr.inference.sliding_window import DEFAULT_STEP_FRACTION, predict_sliding_window
 from autosr.io import Geometry, write_image
@@ -58,6 +62,8 @@ class Predictor:
     `background_fill`: outside the subject region (the input foreground grown by a margin) exported
     predictions hold the training targets' background level; False keeps the raw network output.
     `compile_networks`: `torch.compile` each network for prediction (fast_path.py; pays for many scans).
+    `sampler`: the checkpoints' `sampler` entry of a generative model (None: a regression model); then
+    `sampling_steps` (default: the entry's), `num_samples` per fold and `seed` say how it is sampled.
     """
 
     def __init__(
@@ -74,6 +80,10 @@ class Predictor:
         patch_size: Sequence[int] | None = None,
         background_fill: bool = True,
         compile_networks: bool = False,
+        sampler: dict[str, Any] | None = None,
+        sampling_steps: int | None = None,
+        num_samples: int | None = None,
+        seed: int = 0,
     ):
         if not networks:
             raise ValueError("a Predictor needs at least one network")
@@ -102,6 +112,18 @@ class Predictor:
                 f"patch size {self.patch_size} does not match the {dims}D configuration '{configuration}'"
             )
         self._check_divisible(self.patch_size)
+        self.sampler = SamplerSpec.from_json(sampler) if sampler else None
+        if self.sampler is None and (sampling_steps is not None or num_samples is not None):
+            raise AutosrError(
+                "--sampling-steps and --num-samples are for generative models (e.g. DiffusionTrainer); "
+                "this model is a regression model: leave them out"
+            )
+        self.sampling_steps = int(sampling_steps) if sampling_steps is not None else None
+        self.num_samples = int(num_samples) if num_samples is not None else 1
+        for name, value in (("--num-samples", self.num_samples), ("--sampling-steps", self.sampling_steps)):
+            if value is not None and value < 1:
+                raise AutosrError(f"{name} must be at least 1, got {value}")
+        self.seed = int(seed)
         # where the networks came from (set by from_trained): the folder's QC reference, the ensemble's name
         self.model_dir: Path | None = None
         self.folds: tuple[int, ...] | None = None
@@ -122,13 +144,17 @@ class Predictor:
         network_builder: NetworkBuilder | None = None,
         background_fill: bool = True,
         compile_networks: bool = False,
+        sampling_steps: int | None = None,
+        num_samples: int | None = None,
+        seed: int = 0,
     ) -> Predictor:
         """Load the folds of a model folder (`<Trainer>__<plans>__<configuration>`).
 
         Checkpoints load with `weights_only=True`. Test-time mirroring uses the axes the checkpoint says
         training mirrored (`mirror_axes`), else the configuration's, else every spatial axis.
         `network_builder(network_plan, in_channels, out_channels)` defaults to `autosr.network.build_network`;
-        pass another for an architecture registered outside autosr.
+        pass another for an architecture registered outside autosr. A checkpoint's `sampler` entry makes the
+        model generative (`sampling_steps`, `num_samples`, `seed`: see the class).
         """
         model_dir = Path(model_dir)
         files = require_checkpoints(model_dir, list(folds), checkpoint)
@@ -138,11 +164,13 @@ class Predictor:
         first = next(iter(checkpoints.values()))
         configuration = configuration_of(model_dir, first, plans.configuration_names)
         builder = network_builder or _default_builder()
+        sampler = first.get("sampler")
+        in_channels = plans.num_input_channels + (SamplerSpec.state_channels if sampler else 0)
         networks = []
         for fold, ckpt in checkpoints.items():
             # the checkpoint records the network its trainer built (a variant may change the plan's)
             network_plan = ckpt.get("network_plan") or plans.configuration(configuration).network
-            network = builder(network_plan, plans.num_input_channels, 1)
+            network = builder(network_plan, in_channels, 1)
             try:
                 network.load_state_dict(ckpt["network_weights"])
             except RuntimeError as e:
@@ -165,6 +193,10 @@ class Predictor:
             patch_size=patch_size,
             background_fill=background_fill,
             compile_networks=compile_networks,
+            sampler=sampler,
+            sampling_steps=sampling_steps,
+            num_samples=num_samples,
+            seed=seed,
         )
         predictor.model_dir, predictor.folds, predictor.checkpoint_name = model_dir, tuple(files), checkpoint
         return predictor
@@ -191,18 +223,32 @@ class Predictor:
         return self.dataset_spec.file_ending if self.dataset_spec is not None else ".nii.gz"
 
     @property
+    def sampling_key(self) -> str | None:
+        """How a generative model is sampled (its spread depends on it), for the QC uncertainty key; None for
+        a regression model."""
+        if self.sampler is None:
+            return None
+        return f"samples={self.num_samples};sampling_steps={self.sampling_steps or self.sampler.steps};seed={self.seed}"
+
+    @property
     def num_members(self) -> int:
-        """Ensemble members per case: folds x planes (2D) x mirrorings."""
+        """Ensemble members per case: folds x planes (2D) x mirrorings; for a generative model folds x samples."""
+        if self.sampler is not None:
+            return len(self.networks) * self.num_samples
         return len(self.networks) * len(self.planes) * len(mirror_combinations(self.mirror_axes))
 
     # --- normalized space ----------------------------------------------------------------------------
     def predict_preprocessed(
-        self, input_array: np.ndarray | torch.Tensor, with_uncertainty: bool = False
+        self,
+        input_array: np.ndarray | torch.Tensor,
+        with_uncertainty: bool = False,
+        samples: list[np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Ensemble prediction of a preprocessed (C, Z, Y, X) input, in normalized target space.
 
         Returns `(prediction (Z, Y, X) float32, uncertainty (Z, Y, X) float32 or None)`; the uncertainty is
-        the standard deviation over folds x mirrorings, in normalized units.
+        the standard deviation over folds x mirrorings (generative models: folds x samples), in normalized
+        units. A generative model's samples are appended to `samples` (fold-major) when a list is given.
         """
         if isinstance(input_array, np.ndarray):
             input_array = np.ascontiguousarray(input_array, dtype=np.float32)  # memory-mapped or flipped views
@@ -214,7 +260,13 @@ class Predictor:
             )
         image = _to_device_if_it_fits(image.float(), self.device)  # once for every fold and plane
         stats = RunningMeanStd(track_spread=with_uncertainty)
-        for network in self.networks:
+        for member, network in enumerate(self.networks):
+            if self.sampler is not None:
+                for sample in self._samples(member, network, image):
+                    if samples is not None:
+                        samples.append(sample[0].cpu().numpy().copy())  # update() consumes the sample
+                    stats.update(sample)
+                continue
             for plane in self.planes:
                 volume = image.movedim(1 + plane, 1) if plane else image
                 for member in self._members(network, volume, with_uncertainty):
@@ -239,12 +291,35 @@ class Predictor:
             member = self._sliding_window(network, torch.flip(image, flip) if flip else image, ())
             yield torch.flip(member, flip) if flip else member
 
+    def _samples(self, member: int, network: nn.Module, image: torch.Tensor):
+        """`num_samples` samples (1, Z, Y, X) of a generative network, each from its own seeded noise volume;
+        every step's velocity is the sliding window over the whole state (planes and mirrorings averaged)."""
+
+        def velocity(state: torch.Tensor, t: float) -> torch.Tensor:
+            timed = functools.partial(network, t=torch.tensor(t, device=self.device))
+            total = None
+            for plane in self.planes:
+                volume = state.movedim(1 + plane, 1) if plane else state
+                v = self._sliding_window(timed, volume, self.mirror_axes)
+                v = v.movedim(1, 1 + plane) if plane else v
+                total = v if total is None else total.add_(v)
+            return total / len(self.planes)
+
+        steps = self.sampling_steps or self.sampler.steps
+        minimum = minimum_volume_shape(self.patch_size, self.planes)
+        for index in range(self.num_samples):
+            seed = sample_seed(self.seed, member, index)
+            yield sample_volume(velocity, image, steps, seed, minimum, residual=self.sampler.residual)
+
     def tiles_per_pass(self) -> int:
         """Tiles (mirrored copies included) per forward pass: as given, or measured once on a GPU."""
         if self.tile_batch_size is None:
-            tile = (self.num_input_channels, *self.patch_size)
+            network, channels = self.networks[0], self.num_input_channels
+            if self.sampler is not None:  # the state channel beside the input, and a time
+                network = functools.partial(network, t=torch.tensor(0.0, device=self.device))
+                channels += SamplerSpec.state_channels
             self.tile_batch_size = measured_tile_batch_size(
-                self.networks[0], tile, self.device, fallback=self.configuration.batch_size
+                network, (channels, *self.patch_size), self.device, fallback=self.configuration.batch_size
             )
         return self.tile_batch_size
 
@@ -332,13 +407,15 @@ class Predictor:
         on_input_grid: bool = False,
         progress: bool = True,
         num_workers: int | None = None,
+        save_samples: bool = False,
     ) -> FolderSummary:
         """Predict every case of `input_dir` into `output_dir` as `<case><ending>`, with `summary.csv` (one row
         per scan, quality flags); see `autosr.inference.folder` and `autosr.inference.pipeline`.
 
         Finished cases are skipped unless `overwrite`; reading, preprocessing and export run in `num_workers`
         worker processes beside the network (default: `pipeline.default_num_workers()`; 0: all in this
-        process); a case that fails is recorded and the run goes on.
+        process); a case that fails is recorded and the run goes on. `save_samples`: a generative model's samples
+        also go to `output_dir/samples/<case>_sample<NN><ending>` (fold-major).
         """
         from autosr.inference.pipeline import predict_folder
 
@@ -353,6 +430,7 @@ class Predictor:
             on_input_grid,
             progress,
             num_workers,
+            save_samples=save_samples,
         )
 
 

@@ -262,12 +262,16 @@ def check_against(values: dict[str, float], bounds: dict[str, dict[str, Any]]) -
 # --- the reference: signals of the cross-validation cases ----------------------------------------------------
 
 
-def uncertainty_key(folds: Sequence[int], checkpoint: str, mirror_axes: Sequence[int], step_fraction: float) -> str:
-    """Which ensemble an uncertainty reference belongs to (its spread depends on the members)."""
-    return (
+def uncertainty_key(
+    folds: Sequence[int], checkpoint: str, mirror_axes: Sequence[int], step_fraction: float, sampling: str | None = None
+) -> str:
+    """Which ensemble an uncertainty reference belongs to (its spread depends on the members); `sampling`: a
+    generative model's `Predictor.sampling_key` (samples, steps, seed)."""
+    key = (
         f"folds={','.join(map(str, sorted(folds)))};checkpoint={checkpoint};"
         f"mirror={','.join(map(str, mirror_axes)) or 'none'};step={step_fraction:g}"
     )
+    return f"{key};{sampling}" if sampling else key
 
 
 @dataclass

@@ -85,7 +85,10 @@ def add_uncertainty(
         raise AutosrError(
             "one fold without mirroring has no spread: the uncertainty reference needs several folds or mirroring"
         )
-    key = uncertainty_key(predictor.folds, predictor.checkpoint_name, predictor.mirror_axes, predictor.step_fraction)
+    key = uncertainty_key(
+        predictor.folds, predictor.checkpoint_name, predictor.mirror_axes, predictor.step_fraction,
+        getattr(predictor, "sampling_key", None),
+    )  # fmt: skip
     values = {}
     for case_id, files in tqdm(
         sorted(training_cases(raw_dataset_dir).items()), desc="QC reference (uncertainty)", disable=not progress

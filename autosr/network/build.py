@@ -70,4 +70,5 @@ def build_network(network_plan: dict[str, Any], in_channels: int, out_channels: 
         deep_supervision=bool(network_plan.get("deep_supervision", False)),
         norm=norm,
         residual=bool(network_plan.get("residual", False)),
+        time_embedding=bool(network_plan.get("time_embedding", False)),
     )

@@ -10,6 +10,10 @@ Regression: the heads are plain 1x1 convolutions with a bias and no nonlinearity
 target is unbounded (z-scores, CT in scaled HU); under mixed precision they run in float32. With `residual`, every output adds input channel 0 (the
 scan resampled onto the target grid, normalized; average-pooled to a deep-supervision output's size): the
 network predicts the correction to its input, the usual formulation of super-resolution.
+
+With `time_embedding` (plan key `network.time_embedding`, set by generative trainers) the network takes a
+second argument, one time per batch item, `network(x, t)`, and every encoder and decoder stage's output is
+modulated by an embedding of t (`autosr.network.time_embedding`); without it nothing changes.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import torch
 from torch import nn
 
 from autosr.network.blocks import UPSAMPLERS, PlainStage, ResidualStage, average_pool_to, conv_class
+from autosr.network.time_embedding import StageModulation, TimestepEmbedding, times_for_batch
 
 
 class DynamicUNet(nn.Module):
@@ -41,6 +46,7 @@ class DynamicUNet(nn.Module):
         deep_supervision: bool = False,
         norm: str = "instance",
         residual: bool = False,
+        time_embedding: bool = False,
     ):
         super().__init__()
         self.residual = bool(residual)
@@ -85,19 +91,25 @@ class DynamicUNet(nn.Module):
             self.heads.append(conv_class(dims)(features_per_stage[s], out_channels, kernel_size=1, bias=True))
         if norm == "none":
             initialize_without_normalization(self)
+        self.time_embedding: TimestepEmbedding | None = None
+        if time_embedding:  # built after the initialization above: the modulations must start at zero
+            self.time_embedding = TimestepEmbedding()
+            widths = [*features_per_stage, *features_per_stage[-2::-1]]  # encoder stages, then decoder stages
+            self.modulations = nn.ModuleList(StageModulation(self.time_embedding.features, w) for w in widths)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+    def forward(self, x: torch.Tensor, t: torch.Tensor | float | None = None) -> torch.Tensor | list[torch.Tensor]:
         source = x[:, :1]
+        modulate = self._modulation(t, x)
         skips = []
-        for stage in self.encoder:
-            x = stage(x)
+        for s, stage in enumerate(self.encoder):
+            x = modulate(s, stage(x))
             skips.append(x)
         x = skips.pop()
         outputs = []
         last = len(self.decoder) - 1
         for d, (up, stage, head) in enumerate(zip(self.upsamplers, self.decoder, self.heads)):
             skip = skips.pop()
-            x = stage(torch.cat([up(x, skip.shape[2:]), skip], dim=1))
+            x = modulate(len(self.encoder) + d, stage(torch.cat([up(x, skip.shape[2:]), skip], dim=1)))
             if self.deep_supervision or d == last:
                 outputs.append(_full_precision(head, x))
         if self.residual:
@@ -105,6 +117,19 @@ class DynamicUNet(nn.Module):
         if self.deep_supervision:
             return outputs[::-1]  # [full resolution, half, quarter, ...]
         return outputs[-1]
+
+    def _modulation(self, t: torch.Tensor | float | None, x: torch.Tensor):
+        """stage index, stage output -> the output modulated by t's embedding (unchanged without one)."""
+        if self.time_embedding is None:
+            if t is not None:
+                raise ValueError(
+                    "this network has no time embedding (plan key network.time_embedding); call network(x)"
+                )
+            return lambda s, out: out
+        if t is None:
+            raise ValueError("this network has a time embedding: call it as network(x, t), t in [0, 1]")
+        embedding = self.time_embedding(times_for_batch(t, x.shape[0], x.device))
+        return lambda s, out: self.modulations[s](out, embedding)
 
     def output_scales(self) -> list[list[float]]:
         """Per deep-supervision output, its size relative to the input per axis ([1,1,1], [0.5,0.5,0.5], ...)."""

@@ -196,6 +196,7 @@ def train_fold(
             FoldFolder(run.fold_dir).validation_dir,
             runner.device,
             runner.mirror_axes(),
+            sampler=runner.sampler_spec(),
         )
         model = summary.get("metrics", {}).get("model", {})
         baseline = summary.get("metrics", {}).get("baseline", {})

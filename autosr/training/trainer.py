@@ -138,6 +138,11 @@ class Trainer:
         self.extra_networks / extra_optimizers / extra_precisions: they are moved to the device, scheduled,
         checkpointed and restored without further code."""
 
+    def sampler_spec(self) -> dict[str, Any] | None:
+        """How the predictor samples a generative trainer's network (`autosr.inference.sampling.SamplerSpec`
+        as JSON), saved in every checkpoint as `sampler`; None for a regression trainer."""
+        return None
+
     def mirror_axes(self) -> tuple[int, ...]:
         """Axes of the patch that augmentation may mirror (all of them by default)."""
         return tuple(range(len(self.config.patch_size)))
@@ -186,7 +191,9 @@ class Trainer:
         return FoldFolder(self.ctx.output_folder).checkpoint(which)
 
     def state_dict(self) -> dict[str, Any]:
+        sampler = self.sampler_spec()
         return {
+            **({"sampler": sampler} if sampler is not None else {}),
             "trainer": self.name,
             "configuration": self.ctx.configuration,
             "fold": str(self.ctx.fold),

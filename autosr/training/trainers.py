@@ -45,10 +45,12 @@ class TrainerSGD(Trainer):
 
 
 from autosr.training.adversarial.trainer import AdversarialTrainer  # noqa: E402 - after the variants above
+from autosr.training.diffusion.trainer import DiffusionTrainer  # noqa: E402
 
 TRAINERS: dict[str, type[Trainer]] = {
     "Trainer": Trainer,
     "AdversarialTrainer": AdversarialTrainer,
+    "DiffusionTrainer": DiffusionTrainer,
     "TrainerSSIMLoss": TrainerSSIMLoss,
     "TrainerNoMirroring": TrainerNoMirroring,
     "TrainerLosslessAugmentation": TrainerLosslessAugmentation,

@@ -36,8 +36,10 @@ def validate_fold(
     output_folder: Path,
     device: torch.device,
     mirror_axes: Sequence[int],
+    sampler: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Predict, export and score fold `fold`'s validation cases; returns the summary written."""
+    """Predict, export and score fold `fold`'s validation cases; returns the summary written. `sampler`: the
+    trainer's `sampler_spec()` for a generative network (sampled as `autosr predict` does by default)."""
     from autosr.evaluation.crossval import fold_baseline_params, score_validation_predictions
     from autosr.inference.predictor import Predictor
 
@@ -45,7 +47,9 @@ def validate_fold(
     spec = load_dataset_spec(raw_dataset_dir)
     cases = discover_cases(raw_dataset_dir, spec, "Tr")
     val_cases = list(splits[fold]["val"])
-    predictor = Predictor([network], plans, configuration, dataset_spec=spec, device=device, mirror_axes=mirror_axes)
+    predictor = Predictor(
+        [network], plans, configuration, dataset_spec=spec, device=device, mirror_axes=mirror_axes, sampler=sampler
+    )
     files: dict[str, Path] = {}
     for case_id in val_cases:
         if case_id not in cases:
