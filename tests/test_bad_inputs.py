@@ -482,6 +482,8 @@ CASES = [
          2, ("case phantom_003 (Tr)", "phantom_003_0000.nii.gz", "is empty", "fix or remove the case"), REGISTERED),
     Case("register-no-overlap", "raw", register_after(lambda w: far_away_input(image("imagesTr", "phantom_001")(w))),
          2, ("case phantom_001 (Tr)", "do not overlap", "fix or remove the case"), REGISTERED),
+    Case("register-unsafe-case-id", "raw", register_after(lambda w: rename_case(w.dataset, "phantom_002", "phantom 002")),
+         2, ("case phantom 002 (Tr)", "holds a space", "rename its files"), REGISTERED),
     # --- escapes from the working folders
     Case("plan-data-identifier-escape", "planned",
          lambda w: (edit_plans(w, lambda p: p["configurations"]["3d_fullres"].__setitem__("data_identifier", "../../x")),

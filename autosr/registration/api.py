@@ -41,7 +41,7 @@ from autosr.dataset.spec import CaseFiles, DatasetSpec, discover_cases, load_dat
 from autosr.errors import AutosrError, DatasetProblems
 from autosr.io.atomic import atomic_path, atomic_write_json, read_json
 from autosr.io.image_io import apply_geometry, geometry_of, read_sitk
-from autosr.paths import DATASET_NAME_PATTERN, dataset_id_of, ensure_writable_folder
+from autosr.paths import DATASET_NAME_PATTERN, SAFE_NAME_RULE, dataset_id_of, ensure_writable_folder, name_problem
 from autosr.registration.bias_field import foreground_mask
 from autosr.registration.pairwise import (
     DEFAULT_SETTINGS,
@@ -270,6 +270,8 @@ class _CaseJob:
 def register_case(job: _CaseJob) -> CaseOutcome:
     """Register (or copy, or skip) one case into the output dataset; never raises for a bad case."""
     case, split, out, ending = job.case, job.split, job.output_dir, job.spec.file_ending
+    if (problem := name_problem(case.case_id)) is not None:  # it becomes file names in the output dataset
+        return CaseOutcome(case.case_id, split, "failed", f"the case id {problem}; rename its files ({SAFE_NAME_RULE})")
     input_outputs = [out / f"images{split}" / f"{case.case_id}_{i:04d}{ending}" for i in range(len(case.channels))]
     if case.missing_channels or (case.target is None and split == "Tr"):
         return CaseOutcome(case.case_id, split, "incomplete", "input channel(s) or target missing; run `autosr verify`")

@@ -6,7 +6,8 @@ models the log of that field as a smooth B-spline and removes it. The field is s
 on a copy shrunk to about `SHRUNK_VOXELS_PER_AXIS` voxels per axis (bins averaged) and then evaluated at
 full resolution: the corrected image keeps every detail of the original.
 
-The region N4 fits is the image's own foreground (Otsu threshold of the image), never a mask drawn on
+The region N4 fits is the image's own foreground (`autosr.preprocessing.foreground.channel_foreground`, the
+same rule preprocessing crops and normalizes with), never a mask drawn on
 another image, so that a scan is corrected the same way whether or not a target and a mask exist (training
 and prediction see identical inputs). Used by the `n4_zscore` normalization scheme
 (`autosr/preprocessing/normalization.py`) and by registration, where an uncorrected field pulls the mutual
@@ -18,6 +19,8 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
+from autosr.preprocessing.foreground import channel_foreground
+
 # The shrunk copy N4 works on has at most this many voxels along each axis. A 2 mm brain's 3 mm input
 # (53x65x55) is shrunk by 2 and corrected in 0.8 CPU s, its white-matter CV falling from 0.069 to 0.049;
 # unshrunk, 5-8 times the CPU time for a CV of 0.047 (documentation/registration.md, "Bias field";
@@ -27,13 +30,15 @@ SHRUNK_VOXELS_PER_AXIS = 48
 # that varies over the head, not within a gyrus.
 N4_ITERATIONS_PER_LEVEL = (50, 50, 50)
 N4_CONVERGENCE_THRESHOLD = 1e-3
-OTSU_BINS = 128
 
 
 def foreground_mask(image: sitk.Image) -> sitk.Image:
-    """The image's own foreground: Otsu threshold (background below, tissue above), holes filled, uint8."""
-    otsu = sitk.OtsuThreshold(image, 0, 1, OTSU_BINS)
-    return sitk.Cast(sitk.BinaryFillhole(otsu), sitk.sitkUInt8)
+    """The image's own foreground as a uint8 image on its grid: the one foreground rule of preprocessing
+    (smoothed Otsu threshold, background = the below-threshold region connected to the border)."""
+    foreground = channel_foreground(sitk.GetArrayViewFromImage(image))
+    mask = sitk.GetImageFromArray(foreground.astype(np.uint8))
+    mask.CopyInformation(image)
+    return mask
 
 
 def shrink_factors(size_xyz: tuple[int, ...], voxels_per_axis: int = SHRUNK_VOXELS_PER_AXIS) -> list[int]:
