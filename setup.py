@@ -18,6 +18,7 @@ PACKAGES = [
     "autosr.training.diffusion",
     "autosr.inference",
     "autosr.evaluation",
+    "autosr.registration",
     "autosr.packaging",
     "autosr.planning",
     "autosr.dataset_conversion",

@@ -20,6 +20,7 @@ from autosr.errors import AutosrError
 COMMANDS: dict[str, tuple[str, str]] = {
     "verify": ("autosr.dataset.verify_command", "check a raw dataset and list every problem"),
     "convert": ("autosr.dataset_conversion.convert_command", "convert public layouts or generate synthetic data"),
+    "register": ("autosr.registration.register_command", "co-register inputs to targets into a registered copy"),
     "plan": ("autosr.planning.plan_command", "verify, fingerprint, plan and preprocess a dataset"),
     "train": ("autosr.training.train_command", "train one fold of one configuration"),
     "predict": ("autosr.inference.predict_command", "predict a folder of scans with a trained model"),

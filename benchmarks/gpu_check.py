@@ -230,6 +230,8 @@ def check_training(args, plans, device: torch.device, part: Part, workdir: Path)
         t for t in TRAINERS if t in ("TrainerInterpolatingAugmentation", "AdversarialTrainer") or "Diffusion" in t
     ]
     for name in ["Trainer", *variants]:
+        if args.trainers and name not in args.trainers:
+            continue
         if part.allows(f"{name} step"):
             trainer = trainer_for(name, plans, data_folder, workdir / "results", cases, device, workers)
             part.rows.append({"trainer": name, "data_workers": workers, "case_shape": shape,
@@ -501,6 +503,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--device", default=None, help="cuda (default when present) or cpu")
     parser.add_argument("--small", action="store_true", help="tiny sizes: proves the script, measures nothing")
     parser.add_argument("--parts", nargs="+", default=["training", "prediction", "compile"], help="besides the plan")
+    parser.add_argument(
+        "--trainers", nargs="+", default=None, help="training part: only these trainers (default: all measured ones)"
+    )
     parser.add_argument("--step", type=float, default=None, help="sliding-window step (default: autosr's)")
     parser.add_argument("--workers", type=int, default=None, help="data workers (default: cores - 2, at most 12)")
     parser.add_argument(

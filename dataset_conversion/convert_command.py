@@ -21,7 +21,28 @@ def _add_common(parser: argparse.ArgumentParser, default_name: str | None) -> No
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an existing dataset folder of that id and name"
     )
+    parser.add_argument(
+        "--register",
+        nargs="?",
+        const="rigid",
+        choices=("rigid", "affine"),
+        default=None,
+        help="then co-register every pair (`autosr register` with this transform, rigid when none is named) "
+        "into a registered copy beside the converted dataset",
+    )
     add_path_arguments(parser)
+
+
+def _add_misalign(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--misalign",
+        nargs=2,
+        type=float,
+        metavar=("MM", "DEG"),
+        default=None,
+        help="displace every input by a known rigid transform: MM mm in a random direction and DEG degrees "
+        "about a random axis (listed in misalignment.json), to test and benchmark registration",
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,6 +105,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     brain.add_argument(
         "-np", "--num-processes", type=int, default=max(1, min(4, os.cpu_count() or 1)), help="worker processes"
     )
+    _add_misalign(brain)
     _add_common(brain, "SyntheticBrain")
 
     phantom = kinds.add_parser("phantom", help="procedural ellipsoid-head phantom pairs (seconds, for smoke tests)")
@@ -130,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
         folder = make_synthetic_brain_dataset(
             raw_root, args.id, args.name, args.num_train, args.num_test, args.target_spacing, args.input_spacing,
             args.seed, args.num_processes, args.overwrite, args.slice_thickness, args.slice_axis, args.contrast,
-            args.tissue_labels,
+            args.tissue_labels, misalign=args.misalign,
         )  # fmt: skip
     else:
         from autosr.dataset_conversion.phantom import make_phantom_dataset
@@ -145,6 +167,18 @@ def run(args: argparse.Namespace) -> int:
             input_spacing_zyx=tuple(input_spacing), modality=args.modality, seed=args.seed, thick_axes=thick_axes,
         )  # fmt: skip
     report_conversion(Path(folder), skipped)
+    if args.register is not None:
+        from autosr.registration.api import register_dataset
+        from autosr.registration.pairwise import RegistrationSettings
+        from autosr.registration.register_command import print_summary
+
+        summary = register_dataset(
+            Path(folder),
+            settings=RegistrationSettings(transform=args.register),
+            num_processes=getattr(args, "num_processes", 1),
+        )
+        print_summary(summary)
+        summary.raise_if_failed()
     return 0
 
 

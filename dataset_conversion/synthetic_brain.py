@@ -16,6 +16,11 @@ of the template's tissue maps. From the deformed maps:
 
 Everything is drawn from `numpy.random.default_rng(seed, case index)`, so a seed gives the same dataset
 whatever the number of processes.
+
+`misalign=(MM, DEG)` displaces each input by a known rigid transform (a translation of MM mm in a random
+direction and a rotation of DEG degrees about a random axis through the target's centre), written into the
+input's header (no resampling); the transforms are listed in `misalignment.json` beside dataset.json. The
+images are the same as without it, so registration (`autosr register`) can be checked against the truth.
 """
 
 from __future__ import annotations
@@ -33,9 +38,11 @@ from scipy import ndimage
 from autosr.dataset_conversion.acquisition import acquire
 from autosr.dataset_conversion.raw_writer import new_dataset_folder, write_dataset_json
 from autosr.errors import AutosrError
+from autosr.io.atomic import atomic_write_json
 from autosr.io.geometry import Geometry, grid_covering
 from autosr.io.image_io import geometry_of, write_image
 from autosr.io.resampling import resample_to_geometry
+from autosr.registration.transforms import displace_geometry, random_rigid_displacement
 
 TEMPLATE_FILES = {
     "t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
@@ -193,17 +200,34 @@ def _set_worker_template(template: TissueTemplate) -> None:
     _WORKER_TEMPLATE = template
 
 
-def _write_subject(job: tuple[Path, str, str, int, int, float, float | None, int, str]) -> str:
-    folder, split, case_id, seed, case_index, input_spacing_mm, slice_thickness_mm, slice_axis, contrast = job
+def misalign_input(
+    input_geometry: Geometry, target_geometry: Geometry, translation_mm: float, rotation_deg: float, rng
+) -> tuple[Geometry, dict]:
+    """Move the input's header by a random rigid transform about the target's centre; returns the new
+    geometry and the transform (`matrix`, `offset_mm`: target point -> input point, what registration finds)."""
+    centre = target_geometry.index_to_world((np.asarray(target_geometry.size_zyx[::-1], dtype=np.float64) - 1) / 2)[0]
+    linear_map, parameters = random_rigid_displacement(rng, translation_mm, rotation_deg, centre)
+    return displace_geometry(input_geometry, linear_map), parameters
+
+
+def _write_subject(
+    job: tuple[Path, str, str, int, int, float, float | None, int, str, tuple[float, float] | None],
+) -> tuple[str, dict | None]:
+    folder, split, case_id, seed, case_index, input_spacing_mm, slice_thickness_mm, slice_axis, contrast, misalign = job
     rng = np.random.default_rng([seed, case_index])
     inp, input_geometry, target, mask = make_subject(
         _WORKER_TEMPLATE, input_spacing_mm, rng, slice_thickness_mm, slice_axis, contrast
     )
     target_geometry = _WORKER_TEMPLATE.geometry
+    displacement = None
+    if misalign is not None:  # its own random stream: the images stay those of the aligned dataset
+        input_geometry, displacement = misalign_input(
+            input_geometry, target_geometry, *misalign, np.random.default_rng([seed, case_index, 1])
+        )
     write_image(inp, input_geometry, folder / f"images{split}" / f"{case_id}_0000.nii.gz")
     write_image(target, target_geometry, folder / f"targets{split}" / f"{case_id}.nii.gz")
     write_image(mask, target_geometry, folder / f"masks{split}" / f"{case_id}.nii.gz", dtype=np.uint8)
-    return case_id
+    return case_id, displacement
 
 
 TISSUE_LABELS = {1: "csf", 2: "gm", 3: "wm"}
@@ -226,7 +250,7 @@ def true_tissue_labels(template: TissueTemplate, seed: int, case_index: int) -> 
     return ((np.argmax(maps, axis=0) + 1) * brain).astype(np.uint8)
 
 
-def _write_tissue_labels(job: tuple[Path, str, str, int, int, float, float | None, int, str]) -> str:
+def _write_tissue_labels(job: tuple) -> str:
     folder, split, case_id, seed, case_index = job[:5]
     labels = true_tissue_labels(_WORKER_TEMPLATE, seed, case_index)
     write_image(labels, _WORKER_TEMPLATE.geometry, folder / f"labels{split}" / f"{case_id}.nii.gz", dtype=np.uint8)
@@ -248,6 +272,7 @@ def make_synthetic_brain_dataset(
     slice_axis: int = 0,
     contrast: str = "low-field",
     tissue_labels: bool = False,
+    misalign: tuple[float, float] | None = None,
 ) -> Path:
     """Write `DatasetXXX_Name` under `raw_root` and return its folder.
 
@@ -255,6 +280,7 @@ def make_synthetic_brain_dataset(
     `slice_thickness_mm` makes the input a thick-slice acquisition along array axis `slice_axis` (0 = z,
     axial slices; 1 = y, coronal; 2 = x, sagittal), e.g. 2 mm in-plane with 8 mm slices.
     `tissue_labels`: also write the true tissue label maps to `labelsTr/` and `labelsTs/`.
+    `misalign` = (mm, degrees) displaces every input rigidly by that much (see the module docstring).
     """
     if target_spacing_mm <= 0 or (input_spacing_mm is not None and input_spacing_mm <= 0):
         raise AutosrError("voxel sizes must be positive (--target-spacing, --input-spacing in mm)")
@@ -266,6 +292,10 @@ def make_synthetic_brain_dataset(
         raise AutosrError(f"--slice-axis must be 0 (z), 1 (y) or 2 (x), got {slice_axis}")
     if num_train < 1 or num_test < 0:
         raise AutosrError("--num-train must be at least 1 and --num-test at least 0")
+    if misalign is not None and (len(misalign) != 2 or min(misalign) < 0):
+        raise AutosrError(
+            "--misalign takes two non-negative numbers: the translation in mm and the rotation in degrees"
+        )
     input_spacing_mm = 1.5 * target_spacing_mm if input_spacing_mm is None else float(input_spacing_mm)
     template = load_template(float(target_spacing_mm))
     folder = new_dataset_folder(raw_root, dataset_id, name, overwrite=overwrite)
@@ -280,19 +310,25 @@ def make_synthetic_brain_dataset(
             slice_thickness_mm,
             slice_axis,
             contrast,
+            misalign,
         )  # fmt: skip
         for index in range(num_train + num_test)
     ]
     writers = [_write_subject, _write_tissue_labels] if tissue_labels else [_write_subject]
     if num_processes <= 1:
         _set_worker_template(template)
-        for writer in writers:
-            for job in jobs:
-                writer(job)
+        written = [[writer(job) for job in jobs] for writer in writers]
     else:
         with ProcessPoolExecutor(num_processes, initializer=_set_worker_template, initargs=(template,)) as pool:
-            for writer in writers:
-                list(pool.map(writer, jobs))
+            written = [list(pool.map(writer, jobs)) for writer in writers]
+    if misalign is not None:  # _write_subject's results: (case, displacement)
+        atomic_write_json(
+            {
+                "maps": "target point (world mm) -> input point: what registration should find",
+                "cases": dict(written[0]),
+            },
+            folder / "misalignment.json",
+        )
     write_dataset_json(
         folder,
         name=name,
@@ -307,6 +343,11 @@ def make_synthetic_brain_dataset(
             f"{'with the target contrast' if contrast == 'same' else 'low-field-like'} at {'x'.join(f'{v:g}' for v in input_spacing_zyx(input_spacing_mm, slice_thickness_mm, slice_axis))} "
             f"mm (z, y, x{', thick slices averaged over their thickness' if slice_thickness_mm else ''}), target "
             f"high-field-like at {target_spacing_mm:g} mm; seed {seed}"
+            + (
+                f"; inputs displaced by {misalign[0]:g} mm and {misalign[1]:g} deg (misalignment.json)"
+                if misalign is not None
+                else ""
+            )
         ),
         reference="MNI ICBM152 2009a nonlinear symmetric template (Fonov et al., NeuroImage 2011), as shipped with nilearn",
         licence="template: see the MNI ICBM152 licence (free use with attribution); generated images: same terms",

@@ -72,6 +72,11 @@ def plan_dataset(
         atomic_write_json(fingerprint, fingerprint_path)
     for warning in fingerprint.get("warnings", []):
         print(f"warning: {warning}")
+    if fingerprint.get("median_misalignment_mm") is not None:
+        print(
+            f"median misalignment of input and target (rigid registration): "
+            f"{fingerprint['median_misalignment_mm']:.2f} mm"
+        )
 
     plans_path = out_dir / "plans.json"
     if plans_path.is_file() and not replan:

@@ -10,7 +10,9 @@ to `SAMPLES_PER_CASE` voxels per case inside the mask (or the foreground when th
 
 A case whose input/target correlation falls far below the dataset's median is named in `warnings`: a
 cheap alarm for a misregistered or swapped pair (the threshold is `CORRELATION_ALARM_DROP` below the
-median).
+median). The misalignment itself is measured too: each pair is registered rigidly
+(`autosr.registration.misalignment`), the per-case displacement is stored as `misalignment`, the median as
+`median_misalignment_mm`, and cases beyond the threshold are named in `warnings` with the fix.
 
 Every per-axis quantity (spacings, shapes, extents) is in the canonical (world) axis order of
 `autosr.io.orientation`, the order the networks see, whatever order the files store their axes in.
@@ -32,6 +34,12 @@ from autosr.io import read_channels, read_image, resample_to_geometry
 from autosr.io.orientation import to_world_axes, working_grid
 from autosr.preprocessing.foreground import crop_box, input_foreground, target_foreground
 from autosr.preprocessing.normalization import input_scheme_names
+from autosr.registration.misalignment import (
+    MisalignmentEstimate,
+    measure_pair_misalignment,
+    median_misalignment_mm,
+    misalignment_warnings,
+)
 
 SAMPLES_PER_CASE = 10_000
 # A correlation this far below the dataset median flags a case (co-registered synthetic pairs sit within
@@ -69,6 +77,7 @@ def _case_fingerprint(args: tuple[CaseFiles, str, list[str], int]) -> dict[str, 
         correlation = float(np.corrcoef(input_values[0], target_values)[0, 1])
     target_inside = target[mask]
     outside = ~target_foreground(target, modality)
+    misalignment = measure_pair_misalignment(case.channels[0], case.target, case.mask)
     return {
         "case_id": case.case_id,
         "input_spacing_zyx": to_world_axes(input_geometry.spacing_zyx, input_geometry),
@@ -83,6 +92,7 @@ def _case_fingerprint(args: tuple[CaseFiles, str, list[str], int]) -> dict[str, 
         "target_std_in_mask": float(target_inside.std()),
         "target_background": float(np.median(target[outside])) if outside.any() else None,
         "input_target_correlation": correlation if np.isfinite(correlation) else None,
+        "misalignment": misalignment.to_json(),
         "_samples": {"inputs": input_values, "target": target_values},
     }
 
@@ -137,6 +147,9 @@ def extract_fingerprint(raw_dataset_dir: str | os.PathLike, num_processes: int =
                     f"{'undefined' if c is None else f'{c:.2f}'} against a dataset median of {median_corr:.2f}; "
                     "check that input and target are co-registered and belong together"
                 )
+    estimates = {r["case_id"]: MisalignmentEstimate.from_json(r["misalignment"]) for r in records}
+    spacings = {r["case_id"]: tuple(r["target_spacing_zyx"]) for r in records}
+    warnings.extend(misalignment_warnings(estimates, spacings, raw_dataset_dir.name))
     return {
         "dataset_name": raw_dataset_dir.name,
         "num_training_cases": len(records),
@@ -147,5 +160,6 @@ def extract_fingerprint(raw_dataset_dir: str | os.PathLike, num_processes: int =
         "median_target_mean_in_mask": float(np.median([r["target_mean_in_mask"] for r in records])),
         "median_target_std_in_mask": float(np.median([r["target_std_in_mask"] for r in records])),
         "median_target_background": _median_or_none([r["target_background"] for r in records]),
+        "median_misalignment_mm": median_misalignment_mm(estimates),
         "warnings": warnings,
     }

@@ -41,7 +41,12 @@ from autosr.network.build import DEFAULT_UPSAMPLING, total_stride
 from autosr.paths import DEFAULT_PLANS_NAME
 from autosr.planning.memory_model import estimate_training_bytes
 from autosr.planning.plans import CONFIGURATION_NAMES, Plans, validate_plans_dict
-from autosr.preprocessing.normalization import NORMALIZATION_SCHEMES, input_scheme_names, target_scheme_name
+from autosr.preprocessing.normalization import (
+    NORMALIZATION_SCHEMES,
+    exports_with_dataset_scale,
+    input_scheme_names,
+    target_scheme_name,
+)
 
 PLANS_NAME = DEFAULT_PLANS_NAME
 ANISOTROPY_THRESHOLD = 3.0
@@ -273,7 +278,7 @@ def normalization_entries(fingerprint: dict, spec: DatasetSpec) -> dict[str, Any
                 std=max(channel_stats["std"], 1e-8),
             )
         if is_target:
-            if scheme_name == "zscore":
+            if exports_with_dataset_scale(scheme_name):
                 e.update(
                     export_mean=fingerprint["median_target_mean_in_mask"],
                     export_std=fingerprint["median_target_std_in_mask"],

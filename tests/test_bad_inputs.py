@@ -329,6 +329,24 @@ def convert_over_symlink(world: World) -> list[str]:
     return ["convert", "phantom", "123", "--name", "Linked", "--overwrite", "--num-train", "5", "--num-test", "0"]
 
 
+def far_away_input(path: Path) -> None:
+    """A tiny input half a metre from its target: no placement of headers or centres of mass overlaps them."""
+    image = sitk.GetImageFromArray(np.random.default_rng(0).uniform(1, 100, (3, 3, 3)).astype(np.float32))
+    image.SetOrigin((500.0, 500.0, 500.0))
+    sitk.WriteImage(image, str(path))
+
+
+def register_after(change: Callable[[World], None]) -> Callable[[World], list[str]]:
+    def setup(world: World) -> list[str]:
+        change(world)
+        return ["register", "999", "-np", "1"]
+
+    return setup
+
+
+REGISTERED = ("raw/Dataset000_PhantomRegistered*",)  # the registered copy of the other cases (999 wraps to 000)
+
+
 def train_after(change: Callable[[World], None], configuration: str = "3d_fullres") -> Callable[[World], list[str]]:
     def setup(world: World) -> list[str]:
         change(world)
@@ -459,6 +477,13 @@ CASES = [
     Case("ensemble-output-is-an-input", "preds",
          lambda w: ["ensemble", "-i", str(w.refs), str(w.preds), "-o", str(w.preds), "--overwrite"],
          2, ("is one of the input folders", "choose another -o")),
+    # --- register: a pair that cannot be registered is named, the other cases are registered
+    Case("register-empty-input", "raw", register_after(lambda w: fill(image("imagesTr", "phantom_003")(w), np.zeros_like)),
+         2, ("case phantom_003 (Tr)", "phantom_003_0000.nii.gz", "is empty", "fix or remove the case"), REGISTERED),
+    Case("register-no-overlap", "raw", register_after(lambda w: far_away_input(image("imagesTr", "phantom_001")(w))),
+         2, ("case phantom_001 (Tr)", "do not overlap", "fix or remove the case"), REGISTERED),
+    Case("register-unsafe-case-id", "raw", register_after(lambda w: rename_case(w.dataset, "phantom_002", "phantom 002")),
+         2, ("case phantom 002 (Tr)", "holds a space", "rename its files"), REGISTERED),
     # --- escapes from the working folders
     Case("plan-data-identifier-escape", "planned",
          lambda w: (edit_plans(w, lambda p: p["configurations"]["3d_fullres"].__setitem__("data_identifier", "../../x")),

@@ -1,4 +1,5 @@
-"""The fingerprint: per-case geometry and intensity statistics, and the misregistration alarm."""
+"""The fingerprint: per-case geometry and intensity statistics, the misregistration alarm, the measured
+misalignment."""
 
 from __future__ import annotations
 
@@ -30,5 +31,11 @@ def test_a_misregistered_pair_is_named(tmp_path):
     origin = np.asarray(geometry.origin_xyz) + np.array([8.0, 8.0, 0.0])
     write_image(array, Geometry(geometry.spacing_zyx, origin, geometry.direction, geometry.size_zyx), shifted_file)
     fp = extract_fingerprint(raw, num_processes=1, progress=False)
-    assert len(fp["warnings"]) == 1 and "phantom_002" in fp["warnings"][0]
+    # two alarms, both for the shifted case: the correlation drop and the measured misalignment with its fix
+    assert len(fp["warnings"]) == 2 and all("phantom_002" in w for w in fp["warnings"])
     assert "co-registered" in fp["warnings"][0]
+    assert "autosr register Dataset997_Shifted" in fp["warnings"][1]
+    measured = {c["case_id"]: c["misalignment"]["mean_mm"] for c in fp["cases"]}
+    assert abs(measured["phantom_002"] - np.hypot(8.0, 8.0)) < 1.0  # the shift that was applied
+    assert all(v < 1.0 for k, v in measured.items() if k != "phantom_002")
+    assert fp["median_misalignment_mm"] < 1.0

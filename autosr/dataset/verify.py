@@ -7,6 +7,11 @@ A researcher preparing paired data fixes problems in batches: one run should say
 Every file is read once through autosr's one reader (`autosr.io.read_image`, which refuses truncated
 files, NaN/Inf voxels, broken links and 2D images), optionally in several processes; a target's mask is
 read again beside it to check that something varies inside the region that counts.
+
+With `measure_misalignment`, every pair without problems is also registered rigidly
+(`autosr.registration.misalignment`) to measure how far input and target are apart: the summary states the
+median, and cases beyond the threshold become `warnings` naming the fix (`autosr register`). Misalignment
+is a warning, not a problem: a dataset with it is valid, only worse to learn from.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from autosr.dataset.spec import CHANNEL_SUFFIX, CaseFiles, DatasetSpec, discover_cases, load_dataset_spec
 from autosr.errors import AutosrError, DatasetProblems, ImageFileProblem
@@ -26,6 +32,12 @@ from autosr.io.geometry import Geometry, overlap_fraction
 from autosr.io.image_io import file_ending_of, read_image
 from autosr.paths import SAFE_NAME_RULE, name_problem
 from autosr.preprocessing.foreground import target_foreground
+from autosr.registration.misalignment import (
+    MisalignmentEstimate,
+    describe_misalignment,
+    measure_case_job,
+    misalignment_warnings,
+)
 
 # Fraction of the target's field of view (world bounding box) the input must cover. Paired scans of one
 # subject cover nearly the same anatomy once co-registered (1.0 for resampled pairs; ~0.7-0.9 when a 7T
@@ -121,6 +133,8 @@ class VerificationReport:
     spec: DatasetSpec | None = None
     problems: list[str] = field(default_factory=list)
     cases: list[CaseOverview] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    misalignment: dict[str, MisalignmentEstimate] | None = None  # case label -> estimate, when measured
 
     @property
     def ok(self) -> bool:
@@ -150,8 +164,16 @@ class VerificationReport:
             lines.append(f"  {label} cases: {len(cases)}; masks: {mask_text}")
             lines.append("    inputs:  " + describe_grids([c.input_geometry for c in cases]))
             lines.append("    targets: " + describe_grids([c.target_geometry for c in cases]))
+        if self.misalignment is not None:
+            lines.append(
+                "  misalignment of input and target (rigid registration, mean displacement over the mask): "
+                + describe_misalignment(self.misalignment)
+            )
         lines.append(f"  problems: {len(self.problems) if self.problems else 'none'}")
         lines.extend(f"    - {p}" for p in self.problems)
+        if self.warnings:
+            lines.append(f"  warnings: {len(self.warnings)}")
+            lines.extend(f"    - {w}" for w in self.warnings)
         return "\n".join(lines)
 
 
@@ -173,8 +195,18 @@ def describe_grids(geometries: list[Geometry | None]) -> str:
     return f"spacing (z,y,x) {axis_text(spacings, 'g')} mm, size {axis_text(sizes, '.0f')} voxels [{len(known)} cases]"
 
 
-def verify_dataset(dataset_dir: str | os.PathLike, num_folds: int = 5, num_processes: int = 1) -> VerificationReport:
-    """Check a raw dataset folder; every problem found ends up in the returned report's `problems`."""
+def verify_dataset(
+    dataset_dir: str | os.PathLike,
+    num_folds: int = 5,
+    num_processes: int = 1,
+    measure_misalignment: bool = False,
+    progress: bool = False,
+) -> VerificationReport:
+    """Check a raw dataset folder; every problem found ends up in the returned report's `problems`.
+
+    `measure_misalignment` also registers each sound pair to measure its misalignment (seconds per case;
+    see the module docstring); `progress` shows a bar for that.
+    """
     root = Path(dataset_dir)
     report = VerificationReport(root)
     if not root.is_dir():
@@ -207,12 +239,17 @@ def verify_dataset(dataset_dir: str | os.PathLike, num_folds: int = 5, num_proce
                 modality = spec.target_modality if case.mask is None else None
                 jobs.append(InspectJob(case.target, case.mask, modality))
     facts = inspect_images(jobs, num_processes)
+    sound_pairs = []
     for split in SPLITS:
         targets_required = split == "Tr" or (root / f"targets{split}").is_dir()
         for case in cases_by_split[split].values():
             overview, problems = check_case(case, split, spec, facts, targets_required)
             report.cases.append(overview)
             report.problems.extend(problems)
+            if not problems and case.target is not None and case.channels and case.channels[0] is not None:
+                sound_pairs.append((case, overview))
+    if measure_misalignment:
+        report.misalignment, report.warnings = measure_pairs(sound_pairs, num_processes, progress, root.name)
     num_training = len(cases_by_split["Tr"])
     if 0 < num_training < num_folds:
         report.problems.append(
@@ -225,6 +262,26 @@ def verify_dataset(dataset_dir: str | os.PathLike, num_folds: int = 5, num_proce
             f"{num_training} training cases; set 'numTraining' to {num_training} (or add the missing cases)"
         )
     return report
+
+
+def measure_pairs(
+    pairs: list[tuple[CaseFiles, CaseOverview]],
+    num_processes: int = 1,
+    progress: bool = False,
+    dataset_name: str = "DATASET",
+) -> tuple[dict[str, MisalignmentEstimate], list[str]]:
+    """Misalignment of each (case, overview) pair, keyed 'case' (training) or 'case (Ts)', and the warnings."""
+    labels = [case.case_id if o.split == "Tr" else f"{case.case_id} (Ts)" for case, o in pairs]
+    jobs = [(label, case.channels[0], case.target, case.mask) for label, (case, _) in zip(labels, pairs)]
+    bar = dict(total=len(jobs), desc="misalignment", unit="case", disable=not progress)
+    if num_processes > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(max_workers=num_processes) as pool:
+            results = dict(tqdm(pool.map(measure_case_job, jobs), **bar))
+    else:
+        results = dict(tqdm(map(measure_case_job, jobs), **bar))
+    estimates = {label: results[label] for label in labels}
+    spacings = {label: o.target_geometry.spacing_zyx for label, (_, o) in zip(labels, pairs)}
+    return estimates, misalignment_warnings(estimates, spacings, dataset_name)
 
 
 def check_file_names(root: Path, spec: DatasetSpec) -> list[str]:
@@ -367,7 +424,8 @@ def check_case(
             problems.append(
                 f"{name}: input {channel_geometries[0][0]} covers {fraction:.0%} of the target {case.target}'s "
                 f"field of view (at least {MIN_OVERLAP_FRACTION:.0%} needed); co-register the pair so both share "
-                "one physical space (check origin and direction in the headers)"
+                "one physical space (`autosr register` writes a registered copy of the dataset; also check "
+                "origin and direction in the headers)"
             )
     if case.mask is not None:
         if case.target is None:

@@ -11,6 +11,9 @@ plain JSON: dataset-level ones live in the plans, per-image ones in each case's 
 - `ct` (CT in HU): clip to the dataset's p0.5/p99.5 (`clip_low`, `clip_high`), then subtract the dataset
   mean and divide by the dataset std (all from the fingerprint). The inverse is exact inside the clip
   window; values outside it come back as the window's edges (the only loss, and it is deliberate).
+- `n4_zscore` (MR with a bias field, e.g. 7T): N4 bias-field correction (`autosr.registration.bias_field`,
+  fitted inside the image's own foreground so an input is corrected identically at training and
+  prediction), then `zscore`. The inverse is `zscore`'s: predictions come back without a bias field.
 - `none`: identity, for data that is already normalized.
 
 Documentation: documentation/normalization.md.
@@ -48,6 +51,18 @@ class ZScore:
         return (image.astype(np.float64) * params["std"] + params["mean"]).astype(np.float32)
 
 
+class N4ZScore(ZScore):
+    """N4 bias-field correction, then the per-image z-score; `correct` runs before `fit_image`."""
+
+    name = "n4_zscore"
+
+    @staticmethod
+    def correct(image: np.ndarray) -> np.ndarray:
+        from autosr.registration.bias_field import correct_bias_field_array
+
+        return correct_bias_field_array(image)
+
+
 class CTClip:
     """Global clip to dataset percentiles, then global z-score; every parameter is dataset-level."""
 
@@ -83,7 +98,12 @@ class NoNormalization:
         return image.astype(np.float32, copy=True)
 
 
-NORMALIZATION_SCHEMES: dict[str, type] = {"zscore": ZScore, "ct": CTClip, "none": NoNormalization}
+NORMALIZATION_SCHEMES: dict[str, type] = {
+    "zscore": ZScore,
+    "n4_zscore": N4ZScore,
+    "ct": CTClip,
+    "none": NoNormalization,
+}
 
 
 def scheme(name: str):
@@ -103,6 +123,9 @@ def normalize_image(image: np.ndarray, entry: dict[str, Any], mask: np.ndarray |
     inverse needs.
     """
     cls = scheme(entry["scheme"])
+    correct = getattr(cls, "correct", None)  # an intensity correction some schemes apply first (N4)
+    if correct is not None:
+        image = correct(image)
     params = {k: v for k, v in entry.items() if k != "scheme"}
     params.update(cls.fit_image(image, mask))
     return cls.normalize(image, params), {"scheme": entry["scheme"], **params}
@@ -115,12 +138,18 @@ def invert_image(image: np.ndarray, params: dict[str, Any]) -> np.ndarray:
 def target_export_parameters(target_entry: dict[str, Any]) -> dict[str, Any]:
     """Parameters that map a normalized prediction back to target units for a scan without a target.
 
-    `zscore`: the dataset's typical target mean/std; `ct` and `none`: the dataset-level parameters.
+    `zscore`, `n4_zscore`: the dataset's typical target mean/std; `ct` and `none`: the dataset-level parameters.
     """
     name = target_entry["scheme"]
-    if name == "zscore":
+    if exports_with_dataset_scale(name):
         return {"scheme": name, "mean": target_entry["export_mean"], "std": target_entry["export_std"]}
     return dict(target_entry)
+
+
+def exports_with_dataset_scale(name: str) -> bool:
+    """True for the per-image z-score schemes, whose predictions are exported with the dataset's typical
+    target mean/std (`export_mean`, `export_std` in plans)."""
+    return issubclass(scheme(name), ZScore)
 
 
 def input_scheme_names(spec) -> list[str]:
