@@ -77,6 +77,10 @@ VARIANTS: dict[str, tuple[Callable[[dict], None] | None, str]] = {
     # the three model families (documentation/diffusion.md)
     "adversarial": (None, "AdversarialTrainer"),
     "diffusion": (None, "DiffusionTrainer"),
+    # where the flow starts ("Source" in documentation/diffusion.md)
+    "diffusion_noise": (_set("diffusion", {"source": "noise"}), "DiffusionTrainer"),
+    "diffusion_input": (_set("diffusion", {"source": "input"}), "DiffusionTrainer"),
+    "diffusion_input_sigma0.5": (_set("diffusion", {"source": "input", "source_noise": 0.5}), "DiffusionTrainer"),
 }
 
 

@@ -20,6 +20,7 @@ from autosr.errors import AutosrError
 from autosr.inference.predictor import Predictor
 from autosr.inference.sampling import (
     DEFAULT_SAMPLING_STEPS,
+    DEFAULT_SOURCE,
     SamplerSpec,
     draw_noise,
     flow_path,
@@ -108,6 +109,14 @@ def test_sampler_spec_and_seeds() -> None:
     assert SamplerSpec.from_json({"kind": "flow_matching"}).steps == DEFAULT_SAMPLING_STEPS
     with pytest.raises(AutosrError, match="unknown sampler 'ddpm'"):
         SamplerSpec.from_json({"kind": "ddpm"})
+    # where the flow starts: checkpoints from before the switch were trained from noise
+    assert SamplerSpec.from_json({"kind": "flow_matching", "residual": False, "steps": 8}).source == "noise"
+    bridge = SamplerSpec(source="input", source_noise=0.2)
+    assert SamplerSpec.from_json(bridge.to_json()) == bridge and bridge.to_json()["source_noise"] == 0.2
+    with pytest.raises(AutosrError, match="model.pt: unknown flow source 'image'"):
+        SamplerSpec.from_json({"kind": "flow_matching", "source": "image"}, "model.pt")
+    with pytest.raises(AutosrError, match="source_noise must be a positive number"):
+        SamplerSpec.from_json({"kind": "flow_matching", "source": "input", "source_noise": 0}, "model.pt")
     seeds = {sample_seed(s, m, k) for s in range(3) for m in range(5) for k in range(4)}
     assert len(seeds) == 60  # distinct per (seed, fold, sample)
     assert torch.equal(draw_noise((2, 3), 7), draw_noise((2, 3), 7))
@@ -163,6 +172,33 @@ def test_sampling_several_tiles_wide_is_seamless() -> None:
     np.testing.assert_allclose(prediction, noise + 0.5, rtol=0, atol=1e-5)
 
 
+def test_flow_start() -> None:
+    """x_0: the noise; from the input, input channel 0 + source_noise x noise; with residual (the generated
+    quantity is the difference to channel 0) just the scaled noise."""
+    noise, scan = torch.randn(2, 1, 4, 4), torch.randn(2, 1, 4, 4)
+    assert torch.equal(SamplerSpec().start(noise, scan), noise)
+    assert torch.allclose(SamplerSpec(source="input", source_noise=0.2).start(noise, scan), scan + 0.2 * noise)
+    assert torch.allclose(SamplerSpec(source="input", residual=True, source_noise=0.2).start(noise, scan), 0.2 * noise)
+
+
+def test_sampling_from_the_input_is_seamless() -> None:
+    """From the input, on the volume 4 tiles wide per axis, mirrored: the constant denoiser still gives a
+    constant; the constant velocity gives exactly input channel 0 + source_noise x the case's noise volume +
+    the constant (one noise volume, the start made once for the whole volume, tiles agree)."""
+    sampler = SamplerSpec(steps=4, source="input", source_noise=0.3).to_json()
+    image = torch.randn(2, 40, 40, 40)  # two input channels: the start uses channel 0
+    raw = plans_dict(num_channels=2)
+
+    def predict(network: nn.Module) -> np.ndarray:
+        predictor = Predictor([network], Plans(raw), "3d_fullres", device="cpu", sampler=sampler)
+        return predictor.predict_preprocessed(image)[0]
+
+    np.testing.assert_allclose(predict(ConstantDenoiser(2.5)), 2.5, rtol=0, atol=1e-5)
+    noise = draw_noise((1, 40, 40, 40), sample_seed(0, 0, 0))[0].numpy()
+    expected = image[0].numpy() + 0.3 * noise + 0.5
+    np.testing.assert_allclose(predict(ConstantVelocity(0.5)), expected, rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("slice_axes", [[0], [0, 1, 2]])
 def test_2d_sampling_pads_small_volumes_and_averages_planes(slice_axes: list[int]) -> None:
     image = torch.randn(1, 6, 12, 40)  # thinner than the 16 x 16 patch along z and y
@@ -170,6 +206,24 @@ def test_2d_sampling_pads_small_volumes_and_averages_planes(slice_axes: list[int
     prediction, _ = predictor.predict_preprocessed(image)
     assert prediction.shape == (6, 12, 40)
     np.testing.assert_allclose(prediction, -1.0, rtol=0, atol=1e-5)
+
+
+def test_sampling_from_the_input_is_seeded() -> None:
+    """From the input with a real (timed) network: the same seed gives the same sample, another seed another
+    one, and every sample stays the input's: it differs from the noise source's sample for the same seed."""
+    torch.manual_seed(0)
+    plan = {**NET_3D, "deep_supervision": False, "time_embedding": True, "norm": "batch"}
+    network = build_network(plan, 2, 1)
+    for module in network.modulations:
+        nn.init.normal_(module.linear.weight, std=0.1)
+    image = torch.randn(1, 16, 20, 24)
+    bridge = SamplerSpec(steps=2, source="input").to_json()
+    first, _ = _predictor(network, use_mirroring=False, sampler=bridge).predict_preprocessed(image)
+    again, _ = _predictor(network, use_mirroring=False, sampler=bridge).predict_preprocessed(image)
+    other, _ = _predictor(network, use_mirroring=False, sampler=bridge, seed=1).predict_preprocessed(image)
+    from_noise, _ = _predictor(network, use_mirroring=False).predict_preprocessed(image)
+    np.testing.assert_array_equal(first, again)
+    assert np.abs(first - other).max() > 1e-4 and np.abs(first - from_noise).max() > 1e-2
 
 
 def test_fixed_seed_reproduces_and_samples_make_the_uncertainty() -> None:
@@ -221,7 +275,8 @@ def test_trainer_builds_a_timed_network_with_a_state_channel(autosr_roots: Autos
     plan = trainer.network_plan()
     assert plan["time_embedding"] and not plan["deep_supervision"] and not plan["residual"]
     assert trainer.network.encoder[0][0][0].in_channels == 2  # the input channel and the state
-    assert trainer.sampler_spec() == SamplerSpec(residual=False, steps=DEFAULT_SAMPLING_STEPS).to_json()
+    expected = SamplerSpec(residual=False, steps=DEFAULT_SAMPLING_STEPS, source=DEFAULT_SOURCE)
+    assert trainer.sampler_spec() == expected.to_json()
     batch = next(trainer.make_iterators()[0])
     losses = trainer.training_step(batch)
     assert np.isfinite(losses["train_loss"]) and losses["train_loss"] > 0
@@ -314,3 +369,81 @@ def test_qc_uncertainty_key_names_the_sampling() -> None:
         for options in ({}, {"num_samples": 2}, {"sampling_steps": 2}, {"seed": 1})
     }
     assert len(keys) == 4
+
+
+def _set_diffusion(paths: AutosrPaths, entry: object) -> None:
+    """Write the 3d_fullres configuration's `diffusion` entry into plans.json, as a user's edit would."""
+    plans_path = paths.preprocessed / DATASET / "plans.json"
+    plans = Plans.load(plans_path)
+    plans.raw["configurations"]["3d_fullres"]["diffusion"] = entry
+    plans.save(plans_path)
+
+
+def test_flow_from_the_input_trains_resumes_and_predicts(autosr_roots: AutosrPaths, tmp_path: Path) -> None:
+    """plans.json `diffusion: {source: input}`: a bad entry fails before training; a run killed after its
+    first checkpoint resumes with the same weights and the same recorded sampler; the fold's cross-validation
+    prediction is what `autosr predict -f 0` writes, and a fixed seed reproduces it."""
+    make_tiny_dataset(autosr_roots, n_cases=5)
+    request = FoldRequest(901, "3d_fullres", 0, "DiffusionTrainer", "cpu", epochs=2, num_workers=0)
+    for bad, message in (({"source": "image"}, "unknown flow source 'image'"), ({"sigma": 1}, "expected an object")):
+        _set_diffusion(autosr_roots, bad)
+        with pytest.raises(AutosrError, match=rf"configurations\.3d_fullres\.diffusion: {message}"):
+            prepare_fold(request, autosr_roots)
+        shutil.rmtree(autosr_roots.results / DATASET / MODEL)  # the fold had started: plans.json was copied
+    _set_diffusion(autosr_roots, {"source": "noise"})  # pure noise stays available
+    trainer = prepare_fold(request, autosr_roots).runner
+    assert trainer.sampler == SamplerSpec(source="noise") and trainer.sampler_spec()["source"] == "noise"
+    assert np.isfinite(trainer.training_step(next(trainer.make_iterators()[0]))["train_loss"])
+    shutil.rmtree(autosr_roots.results / DATASET / MODEL)
+    _set_diffusion(autosr_roots, {"source": "input", "source_noise": 0.2})
+    trainer = prepare_fold(request, autosr_roots).runner
+    assert trainer.sampler == SamplerSpec(source="input", source_noise=0.2)
+    batch = next(trainer.make_iterators()[0])
+    assert np.isfinite(trainer.training_step(batch)["train_loss"])
+
+    fold_dir = autosr_roots.results / DATASET / MODEL / "fold_0"
+    latest = fold_dir / "checkpoint_latest.pt"
+    kill_training_after_first_checkpoint(
+        ["901", "3d_fullres", "0", "--trainer", "DiffusionTrainer", "--epochs", "40", "--iters-per-epoch", "2"], latest
+    )
+    saved = load_checkpoint(latest)
+    assert saved["sampler"]["source"] == "input" and saved["sampler"]["source_noise"] == 0.2
+    run = prepare_fold(
+        FoldRequest(901, "3d_fullres", 0, "DiffusionTrainer", "cpu", continue_training=True, num_workers=0),
+        autosr_roots,
+    )
+    runner = run.runner
+    epoch = saved["epoch"]
+    assert runner.current_epoch == epoch
+    for name, value in runner.network.state_dict().items():
+        assert torch.equal(value, saved["network_weights"][name]), name
+    runner.num_epochs = epoch + 1
+    runner.schedule.max_epochs = runner.num_epochs
+    runner.fit()
+    assert load_checkpoint(fold_dir / "checkpoint_final.pt")["sampler"] == saved["sampler"]
+    train = [
+        "train",
+        "901",
+        "3d_fullres",
+        "0",
+        "--trainer",
+        "DiffusionTrainer",
+        "--device",
+        "cpu",
+        "--num-workers",
+        "0",
+    ]
+    assert main([*train, "--continue"]) == 0  # the final validation: samples each validation case
+
+    (validation_file,) = sorted((fold_dir / "validation").glob("*.nii.gz"))[:1]
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    case = validation_file.name.removesuffix(".nii.gz")
+    shutil.copy(autosr_roots.raw / DATASET / "imagesTr" / f"{case}_0000.nii.gz", scans)
+    predict = ["predict", "-i", str(scans), "-d", "901", "-c", "3d_fullres", "--trainer", "DiffusionTrainer", "-f", "0"]
+    for out in ("first", "again"):
+        assert main([*predict, "-o", str(tmp_path / out)]) == 0
+    first, _ = read_image(tmp_path / "first" / validation_file.name)
+    np.testing.assert_array_equal(first, read_image(tmp_path / "again" / validation_file.name)[0])
+    crossval, _ = read_image(validation_file)
+    np.testing.assert_allclose(first, crossval, rtol=0, atol=1e-4 * np.abs(crossval).max())

@@ -309,7 +309,7 @@ class Predictor:
         minimum = minimum_volume_shape(self.patch_size, self.planes)
         for index in range(self.num_samples):
             seed = sample_seed(self.seed, member, index)
-            yield sample_volume(velocity, image, steps, seed, minimum, residual=self.sampler.residual)
+            yield sample_volume(velocity, image, steps, seed, minimum, sampler=self.sampler)
 
     def tiles_per_pass(self) -> int:
         """Tiles (mirrored copies included) per forward pass: as given, or measured once on a GPU."""

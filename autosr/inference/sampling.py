@@ -1,15 +1,19 @@
 """Sampling whole volumes from a conditional flow-matching network, seamlessly, with the sliding window.
 
-A generative trainer (`DiffusionTrainer`) learns the velocity of a straight path from noise to the target
-given the input (conditional flow matching / rectified flow; Lipman et al., 2023; Liu et al., 2023):
+A generative trainer (`DiffusionTrainer`) learns the velocity of a straight path from a start state x_0 to
+the target given the input (conditional flow matching / rectified flow; Lipman et al., 2023; Liu et al., 2023;
+with the input as the start, a stochastic-interpolant bridge: Albergo et al., 2023; Delbracio & Milanfar,
+2023, "inversion by direct iteration"):
 
-    x_t = (1 - t) * noise + t * goal,   velocity = goal - noise,   t in [0, 1]
+    x_t = (1 - t) * x_0 + t * goal,   velocity = goal - x_0,   t in [0, 1]
 
 where `goal` is the normalized target, or with `residual` the target minus input channel 0 (the scan on the
-target grid, normalized). The network sees `cat(input channels, x_t)` and t. Sampling integrates
-dx/dt = velocity(x, t) from pure noise at t = 0 to t = 1 with Euler steps; one step gives the network's
-estimate of the conditional mean (the velocity at t = 0 is E[goal | input] - noise), more steps add the
-detail a mean averages away.
+target grid, normalized). The start x_0 is the sampler's `source`: `noise` (standard normal noise) or
+`input` (input channel 0 plus Gaussian noise of standard deviation `source_noise`, so samples still differ;
+with `residual` just that noise). The network sees `cat(input channels, x_t)` and t. Sampling integrates
+dx/dt = velocity(x, t) from x_0 at t = 0 to t = 1 with Euler steps; one step gives the network's estimate of
+the conditional mean (the velocity at t = 0 is E[goal | input, x_0] - x_0), more steps add the detail a mean
+averages away.
 
 Seams: a sampler that draws noise per tile gives every tile its own sample, and tile borders show. Here
 one noise volume is drawn per case (from a seed, on the CPU, so it does not depend on the device) and every
@@ -34,8 +38,15 @@ from autosr.errors import AutosrError
 # Euler steps per sample when neither the checkpoint nor the user says. Measured (documentation/diffusion.md,
 # "Measured", 300-iteration CPU models): PSNR and SSIM peak at 2 steps on the synthetic brains and at 2-4 on
 # the phantoms, then fall as steps are added (more steps: sharper, noisier samples); 2 also costs least.
+# Started from the input ("Source" there) the curve is flat (1-16 steps within 0.015 SSIM) and 2 is kept.
 DEFAULT_SAMPLING_STEPS = 2
 SAMPLER_KINDS = ("flow_matching",)
+# Where the flow starts (`SamplerSpec.source`). A checkpoint without the entry was trained from noise.
+SOURCES = ("noise", "input")
+# The default for models trained now and the standard deviation of the noise added to the input when the
+# flow starts from it, in normalized units. Chosen by measurement: documentation/diffusion.md, "Source".
+DEFAULT_SOURCE = "input"
+DEFAULT_SOURCE_NOISE = 0.1
 
 # velocity(state (C + 1, Z, Y, X): input channels then x_t, t) -> (1, Z, Y, X) velocity
 VelocityFn = Callable[[torch.Tensor, float], torch.Tensor]
@@ -46,17 +57,26 @@ class SamplerSpec:
     """How a generative network is sampled: the checkpoint's `sampler` entry.
 
     `kind`: one of `SAMPLER_KINDS`; `residual`: the sampled quantity is target - input channel 0;
-    `steps`: the default number of sampling steps.
+    `steps`: the default number of sampling steps; `source`: where the flow starts (one of `SOURCES`);
+    `source_noise`: the standard deviation of the noise added to the input when `source` is `input`.
     """
 
     kind: str = "flow_matching"
     residual: bool = False
     steps: int = DEFAULT_SAMPLING_STEPS
+    source: str = "noise"
+    source_noise: float = DEFAULT_SOURCE_NOISE
 
     state_channels = 1  # the network's input is the C input channels plus this many state channels
 
+    def __post_init__(self) -> None:
+        check_source(self.source, self.source_noise, "the sampler")
+
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "residual": self.residual, "steps": self.steps}
+        entry = {"kind": self.kind, "residual": self.residual, "steps": self.steps, "source": self.source}
+        if self.source == "input":
+            entry["source_noise"] = self.source_noise
+        return entry
 
     @classmethod
     def from_json(cls, entry: dict[str, Any], source: str = "the checkpoint") -> SamplerSpec:
@@ -66,16 +86,38 @@ class SamplerSpec:
                 f"{source}: unknown sampler '{kind}' (this autosr knows {', '.join(SAMPLER_KINDS)}); "
                 "update autosr or retrain the model"
             )
+        check_source(entry.get("source", "noise"), entry.get("source_noise", DEFAULT_SOURCE_NOISE), source)
         return cls(
             kind=kind,
             residual=bool(entry.get("residual", False)),
             steps=max(1, int(entry.get("steps", DEFAULT_SAMPLING_STEPS))),
+            source=entry.get("source", "noise"),
+            source_noise=float(entry.get("source_noise", DEFAULT_SOURCE_NOISE)),
+        )
+
+    def start(self, noise: torch.Tensor, scan: torch.Tensor) -> torch.Tensor:
+        """The flow's start x_0 for standard normal `noise` and `scan` (input channel 0, shaped like `noise`):
+        the noise, or (source `input`) the scan plus `source_noise` x noise; with `residual` the generated
+        quantity is the difference to the scan, so the scan drops out."""
+        if self.source == "noise":
+            return noise
+        start = noise * self.source_noise
+        return start if self.residual else start + scan
+
+
+def check_source(source: Any, source_noise: Any, where: str) -> None:
+    """Raise a clear error for a `source` outside `SOURCES` or a `source_noise` that is not a positive number."""
+    if source not in SOURCES:
+        raise AutosrError(f"{where}: unknown flow source {source!r}; use one of {', '.join(SOURCES)}")
+    if isinstance(source_noise, bool) or not isinstance(source_noise, (int, float)) or not source_noise > 0:
+        raise AutosrError(
+            f"{where}: source_noise must be a positive number (the noise added to the input), got {source_noise!r}"
         )
 
 
-def flow_path(noise: torch.Tensor, goal: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x_t, velocity) of the straight path from `noise` (t = 0) to `goal` (t = 1); `t` broadcasts (B, 1, ...)."""
-    return (1 - t) * noise + t * goal, goal - noise
+def flow_path(start: torch.Tensor, goal: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x_t, velocity) of the straight path from `start` (t = 0) to `goal` (t = 1); `t` broadcasts (B, 1, ...)."""
+    return (1 - t) * start + t * goal, goal - start
 
 
 def sample_seed(seed: int, member: int, sample: int) -> int:
@@ -110,25 +152,27 @@ def sample_volume(
     steps: int,
     seed: int,
     minimum_shape: Sequence[int],
-    residual: bool = False,
+    sampler: SamplerSpec | None = None,
 ) -> torch.Tensor:
     """One sample (1, Z, Y, X) float32 for the preprocessed input `condition` (C, Z, Y, X).
 
     The volume is first padded to `minimum_shape` with each channel's background level (the sliding window
     would pad each step's state with its border median; training patches past a volume hold noise over a
     background target, so the padded state gets noise too); the noise volume is drawn for the padded shape
-    from `seed`. `steps` Euler steps of `velocity` from t = 0 to 1; the result is cropped back.
+    from `seed` and the start made from it as `sampler` says (`SamplerSpec.start`; default: from noise).
+    `steps` Euler steps of `velocity` from t = 0 to 1; the result is cropped back.
     """
     from autosr.inference.sliding_window import _pad_to_window
 
     if steps < 1:
         raise AutosrError(f"--sampling-steps must be at least 1, got {steps}")
     padded, crop = _pad_to_window(condition.float(), minimum_shape)
-    state = draw_noise((1, *padded.shape[1:]), seed).to(padded.device)
+    sampler = sampler or SamplerSpec()
+    state = sampler.start(draw_noise((1, *padded.shape[1:]), seed).to(padded.device), padded[:1])
     for i in range(steps):
         t = i / steps
         v = velocity(torch.cat([padded, state]), t).to(state.device)
         state.add_(v, alpha=1.0 / steps)
-    if residual:
+    if sampler.residual:
         state.add_(padded[:1])
     return state[(slice(None), *crop)]
