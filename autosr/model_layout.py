@@ -118,6 +118,10 @@ class ModelFolder:
         """Folds 0..num_folds-1 whose validation folder exists."""
         return [k for k in range(num_folds) if self.fold(k).validation_dir.is_dir()]
 
+    def has_checkpoints(self) -> bool:
+        """Whether any fold (numbered or "all") holds any checkpoint: something was trained in this folder."""
+        return any(self.path.glob("fold_*/checkpoint_*.pt"))
+
     def folds_with_checkpoint(self, which: str = "final") -> list[int]:
         """The numbered folds that have checkpoint `which`, sorted."""
         found = []

@@ -192,3 +192,21 @@ def kill_training_after_first_checkpoint(train_args: list[str], latest: Path) ->
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
+
+
+def test_replanned_plans_refused_only_once_a_fold_was_trained(tiny: AutosrPaths) -> None:
+    """The model folder's plans.json is the contract of its trained folds: a changed plan is refused once a
+    checkpoint exists, and simply replaces the copy while nothing was trained (a first try that stopped)."""
+    request = FoldRequest(901, "3d_fullres", 0, device="cpu", epochs=1, iters_per_epoch=1, num_workers=0)
+    model_dir = prepare_fold(request, tiny).fold_dir.parent
+    plans_path = tiny.preprocessed / DATASET / "plans.json"
+    plans = json.loads(plans_path.read_text())
+    plans["configurations"]["3d_fullres"]["batch_size"] = 3
+    plans_path.write_text(json.dumps(plans))
+    prepare_fold(request, tiny)  # nothing trained yet: the copy follows the new plans
+    assert json.loads((model_dir / "plans.json").read_text()) == plans
+    train_fold(901, "3d_fullres", 0, paths=tiny, device="cpu", epochs=1, iters_per_epoch=1, num_workers=0)
+    plans["configurations"]["3d_fullres"]["batch_size"] = 2
+    plans_path.write_text(json.dumps(plans))
+    with pytest.raises(AutosrError, match="re-planned after folds of this model were trained"):
+        prepare_fold(FoldRequest(901, "3d_fullres", 1, device="cpu", num_workers=0), tiny)

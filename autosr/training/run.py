@@ -29,13 +29,17 @@ from autosr.training.validation import validate_fold
 
 
 def _copy_planning_files(preprocessed_dir: Path, model_dir: Path) -> None:
-    """Copy plans/dataset/fingerprint JSON into the model folder; refuse if plans changed under trained folds."""
+    """Copy plans/dataset/fingerprint JSON into the model folder; refuse if plans changed under trained folds.
+
+    While no fold has a checkpoint the copies are simply replaced: nothing was trained with the old plans (a
+    first try stopped by a bad plans entry must not force the user to delete the model folder)."""
     model_dir.mkdir(parents=True, exist_ok=True)
+    trained = ModelFolder.at(model_dir).has_checkpoints()
     for name in PLANNING_FILES:
         source, dest = preprocessed_dir / name, model_dir / name
         if not source.is_file():
             continue
-        if dest.is_file():
+        if trained and dest.is_file():
             if name == "plans.json" and read_json(dest) != read_json(source):
                 raise AutosrError(
                     f"{dest} differs from {source}: the dataset was re-planned after folds of this model were "
