@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from autosr.evaluation.baseline import BASELINE_METHODS
+from autosr.evaluation.prediction_report import prediction_section
 from autosr.evaluation.summary import BASELINE, MODEL, SUMMARY_METRICS
 from autosr.io import atomic_path, read_json
 from autosr.model_layout import CROSSVAL_FOLDER, ENSEMBLES_FOLDER, model_folders
@@ -164,8 +165,6 @@ def write_report(
     for title, folder in (evaluations or {}).items():
         body.append(_section(title, Path(folder), None, max_pictures))
     for title, folder in (predictions or {}).items():
-        from autosr.evaluation.prediction_report import prediction_section
-
         body.append(prediction_section(folder, title))
     for model in model_folders(results_dir):
         body.append(_section(model.name, model.path, model.path, max_pictures))
