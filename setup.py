@@ -1,28 +1,10 @@
 """Package metadata for autosr.
 
-`planning/` and `dataset_conversion/` sit at the top of the repository because they are pipeline stages a
-reader should see at a glance; `package_dir` installs them as `autosr.planning` and
-`autosr.dataset_conversion` so nothing called `planning` lands at the top of site-packages.
+Every stage is a subpackage of `autosr/` (the order they may import each other in is the contract in
+.importlinter, drawn in documentation/architecture.md), so `find_packages` lists them all.
 """
 
-from setuptools import setup
-
-PACKAGES = [
-    "autosr",
-    "autosr.io",
-    "autosr.dataset",
-    "autosr.preprocessing",
-    "autosr.network",
-    "autosr.training",
-    "autosr.training.adversarial",
-    "autosr.training.diffusion",
-    "autosr.inference",
-    "autosr.evaluation",
-    "autosr.registration",
-    "autosr.packaging",
-    "autosr.planning",
-    "autosr.dataset_conversion",
-]
+from setuptools import find_packages, setup
 
 setup(
     name="autosr",
@@ -32,11 +14,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=PACKAGES,
-    package_dir={
-        "autosr.planning": "planning",
-        "autosr.dataset_conversion": "dataset_conversion",
-    },
+    packages=find_packages(include=["autosr", "autosr.*"]),
     install_requires=[
         "torch>=2.1",
         "SimpleITK>=2.2",
@@ -49,7 +27,7 @@ setup(
         "matplotlib>=3.7",
     ],
     extras_require={
-        "test": ["pytest>=7", "ruff==0.17.6", "scikit-image>=0.21"],
+        "test": ["pytest>=7", "ruff==0.17.6", "scikit-image>=0.21", "import-linter>=2.1"],
         "demo": ["nilearn>=0.10"],
     },
     entry_points={"console_scripts": ["autosr=autosr.cli:main"]},

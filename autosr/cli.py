@@ -18,41 +18,22 @@ from autosr.errors import AutosrError
 
 # name -> (implementing module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "verify": ("autosr.dataset.verify_command", "check a raw dataset and list every problem"),
-    "convert": ("autosr.dataset_conversion.convert_command", "convert public layouts or generate synthetic data"),
-    "register": ("autosr.registration.register_command", "co-register inputs to targets into a registered copy"),
-    "plan": ("autosr.planning.plan_command", "verify, fingerprint, plan and preprocess a dataset"),
-    "train": ("autosr.training.train_command", "train one fold of one configuration"),
-    "predict": ("autosr.inference.predict_command", "predict a folder of scans with a trained model"),
-    "qc-reference": ("autosr.inference.qc_reference_command", "measure the training cases for per-scan quality flags"),
-    "ensemble": ("autosr.inference.ensemble_command", "average predictions of several configurations"),
-    "evaluate": ("autosr.evaluation.evaluate_command", "score predictions against references"),
-    "segment-tissue": ("autosr.evaluation.segment_tissue_command", "csf/gm/wm tissue segmenter (built-in)"),
-    "find-best": ("autosr.evaluation.find_best_command", "rank configurations and ensembles by cross-validation"),
-    "export-model": ("autosr.packaging.export_command", "write a trained model's package (zip with model card)"),
-    "install-model": ("autosr.packaging.install_command", "check a model package and install it under AUTOSR_RESULTS"),
-    "report": ("autosr.evaluation.report_command", "write an offline HTML report of a dataset's results"),
-    "demo": ("autosr.demo", "generate a synthetic brain dataset and run the whole pipeline on it"),
+    "verify": ("autosr.commands.verify_command", "check a raw dataset and list every problem"),
+    "convert": ("autosr.commands.convert_command", "convert public layouts or generate synthetic data"),
+    "register": ("autosr.commands.register_command", "co-register inputs to targets into a registered copy"),
+    "plan": ("autosr.commands.plan_command", "verify, fingerprint, plan and preprocess a dataset"),
+    "train": ("autosr.commands.train_command", "train one fold of one configuration"),
+    "predict": ("autosr.commands.predict_command", "predict a folder of scans with a trained model"),
+    "qc-reference": ("autosr.commands.qc_reference_command", "measure the training cases for per-scan quality flags"),
+    "ensemble": ("autosr.commands.ensemble_command", "average predictions of several configurations"),
+    "evaluate": ("autosr.commands.evaluate_command", "score predictions against references"),
+    "segment-tissue": ("autosr.commands.segment_tissue_command", "csf/gm/wm tissue segmenter (built-in)"),
+    "find-best": ("autosr.commands.find_best_command", "rank configurations and ensembles by cross-validation"),
+    "export-model": ("autosr.commands.export_command", "write a trained model's package (zip with model card)"),
+    "install-model": ("autosr.commands.install_command", "check a model package and install it under AUTOSR_RESULTS"),
+    "report": ("autosr.commands.report_command", "write an offline HTML report of a dataset's results"),
+    "demo": ("autosr.commands.demo_command", "generate a synthetic brain dataset and run the whole pipeline on it"),
 }
-
-
-def add_path_arguments(parser: argparse.ArgumentParser) -> None:
-    """--raw/--preprocessed/--results, overriding AUTOSR_RAW/AUTOSR_PREPROCESSED/AUTOSR_RESULTS."""
-    group = parser.add_argument_group("folders (override the AUTOSR_* environment variables)")
-    group.add_argument("--raw", default=None, help="raw datasets folder (default: $AUTOSR_RAW)")
-    group.add_argument("--preprocessed", default=None, help="preprocessed data folder (default: $AUTOSR_PREPROCESSED)")
-    group.add_argument("--results", default=None, help="trained models folder (default: $AUTOSR_RESULTS)")
-
-
-def paths_from_args(args: argparse.Namespace):
-    """The `AutosrPaths` a command's flags and the environment name."""
-    from autosr.paths import AutosrPaths
-
-    return AutosrPaths.resolve(
-        raw=getattr(args, "raw", None),
-        preprocessed=getattr(args, "preprocessed", None),
-        results=getattr(args, "results", None),
-    )
 
 
 def _load_command(name: str):

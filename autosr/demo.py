@@ -18,7 +18,6 @@ contrast, 3 mm in-plane voxels and 12 mm slices that average the signal over the
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from dataclasses import dataclass, replace
@@ -109,7 +108,7 @@ def size_plans_for_cpu(plans_path: Path, configurations: tuple[str, ...], max_fe
     """Edit plans.json as a user would for a small CPU: halve the features per stage (at least 8, at most
     `max_features`) and cap the batch. Marked in the plan so a resumed demo does not halve twice; True when
     it changed anything."""
-    from autosr.planning.plans import Plans
+    from autosr.formats.plans import Plans
 
     plans = Plans.load(plans_path)
     changed = False
@@ -262,7 +261,7 @@ def run_demo(
 
     t0 = time.perf_counter()
     _say("evaluating against the held-out targets (baseline fitted on the training cases)")
-    from autosr.dataset.spec import discover_cases, load_dataset_spec
+    from autosr.formats.dataset_spec import discover_cases, load_dataset_spec
 
     spec = load_dataset_spec(raw_dir)
     training_cases = discover_cases(raw_dir, spec, "Tr")
@@ -293,23 +292,3 @@ def run_demo(
     print(f"HTML report:     {report_path}")
     summary["timings_s"] = timings
     return summary
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workdir", default="autosr_work", help="where the demo's folders go (default: autosr_work)")
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="CPU-sized run: 3 mm voxels, the 2d configuration, narrow network, short schedule (10 min measured on 2 CPU cores)",
-    )
-    parser.add_argument(
-        "--task", choices=TASKS, default="contrast",
-        help="contrast: low-field -> high-field brains (default); super-resolution: 12 mm slices -> 3 mm voxels",
-    )  # fmt: skip
-    parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
-    parser.add_argument("-np", "--num-processes", type=int, default=None, help="worker processes for data steps")
-
-
-def run(args: argparse.Namespace) -> int:
-    run_demo(args.workdir, quick=args.quick, device=args.device, num_processes=args.num_processes, task=args.task)
-    return 0

@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=None, help="JSON of every row (rewritten after each row)")
     args = parser.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    from autosr.dataset.spec import discover_cases, load_dataset_spec
+    from autosr.formats.dataset_spec import discover_cases, load_dataset_spec
 
     workdir = args.workdir.resolve()
     paths, folder, configuration = bench_variants.prepare_dataset(args.dataset, workdir)

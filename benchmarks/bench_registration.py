@@ -168,7 +168,7 @@ def bias(args: argparse.Namespace) -> dict:
     import SimpleITK as sitk
 
     from autosr.dataset_conversion.synthetic_brain import make_synthetic_brain_dataset
-    from autosr.registration.bias_field import correct_bias_field
+    from autosr.imaging.bias_field import correct_bias_field
 
     workdir = Path(args.workdir)
     source = workdir / "Dataset100_Bias"

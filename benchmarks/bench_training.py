@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from autosr.formats.plans import Plans
 from autosr.network import build_network
-from autosr.planning.plans import Plans
 from autosr.preprocessing.case_store import save_case
 
 # A typical 3d_fullres plan for a 1 mm brain on a 24 GB GPU (6 stages, 32..320 features).

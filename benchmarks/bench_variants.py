@@ -113,9 +113,9 @@ def prepare_dataset(name: str, workdir: Path, patch: list[int] | None = None):
     """(paths, dataset folder name, configuration) with the dataset generated, planned and preprocessed."""
     from autosr.dataset_conversion.phantom import make_phantom_dataset
     from autosr.dataset_conversion.synthetic_brain import make_synthetic_brain_dataset
+    from autosr.formats.plans import Plans
     from autosr.paths import AutosrPaths
     from autosr.planning.api import plan_dataset
-    from autosr.planning.plans import Plans
     from autosr.preprocessing.preprocess import preprocess_dataset
 
     paths = AutosrPaths.resolve(workdir / "raw", workdir / "preprocessed", workdir / "results")
@@ -160,9 +160,9 @@ def train_variant(paths, folder: str, configuration: str, variant: str, iteratio
     """Train fold 0 of `variant` for `iterations` (in epochs of 25); returns (network, plans, seconds)."""
     from autosr.checkpoint import load_checkpoint
     from autosr.device import choose_device
-    from autosr.planning.plans import Plans
+    from autosr.formats.plans import Plans
+    from autosr.formats.splits import cases_of_fold, load_or_create_splits
     from autosr.preprocessing.case_store import list_cases
-    from autosr.training.splits import cases_of_fold, load_or_create_splits
     from autosr.training.trainer import TrainingContext
     from autosr.training.trainers import TRAINERS
 
@@ -232,8 +232,8 @@ def score(
 
 def baseline_rows(raw: Path, spec, test_cases: list[str], tissue: bool = False) -> dict[str, Any]:
     """The no-learning baselines (fitted on the training cases) scored like the models, one row per method."""
-    from autosr.dataset.spec import discover_cases
     from autosr.evaluation.baseline import fit_baselines
+    from autosr.formats.dataset_spec import discover_cases
 
     training = discover_cases(raw, spec, "Tr").values()
     params = fit_baselines([(c.channels, c.target, c.mask) for c in training], modality=spec.target_modality)
@@ -269,7 +269,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-    from autosr.dataset.spec import discover_cases, load_dataset_spec
+    from autosr.formats.dataset_spec import discover_cases, load_dataset_spec
     from autosr.inference.predictor import Predictor
 
     workdir = args.workdir.resolve()

@@ -140,7 +140,7 @@ def synthetic_fingerprint(scale: float, cases: int = 20) -> dict[str, Any]:
 
 
 def make_plans(args: argparse.Namespace, device: torch.device, part: Part, memory_gb: float | None = None):
-    from autosr.dataset.spec import parse_dataset_spec
+    from autosr.formats.dataset_spec import parse_dataset_spec
     from autosr.network import total_stride
     from autosr.planning.planner import plan_experiment
 

@@ -67,7 +67,7 @@ def trained_phantom(phantom_template: Path, tmp_path_factory: pytest.TempPathFac
     the real CLI, in folders of its own: {"raw", "preprocessed", "results", "model_dir", "flags"}. Shared by
     the tests of packaging, folder prediction and quality flags; they must not change the model folder."""
     from autosr.cli import main
-    from autosr.planning.plans import Plans
+    from autosr.formats.plans import Plans
 
     root = tmp_path_factory.mktemp("trained_phantom")
     roots = {key: root / key for key in ("raw", "preprocessed", "results")}

@@ -11,9 +11,9 @@ import torch
 from test_training import DATASET, NET_2D, NET_3D, kill_training_after_first_checkpoint, make_tiny_dataset
 
 from autosr.checkpoint import load_checkpoint
+from autosr.formats.plans import Plans
 from autosr.inference.predictor import Predictor
 from autosr.paths import AutosrPaths
-from autosr.planning.plans import Plans
 from autosr.preprocessing.case_store import list_cases
 from autosr.training.adversarial.discriminator import PatchDiscriminator, discriminator_for_plan
 from autosr.training.adversarial.losses import discriminator_loss, generator_loss

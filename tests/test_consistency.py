@@ -18,12 +18,12 @@ import SimpleITK as sitk
 from test_training import DATASET, make_tiny_dataset
 
 from autosr.cli import main
-from autosr.dataset.spec import discover_cases, load_dataset_spec
+from autosr.formats.dataset_spec import discover_cases, load_dataset_spec
+from autosr.formats.plans import Plans
 from autosr.io import Geometry, read_image, resample_to_geometry
 from autosr.io.image_io import geometry_of
 from autosr.io.orientation import IDENTITY_DIRECTION, output_grid
 from autosr.paths import AutosrPaths
-from autosr.planning.plans import Plans
 from autosr.preprocessing.preprocess import preprocess_for_inference, preprocess_training_case
 from autosr.training.run import train_fold
 
@@ -165,7 +165,7 @@ def test_crossval_equals_predict_and_orientation_round_trips(autosr_roots: Autos
 def test_exported_background_is_the_training_targets_level_outside_the_subject(autosr_roots, tmp_path):
     """Outside the input's foreground (grown by the subject margin) a prediction holds the plans' background
     level exactly; --keep-background keeps the network's own values there."""
-    from autosr.preprocessing.foreground import subject_region
+    from autosr.imaging.foreground import subject_region
 
     make_tiny_dataset(autosr_roots)
     _train(autosr_roots, "3d_fullres")

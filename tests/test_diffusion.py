@@ -17,6 +17,7 @@ from torch import nn
 from autosr.checkpoint import load_checkpoint
 from autosr.cli import main
 from autosr.errors import AutosrError
+from autosr.formats.plans import Plans
 from autosr.inference.predictor import Predictor
 from autosr.inference.sampling import (
     DEFAULT_SAMPLING_STEPS,
@@ -31,7 +32,6 @@ from autosr.io import read_image
 from autosr.network import build_network
 from autosr.network.time_embedding import TIME_EMBEDDING_FEATURES, sinusoidal_features
 from autosr.paths import AutosrPaths
-from autosr.planning.plans import Plans
 from autosr.training.diffusion.trainer import DiffusionTrainer, velocity_loss
 from autosr.training.loss import OUTSIDE_MASK_WEIGHT
 from autosr.training.run import FoldRequest, prepare_fold

@@ -15,10 +15,10 @@ import torch
 
 from autosr.cli import main
 from autosr.errors import AutosrError
+from autosr.formats import package_archive as archive
+from autosr.formats.package_manifest import MANIFEST_NAME, MODEL_CARD_NAME
+from autosr.formats.package_reader import inspect_package, install_model
 from autosr.io import read_image
-from autosr.packaging import archive
-from autosr.packaging.install import inspect_package, install_model
-from autosr.packaging.manifest import MANIFEST_NAME, MODEL_CARD_NAME
 from autosr.paths import AutosrPaths
 
 torch.set_num_threads(1)

@@ -9,8 +9,8 @@ import numpy as np
 from conftest import TINY_NETWORK_2D, needs_nilearn
 
 from autosr.cli import main
+from autosr.formats.plans import Plans
 from autosr.io import grid_covering, read_image
-from autosr.planning.plans import Plans
 
 
 def test_cli_workflow_end_to_end(phantom_dataset, autosr_roots, tmp_path, capsys):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from autosr.dataset.spec import parse_dataset_spec
 from autosr.errors import AutosrError
+from autosr.formats.dataset_spec import parse_dataset_spec
 from autosr.network import build_network
 from autosr.network.memory import activation_memory
 from autosr.planning.memory_model import BYTES_PER_ACTIVATION, counted_activations, estimate_training_bytes

@@ -187,7 +187,7 @@ def test_ensemble_averages_and_rejects_mismatched_grids(tmp_path, capsys):
 
 def trained_like_model_folder(raw_dataset: Path, results: Path, configuration: str = "3d_fullres") -> Path:
     """Plans from the real planner (networks shrunk for speed) and randomly initialised folds 0 and 1."""
-    from autosr.dataset.spec import load_dataset_spec
+    from autosr.formats.dataset_spec import load_dataset_spec
     from autosr.network import build_network
     from autosr.planning.fingerprint import extract_fingerprint
     from autosr.planning.planner import plan_experiment
@@ -200,7 +200,7 @@ def trained_like_model_folder(raw_dataset: Path, results: Path, configuration: s
 
 
 def test_cli_end_to_end_geometry_resume_and_failures(phantom_dataset, autosr_roots, tmp_path, capsys):
-    from autosr.planning.plans import Plans
+    from autosr.formats.plans import Plans
 
     folder = trained_like_model_folder(phantom_dataset, autosr_roots.results)
     spacing = Plans.load(folder / "plans.json").configuration("3d_fullres").spacing_zyx
@@ -232,7 +232,7 @@ def test_cli_end_to_end_geometry_resume_and_failures(phantom_dataset, autosr_roo
 
 
 def test_predict_array_from_python_matches_the_planned_grid(phantom_dataset, autosr_roots):
-    from autosr.planning.plans import Plans
+    from autosr.formats.plans import Plans
 
     folder = trained_like_model_folder(phantom_dataset, autosr_roots.results)
     spacing = Plans.load(folder / "plans.json").configuration("3d_fullres").spacing_zyx

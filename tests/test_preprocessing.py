@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from autosr.cli import main
-from autosr.dataset.spec import discover_cases, load_dataset_spec
 from autosr.dataset_conversion.phantom import make_phantom_dataset
 from autosr.errors import AutosrError
+from autosr.formats.dataset_spec import discover_cases, load_dataset_spec
+from autosr.formats.plans import Plans
 from autosr.io import Geometry, grid_covering, read_image
 from autosr.planning.api import plan_dataset
-from autosr.planning.plans import Plans
 from autosr.preprocessing.case_store import list_cases, load_case
 from autosr.preprocessing.inverse import revert_prediction
 from autosr.preprocessing.normalization import CTClip, ZScore, normalize_image

@@ -14,11 +14,11 @@ from autosr.cli import main
 from autosr.dataset.verify import verify_dataset
 from autosr.dataset_conversion.synthetic_brain import make_synthetic_brain_dataset
 from autosr.errors import AutosrError
+from autosr.imaging.bias_field import correct_bias_field, correct_bias_field_array, estimate_log_bias_field
 from autosr.io import Geometry, read_image, write_image
 from autosr.io.image_io import apply_geometry
 from autosr.preprocessing.normalization import N4ZScore, normalize_image, target_export_parameters
 from autosr.registration.api import register_dataset, registered_dataset_folder
-from autosr.registration.bias_field import correct_bias_field, correct_bias_field_array, estimate_log_bias_field
 from autosr.registration.pairwise import RegistrationSettings, pyramid
 from autosr.registration.transforms import (
     LinearMap,
@@ -131,7 +131,7 @@ def test_n4_zscore_scheme_corrects_then_standardizes_and_exports_with_the_datase
 
 
 def test_n4_zscore_from_dataset_json_through_planning_and_preprocessing(phantom_dataset, autosr_roots):
-    from autosr.dataset.spec import discover_cases, load_dataset_spec
+    from autosr.formats.dataset_spec import discover_cases, load_dataset_spec
     from autosr.planning.api import plan_dataset
     from autosr.preprocessing.preprocess import preprocess_for_inference, preprocess_training_case
 

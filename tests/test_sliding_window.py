@@ -169,8 +169,8 @@ def test_running_mean_std_matches_numpy():
 def test_padding_is_the_background_level_training_patches_use() -> None:
     """A volume smaller than the tile is padded with each channel's border median, the level a training
     patch reaching past a volume is filled with, so prediction shows the network nothing training did not."""
+    from autosr.imaging.foreground import border_values
     from autosr.inference.sliding_window import _pad_to_window
-    from autosr.preprocessing.foreground import border_values
     from autosr.training.data import crop_padded
 
     rng = np.random.default_rng(0)

@@ -17,9 +17,9 @@ import torch
 from autosr.checkpoint import load_checkpoint
 from autosr.dataset_conversion.phantom import make_phantom_dataset
 from autosr.errors import AutosrError
+from autosr.formats.plans import Plans
 from autosr.paths import AutosrPaths
 from autosr.planning.api import plan_dataset
-from autosr.planning.plans import Plans
 from autosr.preprocessing.preprocess import preprocess_dataset
 from autosr.training.run import FoldRequest, prepare_fold, train_fold
 

@@ -15,6 +15,7 @@ from torch import nn
 
 from autosr.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
 from autosr.errors import AutosrError
+from autosr.formats.splits import cases_of_fold, load_or_create_splits
 from autosr.paths import AutosrPaths
 from autosr.preprocessing.case_store import save_case
 from autosr.training import trainers
@@ -22,7 +23,6 @@ from autosr.training.data import PatchLoader, default_num_workers
 from autosr.training.logger import TrainingLogger
 from autosr.training.loss import OUTSIDE_MASK_WEIGHT, DeepSupervisionLoss, L1Loss, masked_l1, masked_ssim
 from autosr.training.run import train_fold
-from autosr.training.splits import cases_of_fold, load_or_create_splits
 from autosr.training.trainer import Trainer
 from tests.test_training import DATASET, make_tiny_dataset
 

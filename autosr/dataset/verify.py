@@ -25,13 +25,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from autosr.dataset.spec import CHANNEL_SUFFIX, CaseFiles, DatasetSpec, discover_cases, load_dataset_spec
 from autosr.errors import AutosrError, DatasetProblems, ImageFileProblem
+from autosr.formats.dataset_spec import CHANNEL_SUFFIX, CaseFiles, DatasetSpec, discover_cases, load_dataset_spec
+from autosr.imaging.foreground import target_foreground
 from autosr.io.atomic import is_temporary
 from autosr.io.geometry import Geometry, overlap_fraction
 from autosr.io.image_io import file_ending_of, read_image
 from autosr.paths import SAFE_NAME_RULE, name_problem
-from autosr.preprocessing.foreground import target_foreground
 from autosr.registration.misalignment import (
     MisalignmentEstimate,
     describe_misalignment,

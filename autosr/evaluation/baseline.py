@@ -7,7 +7,7 @@ map its intensities without learning anything spatial:
   cases. With sums Sx, Sy, Sxx, Sxy over n voxels, a = (n Sxy - Sx Sy) / (n Sxx - Sx^2) and
   b = (Sy - a Sx) / n (ordinary least squares).
 - `baseline_standardized`: each scan standardized by its own mean and standard deviation inside its own
-  input foreground (`autosr.preprocessing.foreground.input_foreground`, the region the model's input is
+  input foreground (`autosr.imaging.foreground.input_foreground`, the region the model's input is
   normalized in), then mapped to the training targets' typical scale there: y = (x - m_x) / s_x * s_T + m_T,
   with m_T, s_T the medians over training cases of the target's mean and std inside that region. MR gain
   differs per session, so this removes what a single line cannot.
@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 
 from autosr.errors import AutosrError
+from autosr.imaging.foreground import input_foreground, subject_region, target_foreground
 from autosr.io import Geometry, read_image, resample_to_geometry
-from autosr.preprocessing.foreground import input_foreground, subject_region, target_foreground
 
 PathLike = str | os.PathLike
 LINEAR, STANDARDIZED = "baseline_linear", "baseline_standardized"

@@ -27,12 +27,12 @@ from autosr.evaluation.normalization import (
 )
 from autosr.evaluation.settings import EvaluationSettings
 from autosr.evaluation.summary import MODEL
+from autosr.imaging.foreground import target_foreground
 from autosr.io import (
     Geometry,
     read_image,
     resample_to_geometry,
 )
-from autosr.preprocessing.foreground import target_foreground
 
 PathLike = str | os.PathLike
 

@@ -19,7 +19,6 @@ from typing import Any
 import pandas as pd
 
 from autosr import __version__
-from autosr.dataset.spec import DatasetSpec, discover_cases, load_dataset_spec
 from autosr.errors import AutosrError
 from autosr.evaluation.baseline import CaseBaselineStatistics, baseline_statistics, params_from_statistics
 from autosr.evaluation.case_scoring import CaseJob, score_cases
@@ -27,9 +26,10 @@ from autosr.evaluation.folder_matching import images_in
 from autosr.evaluation.settings import EvaluationSettings
 from autosr.evaluation.structure_evaluation import StructureCaseFiles, StructureOptions, evaluate_structures
 from autosr.evaluation.summary import json_safe, summarize_table, write_results
+from autosr.formats.dataset_spec import DatasetSpec, discover_cases, load_dataset_spec
+from autosr.formats.splits import read_splits
 from autosr.model_layout import ModelFolder
 from autosr.preprocessing.normalization import input_scheme_names
-from autosr.training.splits import read_splits
 
 PathLike = str | os.PathLike
 

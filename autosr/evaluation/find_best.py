@@ -17,7 +17,6 @@ from typing import Any
 
 import pandas as pd
 
-from autosr.dataset.spec import load_dataset_spec
 from autosr.errors import AutosrError
 from autosr.evaluation.crossval import (
     fold_baseline_params,
@@ -27,11 +26,12 @@ from autosr.evaluation.crossval import (
 )
 from autosr.evaluation.structure_evaluation import SEGMENTATIONS_FOLDER, StructureOptions
 from autosr.evaluation.summary import BASELINE, HIGHER_IS_BETTER, MODEL, SUMMARY_METRICS, best_baseline, json_safe
+from autosr.formats.dataset_spec import load_dataset_spec
+from autosr.formats.splits import read_splits
 from autosr.inference.api import average_images
 from autosr.io import atomic_write_json, write_image
 from autosr.model_layout import CROSSVAL_FOLDER, ENSEMBLES_FOLDER, ModelFolder, model_folders
 from autosr.paths import DEFAULT_PLANS_NAME, DEFAULT_TRAINER, AutosrPaths
-from autosr.training.splits import read_splits
 
 TIE_DECIMALS = 6  # metric means equal to 6 decimals count as a tie (then MAE decides)
 

@@ -1,7 +1,7 @@
 """Which voxels count, and the intensity interval R the metrics are relative to.
 
 - Region: the user's mask when given (any non-zero voxel); else the reference's foreground as autosr
-  defines it everywhere (`autosr.preprocessing.foreground.target_foreground`): CT voxels above -500 HU,
+  defines it everywhere (`autosr.imaging.foreground.target_foreground`): CT voxels above -500 HU,
   other images above Otsu's threshold (Otsu, IEEE SMC 9(1) 1979) after light smoothing, where only the
   dark region connected to the border is background; holes filled, so dark structures inside still count.
 - Data range: a fixed interval when the user gives one (`--data-range LO HI`) and for CT

@@ -12,8 +12,7 @@ Modules, one job each:
 - `pipeline`: a folder run with the work around the network in worker processes beside it.
 - `qc`, `qc_reference`: per-scan quality signals, the training cases' reference, flags with reasons.
 - `scan_summary`: `OUT/summary.csv` from one row file per scan, safe with many writers.
-- `predict_command`, `ensemble_command`, `qc_reference_command`: the `autosr predict` / `ensemble` /
-  `qc-reference` commands.
+- `api`: `predict` and `ensemble_folders`, what the `autosr predict` / `ensemble` commands run.
 
 Names are exported lazily so that importing this package does not import torch or the preprocessing.
 """
@@ -26,7 +25,7 @@ _EXPORTS = {
     "predict_sliding_window": "autosr.inference.sliding_window",
     "Predictor": "autosr.inference.predictor",
     "FolderSummary": "autosr.inference.folder",
-    "ensemble_folders": "autosr.inference.ensemble_command",
+    "ensemble_folders": "autosr.inference.api",
 }
 
 __all__ = sorted(_EXPORTS)

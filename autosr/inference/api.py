@@ -22,14 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
-from autosr.dataset.spec import load_dataset_spec
 from autosr.errors import AutosrError
+from autosr.formats.dataset_spec import load_dataset_spec
+from autosr.formats.plans import Plans
 from autosr.inference.folder import FolderSummary, discover_prediction_cases, select_part
 from autosr.inference.model_folder import locate_model_folder, require_checkpoints
 from autosr.inference.sliding_window import DEFAULT_STEP_FRACTION
 from autosr.io import Geometry, file_ending_of, read_image, write_image
 from autosr.paths import DEFAULT_PLANS_NAME, DEFAULT_TRAINER, AutosrPaths, ensure_writable_folder
-from autosr.planning.plans import Plans
 
 
 def predict(
@@ -75,7 +75,7 @@ def predict(
     if model_package is not None:
         if model_dir is not None or dataset is not None or configuration is not None:
             raise AutosrError("--model names the model by itself: leave out -d/-c and -m")
-        from autosr.packaging.install import open_model_package
+        from autosr.formats.package_reader import open_model_package
 
         with open_model_package(model_package) as package:
             return predict(

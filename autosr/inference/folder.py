@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autosr.dataset.spec import CHANNEL_SUFFIX, CaseFiles, discover_input_cases
 from autosr.errors import AutosrError
+from autosr.formats.dataset_spec import CHANNEL_SUFFIX, CaseFiles, discover_input_cases
 from autosr.paths import SAFE_NAME_RULE, name_problem
 
 UNCERTAINTY_FOLDER = "uncertainty"

@@ -27,9 +27,10 @@ import torch
 from torch import nn
 
 from autosr.checkpoint import load_checkpoint
-from autosr.dataset.spec import DatasetSpec, load_dataset_spec
 from autosr.device import choose_device, prefer_fixed_shape_kernels
 from autosr.errors import AutosrError
+from autosr.formats.dataset_spec import DatasetSpec, load_dataset_spec
+from autosr.formats.plans import Plans
 from autosr.inference.fast_path import compile_network, measured_tile_batch_size
 from autosr.inference.folder import FolderSummary
 from autosr.inference.mirroring import mirror_combinations, normalize_mirror_axes, volume_flip_dims
@@ -40,7 +41,6 @@ from autosr.inference.scan_worker import ScanWorker
 from autosr.inference.sliding_window import DEFAULT_STEP_FRACTION, predict_sliding_window
 from autosr.io import Geometry, write_image
 from autosr.network.build import total_stride
-from autosr.planning.plans import Plans
 from autosr.preprocessing.preprocess import PreprocessedScan, preprocess_arrays
 
 NetworkBuilder = Callable[[dict, int, int], nn.Module]

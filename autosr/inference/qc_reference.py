@@ -23,8 +23,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from autosr.dataset.spec import CaseFiles, discover_cases, load_dataset_spec
 from autosr.errors import AutosrError
+from autosr.formats.dataset_spec import CaseFiles, discover_cases, load_dataset_spec
+from autosr.formats.plans import Plans
 from autosr.inference.model_folder import configuration_of
 from autosr.inference.qc import (
     QCReference,
@@ -36,7 +37,6 @@ from autosr.inference.qc import (
     uncertainty_key,
     uncertainty_signals,
 )
-from autosr.planning.plans import Plans
 from autosr.preprocessing.preprocess import preprocess_for_inference, preprocessing_hash
 
 

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from autosr.errors import AutosrError
+from autosr.formats.plans import Plans
 from autosr.io import Geometry
-from autosr.planning.plans import Plans
 from autosr.preprocessing.preprocess import PreprocessedScan, preprocess_for_inference
 
 

@@ -30,8 +30,8 @@ import numpy as np
 import torch
 
 from autosr.device import autocast, autocast_dtype
+from autosr.imaging.foreground import border_values
 from autosr.inference.mirroring import mirror_combinations, normalize_mirror_axes, volume_flip_dims
-from autosr.preprocessing.foreground import border_values
 
 # Step between tiles as a fraction of the patch. With batch-normalized (tile-invariant) networks, step 0.5
 # scores within 0.01 dB PSNR of step 0.25 on held-out phantoms, at a third of the forward passes

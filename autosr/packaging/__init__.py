@@ -1,7 +1,8 @@
-"""Model packages: one zip with everything a trained model needs to predict on another machine.
+"""Writing model packages: one zip with everything a trained model needs to predict on another machine.
 
-`export_model` (autosr/packaging/export.py) writes the zip from a model folder; `install_model` and
-`open_model_package` (autosr/packaging/install.py) put it under `$AUTOSR_RESULTS` or unpack it for one
-prediction run. Every archive is checked member by member before anything is written
-(autosr/packaging/archive.py). The layout is in documentation/model_packages.md.
+`export_model` (autosr/packaging/export.py) writes the zip from a model folder, with its model card
+(model_card.py). Reading a package (`install_model`, `open_model_package`, the archive checks) is a format
+that prediction needs too, so it lives below prediction in autosr/formats/ (package_reader.py,
+package_archive.py, package_manifest.py); `autosr.packaging.install`, `.archive` and `.manifest` re-export it.
+The layout is in documentation/model_packages.md.
 """

@@ -31,17 +31,17 @@ import torch
 
 from autosr import __version__
 from autosr.checkpoint import load_checkpoint
-from autosr.dataset.spec import load_dataset_spec
 from autosr.errors import AutosrError
+from autosr.formats.dataset_spec import load_dataset_spec
+from autosr.formats.package_archive import sha256_of
+from autosr.formats.package_manifest import MANIFEST_NAME, MODEL_CARD_NAME, Manifest
+from autosr.formats.plans import Plans
 from autosr.inference.model_folder import locate_model_folder, require_checkpoints
 from autosr.inference.qc import QC_REFERENCE_NAME, QCReference
 from autosr.io import atomic_path, read_json
 from autosr.model_layout import PLANNING_FILES, ModelFolder
-from autosr.packaging.archive import sha256_of
-from autosr.packaging.manifest import MANIFEST_NAME, MODEL_CARD_NAME, Manifest
 from autosr.packaging.model_card import model_card
 from autosr.paths import DEFAULT_PLANS_NAME, DEFAULT_TRAINER, AutosrPaths
-from autosr.planning.plans import Plans
 
 SUMMARY_FILE = "summary.json"  # the scores of a validation or cross-validation folder
 CROSSVAL_TABLE = "cases.csv"

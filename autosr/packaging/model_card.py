@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from autosr.dataset.spec import DatasetSpec
-from autosr.packaging.manifest import Manifest
-from autosr.planning.plans import Plans
+from autosr.formats.dataset_spec import DatasetSpec
+from autosr.formats.package_manifest import Manifest
+from autosr.formats.plans import Plans
 
 CARD_METRICS = ("ssim", "psnr", "mae", "ms_ssim", "ssim_image", "mae_outside_mask")
 

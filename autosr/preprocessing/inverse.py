@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from autosr.formats.plans import Plans
+from autosr.imaging.foreground import subject_region
 from autosr.io import Geometry, resample_to_geometry
-from autosr.planning.plans import Plans
-from autosr.preprocessing.foreground import subject_region
 from autosr.preprocessing.normalization import invert_image
 
 # Prediction export resampling: linear, so values stay inside the range the network produced (B-spline

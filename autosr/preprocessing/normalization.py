@@ -11,7 +11,7 @@ plain JSON: dataset-level ones live in the plans, per-image ones in each case's 
 - `ct` (CT in HU): clip to the dataset's p0.5/p99.5 (`clip_low`, `clip_high`), then subtract the dataset
   mean and divide by the dataset std (all from the fingerprint). The inverse is exact inside the clip
   window; values outside it come back as the window's edges (the only loss, and it is deliberate).
-- `n4_zscore` (MR with a bias field, e.g. 7T): N4 bias-field correction (`autosr.registration.bias_field`,
+- `n4_zscore` (MR with a bias field, e.g. 7T): N4 bias-field correction (`autosr.imaging.bias_field`,
   fitted inside the image's own foreground so an input is corrected identically at training and
   prediction), then `zscore`. The inverse is `zscore`'s: predictions come back without a bias field.
 - `none`: identity, for data that is already normalized.
@@ -58,7 +58,7 @@ class N4ZScore(ZScore):
 
     @staticmethod
     def correct(image: np.ndarray) -> np.ndarray:
-        from autosr.registration.bias_field import correct_bias_field_array
+        from autosr.imaging.bias_field import correct_bias_field_array
 
         return correct_bias_field_array(image)
 

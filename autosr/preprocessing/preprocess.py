@@ -2,7 +2,7 @@
 
 One path for training, cross-validation and prediction (`prepare_input`): the input channels are resampled
 onto a *working grid* in the canonical orientation (`autosr.io.orientation`: world-aligned axes, the planned
-spacing), the input foreground is derived from the resampled input alone (`autosr.preprocessing.foreground`),
+spacing), the input foreground is derived from the resampled input alone (`autosr.imaging.foreground`),
 everything is cropped to that foreground's box grown by a margin (`crop_box`), and each channel is normalized
 (an MR channel inside its own foreground). Only the grid differs: a training case's working grid covers the
 target's field of view (target and mask are resampled onto it and cropped by the same box), a new scan's
@@ -29,14 +29,14 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from autosr.dataset.spec import CaseFiles, discover_cases, load_dataset_spec
 from autosr.errors import AutosrError
+from autosr.formats.dataset_spec import CaseFiles, discover_cases, load_dataset_spec
+from autosr.formats.plans import Plans
+from autosr.imaging.foreground import crop_box, input_foreground, target_foreground
 from autosr.io import Geometry, read_channels, read_image, resample_to_geometry
 from autosr.io.orientation import output_grid, working_grid
 from autosr.paths import ensure_writable_folder
-from autosr.planning.plans import Plans
 from autosr.preprocessing.case_store import case_paths, is_complete, save_case
-from autosr.preprocessing.foreground import crop_box, input_foreground, target_foreground
 from autosr.preprocessing.normalization import normalize_image, target_export_parameters
 
 PREPROCESSING_VERSION = 2  # bumped when the arrays a plan produces change (here: canonical orientation)

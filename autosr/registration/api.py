@@ -37,12 +37,12 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from autosr import __version__
-from autosr.dataset.spec import CaseFiles, DatasetSpec, discover_cases, load_dataset_spec
 from autosr.errors import AutosrError, DatasetProblems
+from autosr.formats.dataset_spec import CaseFiles, DatasetSpec, discover_cases, load_dataset_spec
+from autosr.imaging.bias_field import foreground_mask
 from autosr.io.atomic import atomic_path, atomic_write_json, read_json
 from autosr.io.image_io import apply_geometry, geometry_of, read_sitk
 from autosr.paths import DATASET_NAME_PATTERN, SAFE_NAME_RULE, dataset_id_of, ensure_writable_folder, name_problem
-from autosr.registration.bias_field import foreground_mask
 from autosr.registration.pairwise import (
     DEFAULT_SETTINGS,
     PairRegistration,

@@ -22,8 +22,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from autosr.errors import AutosrError
+from autosr.imaging.bias_field import foreground_mask
 from autosr.io.image_io import geometry_of, read_sitk
-from autosr.registration.bias_field import foreground_mask
 from autosr.registration.pairwise import RegistrationError, RegistrationSettings, register_images
 from autosr.registration.transforms import displacement_mm, region_points, rotation_angle_deg
 

@@ -3,7 +3,7 @@
 The target is the fixed image (its grid is the dataset's reference), the input's first channel the moving
 one. The result maps a target point to the input point showing the same anatomy (ITK's convention).
 
-1. Both images are bias-field corrected (N4, `autosr.registration.bias_field`) for the metric only: a
+1. Both images are bias-field corrected (N4, `autosr.imaging.bias_field`) for the metric only: a
    smooth intensity field of +-15 % left errors of 0.35 mm on average (0.5 mm at worst) on the synthetic
    brains, N4 brings them to 0.24 mm (0.28 at worst) (documentation/registration.md, "Measured").
 2. Initialization: the better (by the metric) of the headers as they are and the centre-of-mass
@@ -29,7 +29,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from autosr.errors import AutosrError
-from autosr.registration.bias_field import correct_bias_field, foreground_mask
+from autosr.imaging.bias_field import correct_bias_field, foreground_mask
 from autosr.registration.transforms import LinearMap, linear_map_of
 
 TRANSFORM_KINDS = ("rigid", "affine")

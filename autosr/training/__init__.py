@@ -1,2 +1,2 @@
-"""Training: patch data pipeline, augmentation, losses, trainers (registry `TRAINERS`), 5-fold splits, and
-`train_fold` (the function behind `autosr train`)."""
+"""Training: patch data pipeline, augmentation, losses, trainers (registry `TRAINERS`), end-of-fold validation,
+and `train_fold` (the function behind `autosr train`)."""

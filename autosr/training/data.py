@@ -26,8 +26,8 @@ from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMu
 from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
 
 from autosr.errors import AutosrError
+from autosr.imaging.foreground import border_values
 from autosr.preprocessing.case_store import load_case
-from autosr.preprocessing.foreground import border_values
 from autosr.training.augmentation import sample_size, training_transforms
 from autosr.training.worker_guard import exit_when_parent_dies
 

@@ -15,14 +15,14 @@ from pathlib import Path
 
 from autosr.device import choose_device
 from autosr.errors import AutosrError
+from autosr.formats.plans import Plans
+from autosr.formats.splits import cases_of_fold, load_or_create_splits, parse_fold
 from autosr.io.atomic import atomic_path, read_json
 from autosr.model_layout import PLANNING_FILES, FoldFolder, ModelFolder
 from autosr.paths import AutosrPaths, ensure_writable_folder, path_under
-from autosr.planning.plans import Plans
 from autosr.preprocessing.case_store import list_cases
 from autosr.training.data import default_num_workers
 from autosr.training.device import init_distributed
-from autosr.training.splits import cases_of_fold, load_or_create_splits, parse_fold
 from autosr.training.trainer import Trainer, TrainingContext
 from autosr.training.trainers import get_trainer_class
 from autosr.training.validation import validate_fold

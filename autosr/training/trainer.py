@@ -30,9 +30,9 @@ from tqdm import tqdm
 from autosr.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from autosr.device import prefer_fixed_shape_kernels
 from autosr.errors import AutosrError
+from autosr.formats.plans import Plans
 from autosr.model_layout import FoldFolder
 from autosr.network import build_network
-from autosr.planning.plans import Plans
 from autosr.training.augmentation import interchangeable_axes
 from autosr.training.data import DevicePrefetcher, make_batch_iterator
 from autosr.training.device import barrier, mean_across_ranks

@@ -21,9 +21,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from autosr.dataset.spec import discover_cases, load_dataset_spec
 from autosr.errors import AutosrError
-from autosr.planning.plans import Plans
+from autosr.formats.dataset_spec import discover_cases, load_dataset_spec
+from autosr.formats.plans import Plans
 
 
 def validate_fold(

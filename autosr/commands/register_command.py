@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from autosr.cli import add_path_arguments, paths_from_args
+from autosr.commands.arguments import add_path_arguments, paths_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

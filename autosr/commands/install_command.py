@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from autosr.cli import add_path_arguments, paths_from_args
+from autosr.commands.arguments import add_path_arguments, paths_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from autosr.packaging.install import install_model
+    from autosr.formats.package_reader import install_model
 
     folder = install_model(args.package, paths_from_args(args), force=args.force)
     print(f"installed: {folder}")

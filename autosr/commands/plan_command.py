@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 import os
 
-from autosr.cli import add_path_arguments, paths_from_args
+from autosr.commands.arguments import add_path_arguments, paths_from_args
+from autosr.formats.plans import CONFIGURATION_NAMES
 from autosr.planning.api import plan_dataset
-from autosr.planning.plans import CONFIGURATION_NAMES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -35,12 +35,12 @@ from typing import Any
 import numpy as np
 
 from autosr import __version__
-from autosr.dataset.spec import DatasetSpec
 from autosr.errors import AutosrError
+from autosr.formats.dataset_spec import DatasetSpec
+from autosr.formats.plans import CONFIGURATION_NAMES, Plans, validate_plans_dict
 from autosr.network.build import DEFAULT_UPSAMPLING, total_stride
 from autosr.paths import DEFAULT_PLANS_NAME
 from autosr.planning.memory_model import estimate_training_bytes
-from autosr.planning.plans import CONFIGURATION_NAMES, Plans, validate_plans_dict
 from autosr.preprocessing.normalization import (
     NORMALIZATION_SCHEMES,
     exports_with_dataset_scale,

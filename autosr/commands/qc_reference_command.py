@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from autosr.cli import add_path_arguments, paths_from_args
+from autosr.commands.arguments import add_path_arguments, paths_from_args
 from autosr.errors import AutosrError
 from autosr.inference.model_folder import CHECKPOINT_NAMES, locate_model_folder
 from autosr.inference.sliding_window import DEFAULT_STEP_FRACTION

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from autosr.cli import add_path_arguments, paths_from_args
+from autosr.commands.arguments import add_path_arguments, paths_from_args
 from autosr.evaluation.structure_arguments import add_structure_arguments, structure_options_from_args
 from autosr.evaluation.summary import SUMMARY_METRICS
 

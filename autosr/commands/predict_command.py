@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from autosr.cli import add_path_arguments, paths_from_args
+from autosr.commands.arguments import add_path_arguments, paths_from_args
 from autosr.inference.api import predict
 from autosr.inference.sampling import DEFAULT_SAMPLING_STEPS
 from autosr.inference.sliding_window import DEFAULT_STEP_FRACTION

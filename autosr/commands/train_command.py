@@ -8,7 +8,7 @@ from autosr.errors import AutosrError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from autosr.cli import add_path_arguments
+    from autosr.commands.arguments import add_path_arguments
     from autosr.training.trainers import TRAINERS
 
     parser.add_argument("dataset", help="dataset id (901), name (Dataset901_Brain) or path")
@@ -58,7 +58,7 @@ def _forwarded_argv(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from autosr.cli import paths_from_args
+    from autosr.commands.arguments import paths_from_args
     from autosr.training.run import spawn_torchrun, train_fold
 
     if args.num_gpus < 1:

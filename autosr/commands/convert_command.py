@@ -11,7 +11,7 @@ import argparse
 import os
 from pathlib import Path
 
-from autosr.cli import add_path_arguments, paths_from_args
+from autosr.commands.arguments import add_path_arguments, paths_from_args
 
 
 def _add_common(parser: argparse.ArgumentParser, default_name: str | None) -> None:
@@ -168,9 +168,9 @@ def run(args: argparse.Namespace) -> int:
         )  # fmt: skip
     report_conversion(Path(folder), skipped)
     if args.register is not None:
+        from autosr.commands.register_command import print_summary
         from autosr.registration.api import register_dataset
         from autosr.registration.pairwise import RegistrationSettings
-        from autosr.registration.register_command import print_summary
 
         summary = register_dataset(
             Path(folder),

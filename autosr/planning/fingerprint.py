@@ -28,11 +28,11 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from autosr.dataset.spec import CaseFiles, DatasetSpec, discover_cases, load_dataset_spec
 from autosr.errors import AutosrError
+from autosr.formats.dataset_spec import CaseFiles, DatasetSpec, discover_cases, load_dataset_spec
+from autosr.imaging.foreground import crop_box, input_foreground, target_foreground
 from autosr.io import read_channels, read_image, resample_to_geometry
 from autosr.io.orientation import to_world_axes, working_grid
-from autosr.preprocessing.foreground import crop_box, input_foreground, target_foreground
 from autosr.preprocessing.normalization import input_scheme_names
 from autosr.registration.misalignment import (
     MisalignmentEstimate,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from autosr.cli import add_path_arguments, paths_from_args
+from autosr.commands.arguments import add_path_arguments, paths_from_args
 from autosr.inference.model_folder import CHECKPOINT_NAMES
 from autosr.paths import DEFAULT_PLANS_NAME, DEFAULT_TRAINER
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import shutil
 
 from autosr.errors import AutosrError
+from autosr.formats.plans import CONFIGURATION_NAMES, Plans
 from autosr.io.atomic import atomic_path, atomic_write_json, read_json
 from autosr.paths import AutosrPaths, ensure_writable_folder, path_under
-from autosr.planning.plans import CONFIGURATION_NAMES, Plans
 
 
 def plans_table(plans: Plans) -> str:
@@ -45,8 +45,8 @@ def plan_dataset(
     progress: bool = True,
 ) -> Plans:
     """Verify, fingerprint, plan and (unless `preprocess` is False) preprocess a raw dataset."""
-    from autosr.dataset.spec import load_dataset_spec
     from autosr.dataset.verify import verify_dataset
+    from autosr.formats.dataset_spec import load_dataset_spec
     from autosr.planning.fingerprint import extract_fingerprint
     from autosr.planning.planner import plan_experiment
     from autosr.preprocessing.preprocess import preprocess_dataset
@@ -63,7 +63,7 @@ def plan_dataset(
         shutil.copyfile(raw_dir / "dataset.json", tmp)
 
     fingerprint_path = out_dir / "fingerprint.json"
-    from autosr.dataset.spec import discover_cases
+    from autosr.formats.dataset_spec import discover_cases
 
     case_ids = sorted(c for c, f in discover_cases(raw_dir, spec, "Tr").items() if f.target is not None)
     fingerprint = read_json(fingerprint_path) if fingerprint_path.is_file() else None

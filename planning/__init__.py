@@ -1,1 +1,0 @@
-"""Fingerprint extraction and experiment planning (installed as `autosr.planning`)."""
