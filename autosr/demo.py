@@ -140,13 +140,15 @@ def run_demo(
     "contrast" (low-field to high-field brains) or "super-resolution" (thick slices to thin).
     """
     from autosr.dataset.verify import verify_dataset
-    from autosr.dataset_conversion.synthetic_brain import make_synthetic_brain_dataset
+    from autosr.dataset_conversion.synthetic_brain import SyntheticBrainSettings, make_synthetic_brain_dataset
     from autosr.evaluation.baseline import fit_baselines
     from autosr.evaluation.evaluate import evaluate_folders
     from autosr.evaluation.find_best import find_best
     from autosr.evaluation.report import write_report
     from autosr.evaluation.report_text import summary_lines
+    from autosr.evaluation.settings import EvaluationSettings
     from autosr.inference.api import predict
+    from autosr.inference.settings import ModelSource, PredictionSettings
     from autosr.planning.api import plan_dataset
     from autosr.training.run import train_fold
 
@@ -171,19 +173,15 @@ def run_demo(
             f"generating {schedule.num_train}+{schedule.num_test} synthetic paired brains "
             f"at {schedule.target_spacing_mm:g} mm"
         )
-        make_synthetic_brain_dataset(
-            paths.raw,
-            data.dataset_id,
-            name=data.name,
+        settings = SyntheticBrainSettings(
             num_train=schedule.num_train,
             num_test=schedule.num_test,
             target_spacing_mm=schedule.target_spacing_mm,
             input_spacing_mm=data.input_spacing_mm,
-            seed=0,
-            num_processes=num_processes,
             slice_thickness_mm=data.slice_thickness_mm,
             contrast=data.contrast,
         )
+        make_synthetic_brain_dataset(paths.raw, data.dataset_id, data.name, settings, num_processes=num_processes)
     report = verify_dataset(raw_dir)
     report.raise_if_problems()
     print(report.summary())
@@ -239,16 +237,8 @@ def run_demo(
         model = ModelFolder.parse(model_root / member)
         out = workdir / "predictions" / member
         _say(f"predicting the held-out scans with the 5-fold ensemble of {member}")
-        predict(
-            raw_dir / "imagesTs",
-            out,
-            dataset=dataset_name,
-            configuration=model.configuration,
-            trainer=model.trainer,
-            plans_name=model.plans_name,
-            device=device,
-            paths=paths,
-        )
+        source = ModelSource(dataset_name, model.configuration, model.trainer, model.plans_name)
+        predict(raw_dir / "imagesTs", out, source, PredictionSettings(device=device), paths=paths)
         prediction_dirs.append(out)
     if len(prediction_dirs) > 1:
         from autosr.inference.api import ensemble_folders
@@ -272,12 +262,11 @@ def run_demo(
         mask_dir=raw_dir / "masksTs",
         input_dir=raw_dir / "imagesTs",
         out_dir=workdir / "evaluation",
-        modality=spec.target_modality,
-        baseline_params=baseline_params,
-        num_processes=num_processes,
         # predictions of new scans lie on the planned grid over the *input's* field of view; the held-out
         # targets may differ from it by rounding, so they are compared on the target grid
-        resample=True,
+        settings=EvaluationSettings(modality=spec.target_modality, resample=True),
+        baseline_params=baseline_params,
+        num_processes=num_processes,
     )
     report_path = write_report(dataset_name, paths, evaluations={"Held-out test scans": workdir / "evaluation"})
     timings["evaluate_s"] = time.perf_counter() - t0

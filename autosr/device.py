@@ -1,8 +1,10 @@
-"""Which torch device to run on, and in which precision: one rule for training, prediction and evaluation."""
+"""Which torch device to run on, in which precision, and how many worker processes beside it: one rule for
+training, prediction and evaluation."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 
@@ -52,3 +54,23 @@ def autocast(device: torch.device | str, dtype: torch.dtype | None = None):
     if dtype is None or device.type != "cuda":
         return contextlib.nullcontext()
     return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+NUM_WORKERS_ENV = "AUTOSR_NUM_WORKERS"
+
+
+def num_workers_from_environment() -> int | None:
+    """$AUTOSR_NUM_WORKERS as a number of worker processes (0 or more), or None when it is not set. Training's
+    data workers and prediction's folder workers read it here, each with its own fallback when unset."""
+    value = os.environ.get(NUM_WORKERS_ENV, "").strip()
+    if not value:
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise AutosrError(
+            f"{NUM_WORKERS_ENV} must be a whole number, 0 or more, got '{value}'; unset it or set 0 (no workers)"
+        )
+    return number

@@ -70,7 +70,7 @@ def weighted_trainer(weight: float) -> str:
 
 
 def prepare(workdir: Path, spacing: float, cases: int, configuration: str):
-    from autosr.dataset_conversion.synthetic_brain import make_synthetic_brain_dataset
+    from autosr.dataset_conversion.synthetic_brain import SyntheticBrainSettings, make_synthetic_brain_dataset
     from autosr.demo import size_plans_for_cpu
     from autosr.paths import AutosrPaths
     from autosr.planning.api import plan_dataset
@@ -80,9 +80,8 @@ def prepare(workdir: Path, spacing: float, cases: int, configuration: str):
         root.mkdir(parents=True, exist_ok=True)
     name = f"Dataset{DATASET_ID:03d}_{DATASET_NAME}"
     if not (paths.raw / name / "dataset.json").is_file():
-        make_synthetic_brain_dataset(
-            paths.raw, DATASET_ID, DATASET_NAME, num_train=cases, num_test=0, target_spacing_mm=spacing, seed=0
-        )
+        brains = SyntheticBrainSettings(num_train=cases, num_test=0, target_spacing_mm=spacing, seed=0)
+        make_synthetic_brain_dataset(paths.raw, DATASET_ID, DATASET_NAME, brains)
     plans_path = paths.preprocessed / name / "plans.json"
     if not plans_path.is_file():
         plan_dataset(name, paths, configurations=[configuration], num_processes=2, progress=False)

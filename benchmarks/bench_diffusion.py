@@ -60,13 +60,19 @@ def mean_row(rows: list[dict[str, Any]]) -> dict[str, float]:
 
 def predict_and_score(trainer, plans, configuration, spec, raw, test_cases, out_dir, **sampling) -> dict[str, Any]:
     from autosr.inference.predictor import Predictor
+    from autosr.inference.settings import PredictionSettings
 
     counter = CountingNetwork(trainer.network)
-    mirroring = sampling.pop("use_mirroring", False)
+    settings = PredictionSettings(device="cpu", **{"use_mirroring": False, **sampling})
     predictor = Predictor(
-        [counter], plans, configuration, spec, device="cpu", use_mirroring=mirroring,
-        mirror_axes=trainer.mirror_axes(), sampler=trainer.sampler_spec(), **sampling,
-    )  # fmt: skip
+        [counter],
+        plans,
+        configuration,
+        spec,
+        settings,
+        mirror_axes=trainer.mirror_axes(),
+        sampler=trainer.sampler_spec(),
+    )
     rows, seconds = [], 0.0
     for case in test_cases:
         out = out_dir / f"{case}.nii.gz"

@@ -162,12 +162,12 @@ def phantom_pairs(
     count: int, shape: tuple[int, int, int], seed: int
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(input, target, mask) on the target grid, z-scored inside the mask like the planned pipeline."""
-    from autosr.dataset_conversion.phantom import make_phantom_case
+    from autosr.dataset_conversion.phantom import PhantomSettings, make_phantom_case
     from autosr.io import resample_to_geometry
 
     pairs = []
     for i in range(count):
-        inp, inp_geo, tgt, tgt_geo, mask = make_phantom_case(shape, seed=seed + i)
+        inp, inp_geo, tgt, tgt_geo, mask = make_phantom_case(PhantomSettings(shape_zyx=shape), case_seed=seed + i)
         inp = resample_to_geometry(inp, inp_geo, tgt_geo, order=3)
         m = mask > 0
         inp = (inp - inp[m].mean()) / inp[m].std()

@@ -65,7 +65,7 @@ def _truth_errors(record: dict, truth: dict, mask_file: Path) -> tuple[float, fl
 
 
 def accuracy(args: argparse.Namespace) -> dict:
-    from autosr.dataset_conversion.synthetic_brain import make_synthetic_brain_dataset
+    from autosr.dataset_conversion.synthetic_brain import SyntheticBrainSettings, make_synthetic_brain_dataset
     from autosr.registration.api import register_dataset
     from autosr.registration.misalignment import measure_pair_misalignment
     from autosr.registration.pairwise import RegistrationSettings
@@ -76,10 +76,10 @@ def accuracy(args: argparse.Namespace) -> dict:
         mm, deg = (float(v) for v in text.split(","))
         source = workdir / f"Dataset{100 + index:03d}_Mis{index}"
         if not (source / "dataset.json").is_file():
-            make_synthetic_brain_dataset(
-                workdir, 100 + index, f"Mis{index}", num_train=args.cases, num_test=0,
-                target_spacing_mm=args.spacing, seed=1, num_processes=2, misalign=(mm, deg),
-            )  # fmt: skip
+            brains = SyntheticBrainSettings(
+                num_train=args.cases, num_test=0, target_spacing_mm=args.spacing, seed=1, misalign=(mm, deg)
+            )
+            make_synthetic_brain_dataset(workdir, 100 + index, f"Mis{index}", brains, num_processes=2)
         truth = json.loads((source / "misalignment.json").read_text())["cases"]
         made_with = {(d["translation_mm"], d["rotation_deg"]) for d in truth.values()}
         if made_with != {(mm, deg)}:  # a dataset of an earlier run with other --displacements
@@ -167,16 +167,14 @@ def _coefficient_of_variation(image, reference, region: np.ndarray) -> float:
 def bias(args: argparse.Namespace) -> dict:
     import SimpleITK as sitk
 
-    from autosr.dataset_conversion.synthetic_brain import make_synthetic_brain_dataset
+    from autosr.dataset_conversion.synthetic_brain import SyntheticBrainSettings, make_synthetic_brain_dataset
     from autosr.imaging.bias_field import correct_bias_field
 
     workdir = Path(args.workdir)
     source = workdir / "Dataset100_Bias"
     if not (source / "dataset.json").is_file():
-        make_synthetic_brain_dataset(
-            workdir, 100, "Bias", num_train=args.cases, num_test=0, target_spacing_mm=args.spacing, seed=2,
-            num_processes=2,
-        )  # fmt: skip
+        brains = SyntheticBrainSettings(num_train=args.cases, num_test=0, target_spacing_mm=args.spacing, seed=2)
+        make_synthetic_brain_dataset(workdir, 100, "Bias", brains, num_processes=2)
     cases = {}
     for target_file in sorted((source / "targetsTr").glob("*.nii.gz")):
         case_id = target_file.name.removesuffix(".nii.gz")
@@ -212,10 +210,12 @@ def bias(args: argparse.Namespace) -> dict:
 
 
 def training(args: argparse.Namespace) -> dict:
-    from autosr.dataset_conversion.synthetic_brain import make_synthetic_brain_dataset
+    from autosr.dataset_conversion.synthetic_brain import SyntheticBrainSettings, make_synthetic_brain_dataset
     from autosr.demo import size_plans_for_cpu
     from autosr.evaluation.evaluate import evaluate_folders
+    from autosr.evaluation.settings import EvaluationSettings
     from autosr.inference.api import predict
+    from autosr.inference.settings import FolderSettings, ModelSource, PredictionSettings
     from autosr.paths import AutosrPaths
     from autosr.planning.api import plan_dataset
     from autosr.registration.api import register_dataset
@@ -225,13 +225,14 @@ def training(args: argparse.Namespace) -> dict:
     paths = AutosrPaths.resolve(workdir / "raw", workdir / "preprocessed", workdir / "results")
     for root in (paths.raw, paths.preprocessed, paths.results):
         root.mkdir(parents=True, exist_ok=True)
-    common = dict(num_train=args.train, num_test=args.test, target_spacing_mm=args.spacing, seed=0, num_processes=2)
+    brains = SyntheticBrainSettings(num_train=args.train, num_test=args.test, target_spacing_mm=args.spacing, seed=0)
     aligned = paths.raw / "Dataset301_Aligned"
     if not (aligned / "dataset.json").is_file():
-        make_synthetic_brain_dataset(paths.raw, 301, "Aligned", **common)
+        make_synthetic_brain_dataset(paths.raw, 301, "Aligned", brains, num_processes=2)
     misaligned = paths.raw / "Dataset302_Misaligned"
     if not (misaligned / "dataset.json").is_file():
-        make_synthetic_brain_dataset(paths.raw, 302, "Misaligned", misalign=tuple(args.misalign), **common)
+        shifted = replace(brains, misalign=tuple(args.misalign))
+        make_synthetic_brain_dataset(paths.raw, 302, "Misaligned", shifted, num_processes=2)
     registered = paths.raw / "Dataset303_Registered"
     start = time.perf_counter()
     register_dataset(misaligned, registered, num_processes=2, progress=False).raise_if_failed()
@@ -264,12 +265,12 @@ def training(args: argparse.Namespace) -> dict:
         train_seconds = time.perf_counter() - start
         prediction_dir = workdir / "predictions" / label
         predict(
-            aligned / "imagesTs", prediction_dir, dataset=name, configuration="2d", folds=(0,), device="cpu",
-            paths=paths, progress=False,
+            aligned / "imagesTs", prediction_dir, ModelSource(dataset=name, configuration="2d", folds=(0,)),
+            PredictionSettings(device="cpu"), FolderSettings(progress=False), paths,
         )  # fmt: skip
         _, summary = evaluate_folders(
             aligned / "targetsTs", prediction_dir, mask_dir=aligned / "masksTs", input_dir=aligned / "imagesTs",
-            resample=True, pictures=False, tissue_agreement=False, ms_ssim=False,
+            settings=EvaluationSettings(resample=True, tissue=False, ms_ssim=False), pictures=False,
         )  # fmt: skip
         metrics = summary["metrics"]
         results[label] = {

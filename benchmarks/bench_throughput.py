@@ -111,13 +111,14 @@ def make_out_of_distribution(sources: list[Path], folder: Path) -> list[str]:
 def run_once(predictor, input_dir: Path, output_dir: Path, workers: int, uncertainty: bool) -> dict:
     import pandas as pd
 
+    from autosr.inference.settings import FolderSettings
+
     shutil.rmtree(output_dir, ignore_errors=True)
     cases = sorted(p.name for p in input_dir.glob("*_0000.nii.gz"))
     with MemorySampler() as memory:
         start = time.perf_counter()
-        summary = predictor.predict_folder(
-            input_dir, output_dir, num_workers=workers, uncertainty=uncertainty, progress=False
-        )
+        settings = FolderSettings(num_workers=workers, uncertainty=uncertainty, progress=False)
+        summary = predictor.predict_folder(input_dir, output_dir, settings)
         wall = time.perf_counter() - start
     table = pd.read_csv(output_dir / "summary.csv")
     predicted = table[table["status"] == "predicted"]
@@ -158,6 +159,7 @@ def main() -> None:
     import torch
 
     from autosr.inference.predictor import Predictor
+    from autosr.inference.settings import PredictionSettings
 
     torch.set_num_threads(args.threads)
     workdir = Path(args.workdir)
@@ -168,7 +170,8 @@ def main() -> None:
     for source in sources:
         shutil.copyfile(source, scans / source.name)
     ood_cases = make_out_of_distribution(sources[: args.ood], scans) if args.ood else []
-    predictor = Predictor.from_trained(args.model_dir, folds=args.folds, use_mirroring=not args.no_tta, device="cpu")
+    settings = PredictionSettings(use_mirroring=not args.no_tta, device="cpu")
+    predictor = Predictor.from_trained(args.model_dir, folds=args.folds, settings=settings)
     record = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": {

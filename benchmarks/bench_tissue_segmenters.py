@@ -56,20 +56,12 @@ def main() -> None:
     parser.add_argument("-np", "--num-processes", type=int, default=2)
     args = parser.parse_args()
 
-    from autosr.dataset_conversion.synthetic_brain import make_synthetic_brain_dataset
+    from autosr.dataset_conversion.synthetic_brain import SyntheticBrainSettings, make_synthetic_brain_dataset
 
-    folder = make_synthetic_brain_dataset(
-        args.out,
-        970,
-        "TissueBench",
-        num_train=args.cases,
-        num_test=0,
-        target_spacing_mm=args.spacing,
-        seed=args.seed,
-        num_processes=args.num_processes,
-        overwrite=True,
-        tissue_labels=True,
+    brains = SyntheticBrainSettings(
+        num_train=args.cases, num_test=0, target_spacing_mm=args.spacing, seed=args.seed, tissue_labels=True
     )
+    folder = make_synthetic_brain_dataset(args.out, 970, "TissueBench", brains, args.num_processes, overwrite=True)
     methods = {"intensity-only mixture (tissue.py)": None}
     for beta, degree in itertools.product(args.betas, args.bias_degrees):
         methods[f"segment_tissue beta={beta:g} bias degree={degree}"] = (beta, degree)

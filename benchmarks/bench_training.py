@@ -156,7 +156,7 @@ def make_phantom_preprocessed(pre: Path, n_cases: int = 8) -> None:
     from autosr.io import resample_to_geometry
 
     for i in range(n_cases):
-        coarse, in_geo, target, tgt_geo, mask = make_phantom_case(seed=100 + i)
+        coarse, in_geo, target, tgt_geo, mask = make_phantom_case(case_seed=100 + i)
         fine = resample_to_geometry(coarse, in_geo, tgt_geo, order=3)
         inside = mask > 0
         inp, tgt = (((a - a[inside].mean()) / a[inside].std()).astype(np.float32) for a in (fine, target))

@@ -111,8 +111,8 @@ def _narrow(config: dict, max_features: int = 64, max_batch: int = 16) -> None:
 
 def prepare_dataset(name: str, workdir: Path, patch: list[int] | None = None):
     """(paths, dataset folder name, configuration) with the dataset generated, planned and preprocessed."""
-    from autosr.dataset_conversion.phantom import make_phantom_dataset
-    from autosr.dataset_conversion.synthetic_brain import make_synthetic_brain_dataset
+    from autosr.dataset_conversion.phantom import PhantomSettings, make_phantom_dataset
+    from autosr.dataset_conversion.synthetic_brain import SyntheticBrainSettings, make_synthetic_brain_dataset
     from autosr.formats.plans import Plans
     from autosr.paths import AutosrPaths
     from autosr.planning.api import plan_dataset
@@ -127,17 +127,21 @@ def prepare_dataset(name: str, workdir: Path, patch: list[int] | None = None):
     raw = paths.raw / folder
     if not (raw / "dataset.json").is_file():
         if family == "phantom":
-            make_phantom_dataset(paths.raw, ids[family], f"{family.capitalize()}Bench", 24, 4, shape_zyx=(48, 48, 48))
+            phantoms = PhantomSettings(num_train=24, num_test=4, shape_zyx=(48, 48, 48))
+            make_phantom_dataset(paths.raw, ids[family], f"{family.capitalize()}Bench", phantoms)
         elif family == "brain":
-            make_synthetic_brain_dataset(
-                paths.raw, ids[family], f"{family.capitalize()}Bench", 20, 4, target_spacing_mm=3.0, num_processes=2
-            )
+            brains = SyntheticBrainSettings(num_train=20, num_test=4, target_spacing_mm=3.0)
+            make_synthetic_brain_dataset(paths.raw, ids[family], f"{family.capitalize()}Bench", brains, num_processes=2)
         else:
-            make_synthetic_brain_dataset(
-                paths.raw, ids[family], f"{family.capitalize()}Bench", 20, 4, target_spacing_mm=2.0,
-                input_spacing_mm=2.0, slice_thickness_mm=8.0, num_processes=2,
+            brains = SyntheticBrainSettings(
+                num_train=20,
+                num_test=4,
+                target_spacing_mm=2.0,
+                input_spacing_mm=2.0,
+                slice_thickness_mm=8.0,
                 contrast="same" if family == "thicksr" else "low-field",
-            )  # fmt: skip
+            )
+            make_synthetic_brain_dataset(paths.raw, ids[family], f"{family.capitalize()}Bench", brains, num_processes=2)
     pre = paths.preprocessed / folder
     plans_path = pre / "plans.json"
     if not plans_path.is_file():
@@ -271,6 +275,7 @@ def main() -> None:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     from autosr.formats.dataset_spec import discover_cases, load_dataset_spec
     from autosr.inference.predictor import Predictor
+    from autosr.inference.settings import PredictionSettings
 
     workdir = args.workdir.resolve()
     paths, folder, configuration = prepare_dataset(args.dataset, workdir, args.patch)
@@ -284,10 +289,10 @@ def main() -> None:
         for setting in args.infer:
             step, scale = (float(v) for v in setting.split(":"))
             tile = [int(p * scale) for p in patch]
+            settings = PredictionSettings(device="cpu", step_fraction=step, use_mirroring=False)
             predictor = Predictor(
-                [trainer.network], plans, configuration, spec, device="cpu", step_fraction=step,
-                mirror_axes=trainer.mirror_axes(), use_mirroring=False, patch_size=tile,
-                sampler=trainer.sampler_spec(),
+                [trainer.network], plans, configuration, spec, settings, mirror_axes=trainer.mirror_axes(),
+                patch_size=tile, sampler=trainer.sampler_spec(),
             )  # fmt: skip
             out_dir = workdir / "predictions" / folder / configuration / variant / setting.replace(":", "_")
             start = time.perf_counter()

@@ -40,6 +40,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -317,11 +318,12 @@ def compare_prediction(networks, plans, image, axes, step, tile_batch, device, r
     """Seconds of the Predictor and of MONAI's sliding window on the same networks and settings."""
     from autosr.device import autocast_dtype
     from autosr.inference.predictor import Predictor
+    from autosr.inference.settings import PredictionSettings
 
-    predictor = Predictor(
-        networks, plans, "3d_fullres", device=device, step_fraction=step, use_mirroring=bool(axes),
-        mirror_axes=axes, tile_batch_size=tile_batch,
-    )  # fmt: skip
+    settings = PredictionSettings(
+        device=str(device), step_fraction=step, use_mirroring=bool(axes), tile_batch_size=tile_batch
+    )
+    predictor = Predictor(networks, plans, "3d_fullres", settings=settings, mirror_axes=axes)
     predictor.predict_preprocessed(image)  # warm-up (cuDNN algorithm choice)
     ours = timed(lambda: predictor.predict_preprocessed(image), device, repeats)
     row: dict[str, Any] = {"autosr_s": round(ours, 3)}
@@ -339,6 +341,7 @@ def check_prediction(args, plans, device: torch.device, part: Part) -> None:
     from autosr.device import autocast, autocast_dtype
     from autosr.inference.mirroring import mirror_combinations
     from autosr.inference.predictor import Predictor
+    from autosr.inference.settings import PredictionSettings
     from autosr.inference.sliding_window import tile_windows
 
     config = plans.configuration("3d_fullres")
@@ -348,7 +351,8 @@ def check_prediction(args, plans, device: torch.device, part: Part) -> None:
     networks = networks_for(plans, 5, device)
     step = args.step
     repeats = 1 if args.small else 2
-    single = Predictor(networks[:1], plans, "3d_fullres", device=device, step_fraction=step, use_mirroring=False)
+    single_settings = PredictionSettings(device=str(device), step_fraction=step, use_mirroring=False)
+    single = Predictor(networks[:1], plans, "3d_fullres", settings=single_settings)
     tile_batch = single.tiles_per_pass()
     n_tiles = len(tile_windows(shape, patch, step))
     dtype = autocast_dtype(device)
@@ -388,7 +392,8 @@ def check_prediction(args, plans, device: torch.device, part: Part) -> None:
         small_patch = list(small_plans.configuration("3d_fullres").patch_size)
         small_networks = networks_for(small_plans, 5, device)
         small_tiles = len(tile_windows(shape, small_patch, step))
-        per_pass = Predictor(small_networks[:1], small_plans, "3d_fullres", device=device).tiles_per_pass()
+        on_device = PredictionSettings(device=str(device))
+        per_pass = Predictor(small_networks[:1], small_plans, "3d_fullres", settings=on_device).tiles_per_pass()
         row = compare_prediction(small_networks, small_plans, image, (0, 1, 2), step, per_pass, device, repeats, part)
         passes = small_tiles * 8
         bare_s = timed(lambda: bare_with(small_networks, small_patch, passes, per_pass), device, repeats)
@@ -440,6 +445,7 @@ def check_compile(args, plans, device: torch.device, part: Part) -> None:
     """torch.compile of the network for prediction: the first call (compilation) and the steady state,
     against the eager network, one fold without mirroring."""
     from autosr.inference.predictor import Predictor
+    from autosr.inference.settings import PredictionSettings
 
     if device.type != "cuda":
         part.skipped.append("torch.compile (measured on a GPU only)")
@@ -449,13 +455,12 @@ def check_compile(args, plans, device: torch.device, part: Part) -> None:
     shape = [max(p, int(round(s * args.scale))) for s, p in zip(BRAIN_1MM, config.patch_size)]
     image = torch.randn(1, *shape)
     network = networks_for(plans, 1, device)
-    eager = Predictor(network, plans, "3d_fullres", device=device, step_fraction=args.step, use_mirroring=False)
+    eager_settings = PredictionSettings(device=str(device), step_fraction=args.step, use_mirroring=False)
+    eager = Predictor(network, plans, "3d_fullres", settings=eager_settings)
     eager.predict_preprocessed(image)
     eager_s = timed(lambda: eager.predict_preprocessed(image), device, 2)
-    compiled = Predictor(
-        network, plans, "3d_fullres", device=device, step_fraction=args.step, use_mirroring=False,
-        tile_batch_size=eager.tiles_per_pass(), compile_networks=True,
-    )  # fmt: skip
+    compiled_settings = replace(eager_settings, tile_batch_size=eager.tiles_per_pass(), compile_networks=True)
+    compiled = Predictor(network, plans, "3d_fullres", settings=compiled_settings)
     try:
         first = timed(lambda: compiled.predict_preprocessed(image), device, 1)
         steady = timed(lambda: compiled.predict_preprocessed(image), device, 2)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from autosr.dataset_conversion.phantom import make_phantom_dataset
+from autosr.dataset_conversion.phantom import PhantomSettings, make_phantom_dataset
 from autosr.paths import AutosrPaths
 
 torch.set_num_threads(1)
@@ -37,7 +37,7 @@ def autosr_roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AutosrPaths
 def phantom_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Dataset999_Phantom (6 training + 2 test cases, 32^3 target at 1 mm, input at 1.5 mm, masks)."""
     root = tmp_path_factory.mktemp("phantom_template")
-    return make_phantom_dataset(root, dataset_id=999, name="Phantom", num_train=6, num_test=2)
+    return make_phantom_dataset(root, 999, "Phantom", PhantomSettings(num_train=6, num_test=2))
 
 
 @pytest.fixture

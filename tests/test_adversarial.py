@@ -13,6 +13,7 @@ from test_training import DATASET, NET_2D, NET_3D, kill_training_after_first_che
 from autosr.checkpoint import load_checkpoint
 from autosr.formats.plans import Plans
 from autosr.inference.predictor import Predictor
+from autosr.inference.settings import PredictionSettings
 from autosr.paths import AutosrPaths
 from autosr.preprocessing.case_store import list_cases
 from autosr.training.adversarial.discriminator import PatchDiscriminator, discriminator_for_plan
@@ -84,7 +85,9 @@ def test_weight_schedule_warms_up_then_ramps(autosr_roots: AutosrPaths) -> None:
 
 def _predict_one(model_dir: Path, preprocessed: Path, fold: int) -> np.ndarray:
     """The unchanged predictor on the adversarial model folder: it needs the generator only."""
-    predictor = Predictor.from_trained(model_dir, folds=[fold], device="cpu", use_mirroring=False)
+    predictor = Predictor.from_trained(
+        model_dir, folds=[fold], settings=PredictionSettings(device="cpu", use_mirroring=False)
+    )
     data_folder = preprocessed / Plans.load(preprocessed / "plans.json").configuration("3d_fullres").data_identifier
     case = list_cases(data_folder)[0]
     image = np.load(data_folder / f"{case}_input.npy")

@@ -71,12 +71,12 @@ def test_intensity_transforms_touch_input_only() -> None:
 def test_patch_loader_pairs_stay_aligned(tmp_path) -> None:
     """The full per-sample pipeline (crop, spatial, mirror) on a stored case keeps target = 2*input + 1."""
     from autosr.preprocessing.case_store import save_case
-    from autosr.training.data import PatchLoader
+    from autosr.training.data import PatchLoader, PatchSampling
 
     image = _smooth_volume((40, 40, 40)).numpy()
     mask = np.ones((1, 40, 40, 40), dtype=np.uint8)
     save_case(tmp_path, "c0", image, {}, 2 * image + 1, mask)
-    loader = PatchLoader(tmp_path, ["c0"], (16, 16, 16), batch_size=2, augment=True, seed=3)
+    loader = PatchLoader(tmp_path, ["c0"], PatchSampling((16, 16, 16), batch_size=2, augment=True), seed=3)
     for t in loader.transforms.transforms:
         _force(t)
         if hasattr(t, "apply_probability"):

@@ -16,8 +16,8 @@ from autosr.cli import main
 from autosr.dataset.verify import verify_dataset
 from autosr.dataset_conversion import synthetic_brain
 from autosr.dataset_conversion.acquisition import acquire
-from autosr.dataset_conversion.bids import convert_bids
-from autosr.dataset_conversion.synthetic_brain import make_synthetic_brain_dataset
+from autosr.dataset_conversion.bids import BidsPairSelection, convert_bids
+from autosr.dataset_conversion.synthetic_brain import SyntheticBrainSettings, make_synthetic_brain_dataset
 from autosr.errors import AutosrError
 from autosr.io import Geometry, grid_covering, overlap_fraction, read_image, write_image
 
@@ -84,17 +84,19 @@ def test_bids_acquisitions_within_one_session(tmp_path):
         anat = root / subject / "anat"
         write_image(blob(COARSE, index), COARSE, anat / f"{subject}_acq-low_T1w.nii.gz")
         write_image(blob(FINE, index), FINE, anat / f"{subject}_acq-high_T1w.nii.gz")
-    folder, skipped = convert_bids(root, tmp_path / "raw", 7, "Acq", "T1w", input_acq="low", target_acq="high")
+    folder, skipped = convert_bids(
+        root, tmp_path / "raw", 7, "Acq", BidsPairSelection("T1w", input_acq="low", target_acq="high")
+    )
     assert skipped == {}
     assert verify_dataset(folder, num_folds=2).problems == []
     with pytest.raises(AutosrError, match="same files"):
-        convert_bids(root, tmp_path / "raw", 8, "Same", "T1w")
+        convert_bids(root, tmp_path / "raw", 8, "Same", BidsPairSelection("T1w"))
 
 
 def test_bids_ambiguous_subject_is_skipped_with_reason(bids_tree, tmp_path):
     anat = bids_tree / "sub-02" / "ses-3T" / "anat"
     write_image(blob(COARSE, 9), COARSE, anat / "sub-02_ses-3T_run-2_T1w.nii.gz")
-    folder, skipped = convert_bids(bids_tree, tmp_path / "raw", 9, "B", "T1w", "3T", "7T")
+    folder, skipped = convert_bids(bids_tree, tmp_path / "raw", 9, "B", BidsPairSelection("T1w", "3T", "7T"))
     assert "2 input files" in skipped["sub-02"] and "sub-02_ses-3T_run-2_T1w.nii.gz" in skipped["sub-02"]
     assert [p.name for p in (folder / "targetsTr").iterdir()] == ["sub01.nii.gz"]
 
@@ -147,9 +149,9 @@ def test_synthrad_mha_cbct_layout(tmp_path):
 
 @needs_nilearn
 def test_synthetic_brain_is_valid_deterministic_and_on_two_grids(tmp_path):
-    kwargs = dict(num_train=2, num_test=1, target_spacing_mm=6.0, seed=3, num_processes=1)
-    first = make_synthetic_brain_dataset(tmp_path / "a", 950, **kwargs)
-    second = make_synthetic_brain_dataset(tmp_path / "b", 950, **kwargs)
+    settings = SyntheticBrainSettings(num_train=2, num_test=1, target_spacing_mm=6.0, seed=3)
+    first = make_synthetic_brain_dataset(tmp_path / "a", 950, settings=settings, num_processes=1)
+    second = make_synthetic_brain_dataset(tmp_path / "b", 950, settings=settings, num_processes=1)
     report = verify_dataset(first, num_folds=2)
     assert report.problems == []
     assert "test cases: 1; masks: yes" in report.summary()
@@ -206,8 +208,8 @@ def test_thick_slice_datasets_through_the_cli(autosr_roots):
     _, geometry = read_image(folder / "imagesTr" / "phantom_000_0000.nii.gz")
     assert geometry.spacing_zyx == (1.5, 4.0, 1.5)
     assert verify_dataset(folder, num_folds=2).problems == []
-    brain = make_synthetic_brain_dataset(
-        autosr_roots.raw, 7, num_train=1, num_test=0, target_spacing_mm=6.0, input_spacing_mm=6.0,
-        slice_thickness_mm=18.0, slice_axis=0, num_processes=1,
-    )  # fmt: skip
+    thick = SyntheticBrainSettings(
+        num_train=1, num_test=0, target_spacing_mm=6.0, input_spacing_mm=6.0, slice_thickness_mm=18.0, slice_axis=0
+    )
+    brain = make_synthetic_brain_dataset(autosr_roots.raw, 7, settings=thick, num_processes=1)
     assert read_image(brain / "imagesTr" / "brain_000_0000.nii.gz")[1].spacing_zyx == (18.0, 6.0, 6.0)

@@ -28,6 +28,7 @@ from autosr.inference.sampling import (
     minimum_volume_shape,
     sample_seed,
 )
+from autosr.inference.settings import PredictionSettings
 from autosr.io import read_image
 from autosr.network import build_network
 from autosr.network.time_embedding import TIME_EMBEDDING_FEATURES, sinusoidal_features
@@ -156,8 +157,9 @@ def _predictor(network: nn.Module, configuration: str = "3d_fullres", **options)
     raw = plans_dict()
     if configuration == "2d":
         raw["configurations"]["2d"]["slice_axes"] = options.pop("slice_axes", [0])
-    options.setdefault("sampler", SAMPLER)
-    return Predictor([network], Plans(raw), configuration, device="cpu", **options)
+    sampler = options.pop("sampler", SAMPLER)
+    settings = PredictionSettings(device="cpu", **options)
+    return Predictor([network], Plans(raw), configuration, settings=settings, sampler=sampler)
 
 
 def test_sampling_several_tiles_wide_is_seamless() -> None:
@@ -190,7 +192,9 @@ def test_sampling_from_the_input_is_seamless() -> None:
     raw = plans_dict(num_channels=2)
 
     def predict(network: nn.Module) -> np.ndarray:
-        predictor = Predictor([network], Plans(raw), "3d_fullres", device="cpu", sampler=sampler)
+        predictor = Predictor(
+            [network], Plans(raw), "3d_fullres", settings=PredictionSettings(device="cpu"), sampler=sampler
+        )
         return predictor.predict_preprocessed(image)[0]
 
     np.testing.assert_allclose(predict(ConstantDenoiser(2.5)), 2.5, rtol=0, atol=1e-5)

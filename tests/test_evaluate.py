@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +17,11 @@ from autosr.evaluation import metrics
 from autosr.evaluation.baseline import baseline_prediction, fit_baselines
 from autosr.evaluation.evaluate import evaluate_folders
 from autosr.evaluation.normalization import normalize_pair
+from autosr.evaluation.settings import EvaluationSettings
 from autosr.evaluation.summary import best_baseline, summarize_table
 from autosr.io import Geometry, read_image, write_image
 
-FAST = dict(ms_ssim=False, backend="scipy")
+FAST = EvaluationSettings(ms_ssim=False, backend="scipy")
 
 
 def perturbed_copies(source: Path, destination: Path, noise: float, seed: int = 0) -> Path:
@@ -39,7 +41,7 @@ def perturbed_copies(source: Path, destination: Path, noise: float, seed: int = 
 def test_identical_predictions_score_perfectly(phantom_dataset: Path, tmp_path: Path) -> None:
     targets = phantom_dataset / "targetsTr"
     table, summary = evaluate_folders(
-        targets, targets, mask_dir=phantom_dataset / "masksTr", out_dir=tmp_path / "out", **FAST
+        targets, targets, mask_dir=phantom_dataset / "masksTr", out_dir=tmp_path / "out", settings=FAST
     )
     assert len(table) == 6 and set(table["method"]) == {"model"}
     assert np.allclose(table["ssim"], 1.0) and np.allclose(table["mae"], 0.0)
@@ -59,7 +61,7 @@ def test_baseline_row_and_gain(phantom_dataset: Path, tmp_path: Path) -> None:
         predictions,
         mask_dir=phantom_dataset / "masksTr",
         input_dir=phantom_dataset / "imagesTr",
-        **FAST,
+        settings=FAST,
     )
     assert set(table["method"]) == {"model", "baseline_linear", "baseline_standardized"} and len(table) == 18
     assert set(summary["metrics"]) == {"model", "baseline", "baseline_linear", "baseline_standardized"}
@@ -125,7 +127,7 @@ def test_the_baseline_row_is_the_better_baseline_per_metric() -> None:
 def test_missing_prediction_is_listed_and_others_scored(phantom_dataset: Path, tmp_path: Path) -> None:
     predictions = perturbed_copies(phantom_dataset / "targetsTr", tmp_path / "pred", noise=10.0)
     (predictions / "phantom_002.nii.gz").unlink()
-    table, summary = evaluate_folders(phantom_dataset / "targetsTr", predictions, **FAST)
+    table, summary = evaluate_folders(phantom_dataset / "targetsTr", predictions, settings=FAST)
     assert summary["cases_missing_prediction"] == ["phantom_002"]
     assert summary["num_cases"] == 5 and "phantom_002" not in set(table["case"])
 
@@ -136,9 +138,9 @@ def test_different_grid_is_named_and_resample_fixes_it(phantom_dataset: Path, tm
     shifted = Geometry(geometry.spacing_zyx, (0.5, 0.0, 0.0), geometry.direction, geometry.size_zyx)
     write_image(array, shifted, predictions / "phantom_001.nii.gz")
     with pytest.raises(AutosrError, match=r"phantom_001.*different grid.*--resample"):
-        evaluate_folders(phantom_dataset / "targetsTr", predictions, **FAST)
+        evaluate_folders(phantom_dataset / "targetsTr", predictions, settings=FAST)
     table, summary = evaluate_folders(
-        phantom_dataset / "targetsTr", predictions, resample=True, tissue_agreement=False, **FAST
+        phantom_dataset / "targetsTr", predictions, settings=replace(FAST, resample=True, tissue=False)
     )
     assert summary["resampled_predictions"] is True
     row = table.set_index("case").loc["phantom_001"]
@@ -150,7 +152,7 @@ def test_empty_mask_names_the_case(phantom_dataset: Path, tmp_path: Path) -> Non
     write_image(np.zeros_like(mask), geometry, phantom_dataset / "masksTr" / "phantom_003.nii.gz", dtype=np.uint8)
     targets = phantom_dataset / "targetsTr"
     with pytest.raises(AutosrError, match=r"phantom_003.*mask.*empty"):
-        evaluate_folders(targets, targets, mask_dir=phantom_dataset / "masksTr", **FAST)
+        evaluate_folders(targets, targets, mask_dir=phantom_dataset / "masksTr", settings=FAST)
 
 
 def test_no_matching_files(phantom_dataset: Path, tmp_path: Path) -> None:
@@ -158,21 +160,25 @@ def test_no_matching_files(phantom_dataset: Path, tmp_path: Path) -> None:
     other.mkdir()
     shutil.copy(phantom_dataset / "targetsTr" / "phantom_000.nii.gz", other / "something_else.nii.gz")
     with pytest.raises(AutosrError, match="no matching files"):
-        evaluate_folders(phantom_dataset / "targetsTr", other, **FAST)
+        evaluate_folders(phantom_dataset / "targetsTr", other, settings=FAST)
     with pytest.raises(AutosrError, match="no reference images"):
-        evaluate_folders(tmp_path / "pred" / "..", other, **FAST)
+        evaluate_folders(tmp_path / "pred" / "..", other, settings=FAST)
 
 
 def test_user_segmentations_and_ct(tmp_path: Path) -> None:
-    from autosr.dataset_conversion.phantom import make_phantom_dataset
+    from autosr.dataset_conversion.phantom import PhantomSettings, make_phantom_dataset
 
-    ct = make_phantom_dataset(tmp_path, dataset_id=998, name="CT", num_train=2, num_test=0, modality="CT")
+    ct = make_phantom_dataset(tmp_path, 998, "CT", PhantomSettings(num_train=2, num_test=0, modality="CT"))
     labels = tmp_path / "labels"
     for path in sorted((ct / "targetsTr").glob("*.nii.gz")):
         array, geometry = read_image(path)
         write_image((array > 500).astype(np.uint8) + (array > 0), geometry, labels / path.name, dtype=np.uint8)
     table, summary = evaluate_folders(
-        ct / "targetsTr", ct / "targetsTr", modality="CT", seg_ref_dir=labels, seg_pred_dir=labels, **FAST
+        ct / "targetsTr",
+        ct / "targetsTr",
+        settings=replace(FAST, modality="CT"),
+        seg_ref_dir=labels,
+        seg_pred_dir=labels,
     )
     assert summary["normalization"] == "ct_clip" and summary["data_range"]["window_hu"] == [-1024.0, 3000.0]
     assert (table["data_range_hi"] == 4024.0).all()
@@ -259,7 +265,7 @@ def test_resample_leaves_out_reference_voxels_the_prediction_does_not_cover(
     """A prediction covering only part of the reference (a new scan's own field of view) is scored where it
     exists, not against zeros elsewhere."""
     predictions = perturbed_copies(phantom_dataset / "targetsTr", tmp_path / "pred", noise=0.0)
-    options = dict(mask_dir=phantom_dataset / "masksTr", resample=True, tissue_agreement=False, **FAST)
+    options = dict(mask_dir=phantom_dataset / "masksTr", settings=replace(FAST, resample=True, tissue=False))
     whole, _ = evaluate_folders(phantom_dataset / "targetsTr", predictions, **options)
     array, geometry = read_image(predictions / "phantom_001.nii.gz")
     kept = array[8:-8]  # 16 slices fewer (into the head), same physical positions for the rest
@@ -286,7 +292,7 @@ def test_whole_image_metrics_beside_the_mask_and_the_report_shows_an_evaluation(
     out = tmp_path / "evaluation"
     table, summary = evaluate_folders(
         phantom_dataset / "targetsTr", predictions, mask_dir=phantom_dataset / "masksTr", out_dir=out,
-        tissue_agreement=False, **FAST,
+        settings=replace(FAST, tissue=False),
     )  # fmt: skip
     grey = table.set_index("case").loc[["phantom_000", "phantom_001"]]
     clean = table.set_index("case").loc[["phantom_002", "phantom_003"]]

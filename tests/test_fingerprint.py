@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from autosr.dataset_conversion.phantom import make_phantom_dataset
+from autosr.dataset_conversion.phantom import PhantomSettings, make_phantom_dataset
 from autosr.io import Geometry, read_image, write_image
 from autosr.planning.fingerprint import extract_fingerprint
 
@@ -24,7 +24,7 @@ def test_fingerprint_records_geometry_and_statistics(phantom_dataset):
 
 
 def test_a_misregistered_pair_is_named(tmp_path):
-    raw = make_phantom_dataset(tmp_path, 997, "Shifted", num_train=6, num_test=0)
+    raw = make_phantom_dataset(tmp_path, 997, "Shifted", PhantomSettings(num_train=6, num_test=0))
     shifted_file = raw / "imagesTr" / "phantom_002_0000.nii.gz"
     array, geometry = read_image(shifted_file)
     # move the input by a quarter of the field of view: still overlapping, no longer aligned

@@ -22,6 +22,7 @@ from autosr.errors import AutosrError
 from autosr.inference.api import ensemble_folders
 from autosr.inference.folder import select_part
 from autosr.inference.predictor import Predictor
+from autosr.inference.settings import FolderSettings, PredictionSettings
 from autosr.io import Geometry, grid_covering, read_image, write_image
 
 torch.set_num_threads(1)
@@ -35,7 +36,7 @@ class GridPredictor(Predictor):
     fail_after: int | None = None  # raise KeyboardInterrupt after this many cases (an interrupted run)
 
     def scan_worker(self):
-        return GridScanWorker(self.plans.raw, self.configuration_name, self.background_fill)
+        return GridScanWorker(self.plans.raw, self.configuration_name, self.settings.background_fill)
 
     def predict_preprocessed(self, *args, **kwargs):
         if self.fail_after is not None:
@@ -55,7 +56,9 @@ def write_cases(folder: Path, case_ids, num_channels: int = 1, shape=(9, 10, 11)
 
 def grid_predictor(tmp_path: Path, num_channels: int = 1) -> GridPredictor:
     folder = make_model_folder(tmp_path / "results", folds=(0,), num_channels=num_channels)
-    return GridPredictor.from_trained(folder, folds=(0,), network_builder=tiny_builder, use_mirroring=False)
+    return GridPredictor.from_trained(
+        folder, folds=(0,), network_builder=tiny_builder, settings=PredictionSettings(use_mirroring=False)
+    )
 
 
 def test_interrupted_folder_prediction_resumes_without_redoing_cases(tmp_path):
@@ -65,17 +68,19 @@ def test_interrupted_folder_prediction_resumes_without_redoing_cases(tmp_path):
     predictor = grid_predictor(tmp_path)
     predictor.fail_after = 2
     with pytest.raises(KeyboardInterrupt):  # in worker processes: the two predicted cases are still written
-        predictor.predict_folder(tmp_path / "in", out, progress=False, num_workers=1)
+        predictor.predict_folder(tmp_path / "in", out, FolderSettings(progress=False, num_workers=1))
     done = sorted(p.name for p in out.iterdir() if p.is_file() and p.name != "summary.csv")
     assert done == ["case0.nii.gz", "case1.nii.gz"]  # nothing half-written beside them
     assert sorted(p.name for p in (out / "qc").glob("*.json")) == ["case0.json", "case1.json"]
     stamps = {name: os.stat(out / name).st_mtime_ns for name in done}
 
     predictor.fail_after = None
-    summary = predictor.predict_folder(tmp_path / "in", out, progress=False, num_workers=0)
+    summary = predictor.predict_folder(tmp_path / "in", out, FolderSettings(progress=False, num_workers=0))
     assert summary.skipped == ["case0", "case1"] and summary.predicted == ["case2", "case3", "case4"]
     assert summary.ok and {n: os.stat(out / n).st_mtime_ns for n in done} == stamps
-    again = predictor.predict_folder(tmp_path / "in", out, overwrite=True, progress=False, num_workers=0)
+    again = predictor.predict_folder(
+        tmp_path / "in", out, FolderSettings(overwrite=True, progress=False, num_workers=0)
+    )
     assert again.predicted == cases
     prediction, geometry = read_image(out / "case3.nii.gz")
     assert prediction.shape == (9, 10, 11) and np.isfinite(prediction).all()
@@ -87,7 +92,7 @@ def test_two_parts_split_the_folder_without_overlap(tmp_path):
     predictor = grid_predictor(tmp_path)
     parts = [
         predictor.predict_folder(
-            tmp_path / "in", tmp_path / f"out{k}", num_parts=2, part_id=k, progress=False, num_workers=0
+            tmp_path / "in", tmp_path / f"out{k}", FolderSettings(num_parts=2, part_id=k, progress=False, num_workers=0)
         )
         for k in (0, 1)
     ]
@@ -107,7 +112,7 @@ def test_bad_cases_fail_alone_and_are_summarised(tmp_path):
     write_cases(inp, ["broken"], num_channels=2)
     (inp / "broken_0001.nii.gz").write_bytes(b"this is not an image")
     predictor = grid_predictor(tmp_path, num_channels=2)
-    summary = predictor.predict_folder(inp, tmp_path / "out", progress=False, num_workers=2)
+    summary = predictor.predict_folder(inp, tmp_path / "out", FolderSettings(progress=False, num_workers=2))
     assert summary.predicted == ["good1", "good2"]
     assert set(summary.failed) == {"extra", "missing", "broken"}
     assert "_0002" in summary.failed["extra"] and "2 channels" in summary.failed["extra"]
@@ -125,7 +130,9 @@ def test_uncertainty_is_written_beside_the_prediction(tmp_path):
     write_cases(tmp_path / "in", ["a"])
     folder = make_model_folder(tmp_path / "results", folds=(0, 1))
     predictor = GridPredictor.from_trained(folder, folds=(0, 1), network_builder=tiny_builder)
-    predictor.predict_folder(tmp_path / "in", tmp_path / "out", uncertainty=True, progress=False, num_workers=0)
+    predictor.predict_folder(
+        tmp_path / "in", tmp_path / "out", FolderSettings(uncertainty=True, progress=False, num_workers=0)
+    )
     spread, _ = read_image(tmp_path / "out" / "uncertainty" / "a.nii.gz")
     assert spread.shape == (9, 10, 11) and (spread >= 0).all() and spread.max() > 0
 
@@ -236,7 +243,7 @@ def test_predict_array_from_python_matches_the_planned_grid(phantom_dataset, aut
 
     folder = trained_like_model_folder(phantom_dataset, autosr_roots.results)
     spacing = Plans.load(folder / "plans.json").configuration("3d_fullres").spacing_zyx
-    predictor = Predictor.from_trained(folder, folds=(0,), use_mirroring=False)
+    predictor = Predictor.from_trained(folder, folds=(0,), settings=PredictionSettings(use_mirroring=False))
     odd = Geometry((1.3, 1.7, 1.1), (5.0, -2.0, 1.5), OBLIQUE, (11, 9, 14))
     array = np.random.default_rng(0).normal(300, 50, size=odd.size_zyx).astype(np.float32)
     prediction, geometry = predictor.predict_array(array, odd)

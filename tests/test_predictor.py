@@ -18,6 +18,7 @@ from torch import nn
 from autosr.errors import AutosrError
 from autosr.inference.model_folder import require_checkpoints
 from autosr.inference.predictor import Predictor
+from autosr.inference.settings import PredictionSettings
 from autosr.model_layout import ModelFolder
 
 torch.set_num_threads(1)
@@ -125,14 +126,18 @@ def make_model_folder(
 
 def test_from_trained_loads_folds_in_eval_mode_and_leaves_the_networks_switches_alone(tmp_path):
     folder = make_model_folder(tmp_path, folds=(0, 2), mirror_axes=(0, 2))
-    predictor = Predictor.from_trained(folder, folds=(0, 2), network_builder=tiny_builder, device="cpu")
+    predictor = Predictor.from_trained(
+        folder, folds=(0, 2), network_builder=tiny_builder, settings=PredictionSettings(device="cpu")
+    )
     assert len(predictor.networks) == 2
     # eval mode; deep supervision stays as built (the sliding window uses the full-resolution output)
     assert all(not n.training and n.deep_supervision is True for n in predictor.networks)
     assert predictor.mirror_axes == (0, 2)  # from the checkpoint: the axes training mirrored
     assert predictor.num_members == 2 * 4
     assert predictor.configuration_name == "3d_fullres" and predictor.file_ending == ".nii.gz"
-    off = Predictor.from_trained(folder, folds=(0,), network_builder=tiny_builder, use_mirroring=False)
+    off = Predictor.from_trained(
+        folder, folds=(0,), network_builder=tiny_builder, settings=PredictionSettings(use_mirroring=False)
+    )
     assert off.mirror_axes == () and off.num_members == 1
 
 
@@ -145,13 +150,17 @@ def test_mirror_axes_default_to_every_spatial_axis(tmp_path):
 def test_ensemble_is_the_mean_of_folds_and_uncertainty_the_std_of_members(tmp_path):
     folder = make_model_folder(tmp_path, folds=(0, 1, 2))
     image = np.random.default_rng(0).normal(size=(1, 12, 20, 17)).astype(np.float32)
-    ensemble = Predictor.from_trained(folder, folds=(0, 1, 2), network_builder=tiny_builder, step_fraction=0.5)
+    ensemble = Predictor.from_trained(
+        folder, folds=(0, 1, 2), network_builder=tiny_builder, settings=PredictionSettings(step_fraction=0.5)
+    )
     prediction, uncertainty = ensemble.predict_preprocessed(image, with_uncertainty=True)
     assert prediction.shape == (12, 20, 17) and prediction.dtype == np.float32
 
     members = []
     for fold in (0, 1, 2):
-        single = Predictor.from_trained(folder, folds=(fold,), network_builder=tiny_builder, use_mirroring=False)
+        single = Predictor.from_trained(
+            folder, folds=(fold,), network_builder=tiny_builder, settings=PredictionSettings(use_mirroring=False)
+        )
         for mirror in [(), (1,), (2,), (3,), (1, 2), (1, 3), (2, 3), (1, 2, 3)]:
             flipped = np.flip(image, mirror).copy() if mirror else image
             member, _ = single.predict_preprocessed(flipped)
@@ -168,7 +177,9 @@ def test_ensemble_is_the_mean_of_folds_and_uncertainty_the_std_of_members(tmp_pa
 
 def test_2d_configuration_predicts_every_slice(tmp_path):
     folder = make_model_folder(tmp_path, configuration="2d", folds=(0,))
-    predictor = Predictor.from_trained(folder, folds=(0,), network_builder=tiny_builder, use_mirroring=False)
+    predictor = Predictor.from_trained(
+        folder, folds=(0,), network_builder=tiny_builder, settings=PredictionSettings(use_mirroring=False)
+    )
     image = np.random.default_rng(1).normal(size=(1, 5, 21, 30)).astype(np.float32)
     prediction, _ = predictor.predict_preprocessed(image)
     network = predictor.networks[0]
@@ -253,7 +264,9 @@ def test_2d_planes_slice_along_the_planned_axes_and_come_back_in_place(tmp_path,
     plans = plans_dict(patch_2d=(16, 16))
     plans["configurations"]["2d"]["slice_axes"] = slice_axes
     folder = make_model_folder(tmp_path, configuration="2d", folds=(0,), plans=plans, builder=lambda *a: AxisProbe())
-    predictor = Predictor.from_trained(folder, folds=(0,), network_builder=lambda *a: AxisProbe(), use_mirroring=False)
+    predictor = Predictor.from_trained(
+        folder, folds=(0,), network_builder=lambda *a: AxisProbe(), settings=PredictionSettings(use_mirroring=False)
+    )
     assert predictor.planes == tuple(slice_axes) and predictor.num_members == len(slice_axes)
     image = np.random.default_rng(0).normal(size=(1, 9, 11, 13)).astype(np.float32)
     prediction, _ = predictor.predict_preprocessed(image)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from autosr.cli import main
-from autosr.dataset_conversion.phantom import make_phantom_dataset
+from autosr.dataset_conversion.phantom import PhantomSettings, make_phantom_dataset
 from autosr.errors import AutosrError
 from autosr.formats.dataset_spec import discover_cases, load_dataset_spec
 from autosr.formats.plans import Plans
@@ -62,7 +62,7 @@ def test_preprocess_then_invert_reproduces_the_target(phantom_dataset, autosr_ro
 
 def test_resampled_round_trip_stays_within_interpolation_error(autosr_roots):
     raw = make_phantom_dataset(
-        autosr_roots.raw, 998, "Coarse", num_train=5, num_test=0, target_spacing_zyx=(1.0, 1.0, 1.0)
+        autosr_roots.raw, 998, "Coarse", PhantomSettings(num_train=5, num_test=0, target_spacing_zyx=(1.0, 1.0, 1.0))
     )
     plans = plan_dataset(raw.name, autosr_roots, configurations=["3d_fullres"], progress=False, preprocess=False)
     plans.raw["configurations"]["3d_fullres"]["spacing_zyx"] = [0.5, 0.5, 0.5]  # force a resampling

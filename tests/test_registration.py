@@ -12,7 +12,7 @@ import SimpleITK as sitk
 
 from autosr.cli import main
 from autosr.dataset.verify import verify_dataset
-from autosr.dataset_conversion.synthetic_brain import make_synthetic_brain_dataset
+from autosr.dataset_conversion.synthetic_brain import SyntheticBrainSettings, make_synthetic_brain_dataset
 from autosr.errors import AutosrError
 from autosr.imaging.bias_field import correct_bias_field, correct_bias_field_array, estimate_log_bias_field
 from autosr.io import Geometry, read_image, write_image
@@ -159,9 +159,8 @@ def test_n4_zscore_from_dataset_json_through_planning_and_preprocessing(phantom_
 def misaligned_brains(tmp_path_factory):
     """Two synthetic brains at 3 mm (inputs 4.5 mm), each input displaced by 8 mm and 8 degrees."""
     root = tmp_path_factory.mktemp("misaligned")
-    folder = make_synthetic_brain_dataset(
-        root, 961, "Misaligned", num_train=2, num_test=0, target_spacing_mm=3.0, num_processes=1, misalign=(8.0, 8.0)
-    )
+    settings = SyntheticBrainSettings(num_train=2, num_test=0, target_spacing_mm=3.0, misalign=(8.0, 8.0))
+    folder = make_synthetic_brain_dataset(root, 961, "Misaligned", settings, num_processes=1)
     return folder
 
 
@@ -174,9 +173,8 @@ def _recovery_errors(record: dict, truth: dict, mask_file) -> tuple[float, float
 
 
 def test_generator_misalignment_moves_only_the_input_header(misaligned_brains, tmp_path):
-    aligned = make_synthetic_brain_dataset(
-        tmp_path, 962, "Aligned", num_train=2, num_test=0, target_spacing_mm=3.0, num_processes=1
-    )
+    settings = SyntheticBrainSettings(num_train=2, num_test=0, target_spacing_mm=3.0)
+    aligned = make_synthetic_brain_dataset(tmp_path, 962, "Aligned", settings, num_processes=1)
     truth = json.loads((misaligned_brains / "misalignment.json").read_text())["cases"]
     assert set(truth) == {"brain_000", "brain_001"}
     for case_id, displacement in truth.items():

@@ -17,6 +17,7 @@ from autosr.cli import main
 from autosr.errors import AutosrError
 from autosr.evaluation.evaluate import evaluate_folders
 from autosr.evaluation.segmenter_hook import Segmenter, load_segmenter, parse_command
+from autosr.evaluation.settings import EvaluationSettings
 from autosr.evaluation.structure_evaluation import structure_options
 from autosr.io import read_image, write_image
 
@@ -131,8 +132,8 @@ def test_manual_reference_labels_shared_cache_and_seg_pred(phantom_dataset: Path
     predictions = noisy_copies(phantom_dataset / "targetsTr", tmp_path / "pred", noise=10.0)
     cache = tmp_path / "shared cache"
     options = structure_options(command, cache_dir=cache)
-    common = dict(mask_dir=phantom_dataset / "masksTr", seg_ref_dir=manual, pictures=False, tissue_agreement=False,
-                  ms_ssim=False, backend="scipy", structures=options)  # fmt: skip
+    common = dict(mask_dir=phantom_dataset / "masksTr", seg_ref_dir=manual, pictures=False, structures=options,
+                  settings=EvaluationSettings(tissue=False, ms_ssim=False, backend="scipy"))  # fmt: skip
     _, summary = evaluate_folders(phantom_dataset / "targetsTr", predictions, out_dir=tmp_path / "a", **common)
     agreement = summary["structure_agreement"]
     assert list(agreement["structures"]) == ["2"]  # only what the manual maps delineate
@@ -145,7 +146,7 @@ def test_manual_reference_labels_shared_cache_and_seg_pred(phantom_dataset: Path
     # label maps for both sides and no segmenter: the structure table still comes, from the given maps
     table, summary = evaluate_folders(
         phantom_dataset / "targetsTr", predictions, out_dir=tmp_path / "c", seg_ref_dir=manual, seg_pred_dir=manual,
-        pictures=False, ms_ssim=False, backend="scipy",
+        pictures=False, settings=EvaluationSettings(ms_ssim=False, backend="scipy"),
     )  # fmt: skip
     assert summary["structure_agreement"]["structures"]["2"]["prediction"]["dice"]["mean"] == 1.0
     assert (table["seg_dice_2"] == 1.0).all()
@@ -193,7 +194,8 @@ def test_builtin_segmenter_through_the_hook(phantom_dataset: Path, tmp_path: Pat
     predictions = noisy_copies(subset, tmp_path / "pred", noise=20.0)
     _, summary = evaluate_folders(
         subset, predictions, mask_dir=phantom_dataset / "masksTr", input_dir=phantom_dataset / "imagesTr",
-        out_dir=tmp_path / "out", pictures=False, ms_ssim=False, backend="scipy", num_processes=2,
+        out_dir=tmp_path / "out", pictures=False, settings=EvaluationSettings(ms_ssim=False, backend="scipy"),
+        num_processes=2,
         structures=structure_options("builtin"),
     )  # fmt: skip
     agreement = summary["structure_agreement"]

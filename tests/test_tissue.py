@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from autosr.dataset_conversion.phantom import make_phantom_case
+from autosr.dataset_conversion.phantom import PhantomSettings, make_phantom_case
 from autosr.evaluation import tissue
 
 
@@ -30,7 +30,7 @@ def test_dice_and_volume_difference() -> None:
 
 
 def test_self_agreement_is_one_and_blur_lowers_it() -> None:
-    _, _, target, _, mask = make_phantom_case(seed=4)
+    _, _, target, _, mask = make_phantom_case(case_seed=4)
     region = mask > 0
     same = tissue.tissue_agreement(target, target, region, "MR")
     assert all(same[f"tissue_dice_{c}"] == 1.0 for c in tissue.MR_CLASS_NAMES)
@@ -44,7 +44,7 @@ def test_ct_thresholds() -> None:
     image = np.array([-1000.0, -600.0, -400.0, 0.0, 299.0, 300.0, 1500.0]).reshape(1, 1, 7)
     labels = tissue.segment_ct(image, np.ones(image.shape, bool))
     assert labels.tolist() == [0, 0, 1, 1, 1, 2, 2]
-    _, _, ct, _, mask = make_phantom_case(modality="CT", seed=1)
+    _, _, ct, _, mask = make_phantom_case(PhantomSettings(modality="CT"), case_seed=1)
     result = tissue.tissue_agreement(ct, ct, mask > 0, "CT")
     assert result["tissue_dice_bone"] == 1.0 and result["tissue_dice_soft"] == 1.0
 

@@ -73,11 +73,10 @@ def test_segment_tissue_command_keeps_geometry(tmp_path: Path) -> None:
 
 
 def test_synthetic_brain_writes_true_tissue_labels(tmp_path: Path) -> None:
-    from autosr.dataset_conversion.synthetic_brain import make_synthetic_brain_dataset
+    from autosr.dataset_conversion.synthetic_brain import SyntheticBrainSettings, make_synthetic_brain_dataset
 
-    folder = make_synthetic_brain_dataset(
-        tmp_path, 951, num_train=1, num_test=1, target_spacing_mm=6.0, seed=2, num_processes=1, tissue_labels=True
-    )
+    settings = SyntheticBrainSettings(num_train=1, num_test=1, target_spacing_mm=6.0, seed=2, tissue_labels=True)
+    folder = make_synthetic_brain_dataset(tmp_path, 951, settings=settings, num_processes=1)
     for split, case in (("Tr", "brain_000"), ("Ts", "brain_001")):
         labels, geometry = read_image(folder / f"labels{split}" / f"{case}.nii.gz")
         mask, mask_geometry = read_image(folder / f"masks{split}" / f"{case}.nii.gz")

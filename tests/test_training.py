@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from autosr.checkpoint import load_checkpoint
-from autosr.dataset_conversion.phantom import make_phantom_dataset
+from autosr.dataset_conversion.phantom import PhantomSettings, make_phantom_dataset
 from autosr.errors import AutosrError
 from autosr.formats.plans import Plans
 from autosr.paths import AutosrPaths
@@ -41,7 +41,7 @@ NET_2D = {**NET_3D, "dims": 2, "kernel_sizes": [[3, 3]] * 3, "strides": [[1, 1],
 def make_tiny_dataset(paths: AutosrPaths, n_cases: int = 5, shape=(20, 24, 24)) -> Path:
     """A small phantom dataset planned and preprocessed by the real planner, with tiny networks and patches
     written into plans.json (as a user's edit would), so training runs in seconds."""
-    make_phantom_dataset(paths.raw, 901, "Tiny", num_train=n_cases, num_test=0, shape_zyx=shape)
+    make_phantom_dataset(paths.raw, 901, "Tiny", PhantomSettings(num_train=n_cases, num_test=0, shape_zyx=shape))
     plans = plan_dataset(DATASET, paths, configurations=["2d", "3d_fullres"], preprocess=False, progress=False)
     for name, patch, batch, network in (("3d_fullres", [16, 16, 16], 2, NET_3D), ("2d", [16, 16], 3, NET_2D)):
         config = plans.raw["configurations"][name]

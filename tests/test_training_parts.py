@@ -16,10 +16,11 @@ from torch import nn
 from autosr.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
 from autosr.errors import AutosrError
 from autosr.formats.splits import cases_of_fold, load_or_create_splits
+from autosr.inference.pipeline import default_num_workers as prediction_workers
 from autosr.paths import AutosrPaths
 from autosr.preprocessing.case_store import save_case
 from autosr.training import trainers
-from autosr.training.data import PatchLoader, default_num_workers
+from autosr.training.data import PatchLoader, PatchSampling, default_num_workers
 from autosr.training.logger import TrainingLogger
 from autosr.training.loss import OUTSIDE_MASK_WEIGHT, DeepSupervisionLoss, L1Loss, masked_l1, masked_ssim
 from autosr.training.run import train_fold
@@ -79,7 +80,7 @@ def test_foreground_oversampling(tmp_path) -> None:
     mask[0, 30:34, 30:34, 30:34] = 1
     image = np.random.RandomState(0).rand(1, *shape).astype(np.float32)
     save_case(tmp_path, "c0", image, {}, image, mask)
-    loader = PatchLoader(tmp_path, ["c0"], (8, 8, 8), batch_size=3, augment=False, seed=0)
+    loader = PatchLoader(tmp_path, ["c0"], PatchSampling((8, 8, 8), batch_size=3, augment=False), seed=0)
     hits = [loader.generate_train_batch()["mask"].reshape(3, -1).max(1) for _ in range(20)]
     hits = np.array(hits)
     assert hits[:, 0].all()  # the first third of each batch is centred inside the mask
@@ -89,9 +90,12 @@ def test_foreground_oversampling(tmp_path) -> None:
 def test_num_workers_from_environment(monkeypatch) -> None:
     monkeypatch.setenv("AUTOSR_NUM_WORKERS", "3")
     assert default_num_workers() == 3
-    monkeypatch.setenv("AUTOSR_NUM_WORKERS", "many")
-    with pytest.raises(AutosrError, match="AUTOSR_NUM_WORKERS"):
-        default_num_workers()
+    assert prediction_workers() == 3
+    for bad in ("many", "-3", "1.5"):  # refused the same way by training and prediction
+        monkeypatch.setenv("AUTOSR_NUM_WORKERS", bad)
+        for default in (default_num_workers, prediction_workers):
+            with pytest.raises(AutosrError, match="AUTOSR_NUM_WORKERS must be a whole number, 0 or more"):
+                default()
     monkeypatch.delenv("AUTOSR_NUM_WORKERS")
     assert default_num_workers() == max(0, min(12, (os.cpu_count() or 1) - 1))
 

@@ -1,8 +1,11 @@
-"""Arguments several commands share: the folder flags that override the AUTOSR_* environment variables."""
+"""Arguments every command shares: the folder flags that override the AUTOSR_* environment variables, and
+`default_of`, through which a flag's default is read from its settings class instead of written again."""
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
+from typing import Any
 
 from autosr.paths import AutosrPaths
 
@@ -22,3 +25,12 @@ def paths_from_args(args: argparse.Namespace) -> AutosrPaths:
         preprocessed=getattr(args, "preprocessed", None),
         results=getattr(args, "results", None),
     )
+
+
+def default_of(settings_class: type, name: str) -> Any:
+    """The default of field `name` of a settings dataclass: a flag's default and help text come from the one
+    place the option is declared."""
+    for f in fields(settings_class):
+        if f.name == name:
+            return f.default
+    raise KeyError(f"{settings_class.__name__} has no field {name!r}")

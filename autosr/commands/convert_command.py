@@ -11,7 +11,10 @@ import argparse
 import os
 from pathlib import Path
 
-from autosr.commands.arguments import add_path_arguments, paths_from_args
+from autosr.commands.arguments import add_path_arguments, default_of, paths_from_args
+from autosr.dataset_conversion.bids import BidsPairSelection
+from autosr.dataset_conversion.phantom import PhantomSettings
+from autosr.dataset_conversion.synthetic_brain import CONTRASTS, SyntheticBrainSettings
 
 
 def _add_common(parser: argparse.ArgumentParser, default_name: str | None) -> None:
@@ -45,6 +48,27 @@ def _add_misalign(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_counts(parser: argparse.ArgumentParser, settings_class: type) -> None:
+    num_train, num_test = default_of(settings_class, "num_train"), default_of(settings_class, "num_test")
+    parser.add_argument("--num-train", type=int, default=num_train, help=f"training cases (default {num_train})")
+    parser.add_argument("--num-test", type=int, default=num_test, help=f"test cases (default {num_test})")
+
+
+def _add_slice_axis(parser: argparse.ArgumentParser) -> None:
+    """The thick-slice axis of both generators (the phantom turns it into `PhantomSettings.thick_axes`)."""
+    parser.add_argument(
+        "--slice-axis", type=int, choices=(0, 1, 2), default=default_of(SyntheticBrainSettings, "slice_axis"),
+        help="axis of the thick slices: 0 z (default), 1 y, 2 x",
+    )  # fmt: skip
+
+
+def _add_seed(parser: argparse.ArgumentParser, settings_class: type) -> None:
+    seed = default_of(settings_class, "seed")
+    parser.add_argument(
+        "--seed", type=int, default=seed, help=f"random seed (default {seed}); a seed always gives the same dataset"
+    )
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     kinds = parser.add_subparsers(dest="kind", metavar="KIND", required=True)
 
@@ -52,12 +76,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     bids.add_argument("bids_root", help="BIDS dataset folder (holding sub-*/)")
     bids.add_argument("--id", type=int, required=True, help="dataset id (0-999)")
     bids.add_argument("--suffix", required=True, help="BIDS suffix of the images to pair, e.g. T1w")
-    bids.add_argument("--input-session", default=None, help="session label of the input, e.g. 3T")
-    bids.add_argument("--target-session", default=None, help="session label of the target, e.g. 7T")
-    bids.add_argument("--input-acq", default=None, help="acquisition label of the input")
-    bids.add_argument("--target-acq", default=None, help="acquisition label of the target")
-    bids.add_argument("--mask-suffix", default=None, help="suffix of mask files in the target session, e.g. mask")
-    bids.add_argument("--datatype", default="anat", help="BIDS datatype folder (default anat)")
+    bids.add_argument("--input-session", help="session label of the input, e.g. 3T")
+    bids.add_argument("--target-session", help="session label of the target, e.g. 7T")
+    bids.add_argument("--input-acq", help="acquisition label of the input")
+    bids.add_argument("--target-acq", help="acquisition label of the target")
+    bids.add_argument("--mask-suffix", help="suffix of mask files in the target session, e.g. mask")
+    datatype = default_of(BidsPairSelection, "datatype")
+    bids.add_argument("--datatype", default=datatype, help=f"BIDS datatype folder (default {datatype})")
     bids.add_argument("--target-modality", default="MR", help="MR (default), CT or other")
     bids.add_argument("--file-ending", default=".nii.gz", help="file ending of the written dataset (default .nii.gz)")
     _add_common(bids, None)
@@ -75,28 +100,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "synthetic-brain", help="synthetic low-field -> high-field brains from MNI152 (needs autosr[demo])"
     )
     brain.add_argument("id", type=int, help="dataset id (0-999)")
-    brain.add_argument("--num-train", type=int, default=20, help="training cases (default 20)")
-    brain.add_argument("--num-test", type=int, default=4, help="test cases (default 4)")
-    brain.add_argument("--target-spacing", type=float, default=2.0, help="target voxel size in mm (default 2)")
+    _add_counts(brain, SyntheticBrainSettings)
+    target_spacing = default_of(SyntheticBrainSettings, "target_spacing_mm")
     brain.add_argument(
-        "--input-spacing", type=float, default=None, help="input voxel size in mm (default 1.5 x target)"
+        "--target-spacing",
+        type=float,
+        default=target_spacing,
+        help=f"target voxel size in mm (default {target_spacing:g})",
     )
+    brain.add_argument("--input-spacing", type=float, help="input voxel size in mm (default 1.5 x target)")
     brain.add_argument(
         "--slice-thickness",
         type=float,
-        default=None,
         help="make the input a thick-slice acquisition: slices this thick (mm) along --slice-axis, each averaging "
         "the signal over its thickness; --input-spacing is then the in-plane voxel size",
     )
+    _add_slice_axis(brain)
     brain.add_argument(
-        "--slice-axis", type=int, choices=(0, 1, 2), default=0, help="axis of the thick slices: 0 z (default), 1 y, 2 x"
-    )
-    brain.add_argument(
-        "--contrast", choices=("low-field", "same"), default="low-field",
+        "--contrast", choices=CONTRASTS, default=default_of(SyntheticBrainSettings, "contrast"),
         help="input contrast: low-field-like with a bias field (default; contrast synthesis too) or the target's "
         "(resolution enhancement alone)",
     )  # fmt: skip
-    brain.add_argument("--seed", type=int, default=0, help="random seed; a seed always gives the same dataset")
+    _add_seed(brain, SyntheticBrainSettings)
     brain.add_argument(
         "--tissue-labels",
         action="store_true",
@@ -110,20 +135,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     phantom = kinds.add_parser("phantom", help="procedural ellipsoid-head phantom pairs (seconds, for smoke tests)")
     phantom.add_argument("id", type=int, help="dataset id (0-999)")
-    phantom.add_argument("--num-train", type=int, default=6, help="training cases (default 6)")
-    phantom.add_argument("--num-test", type=int, default=2, help="test cases (default 2)")
-    phantom.add_argument("--size", type=int, default=32, help="target grid edge in voxels (default 32)")
-    phantom.add_argument("--modality", choices=("MR", "CT"), default="MR", help="target modality (default MR)")
+    _add_counts(phantom, PhantomSettings)
+    size = default_of(PhantomSettings, "shape_zyx")[0]
+    phantom.add_argument("--size", type=int, default=size, help=f"target grid edge in voxels (default {size})")
+    modality = default_of(PhantomSettings, "modality")
+    phantom.add_argument(
+        "--modality", choices=("MR", "CT"), default=modality, help=f"target modality (default {modality})"
+    )
     phantom.add_argument(
         "--slice-thickness",
         type=float,
-        default=None,
         help="make the input a thick-slice acquisition: slices this thick (mm) along --slice-axis (in-plane 1.5 mm)",
     )
-    phantom.add_argument(
-        "--slice-axis", type=int, choices=(0, 1, 2), default=0, help="axis of the thick slices: 0 z (default), 1 y, 2 x"
-    )
-    phantom.add_argument("--seed", type=int, default=0, help="random seed")
+    _add_slice_axis(phantom)
+    _add_seed(phantom, PhantomSettings)
     _add_common(phantom, "Phantom")
 
 
@@ -133,12 +158,13 @@ def run(args: argparse.Namespace) -> int:
     if args.kind == "bids":
         from autosr.dataset_conversion.bids import convert_bids
 
+        selection = BidsPairSelection(
+            args.suffix, args.input_session, args.target_session, args.input_acq, args.target_acq, args.mask_suffix,
+            args.datatype,
+        )  # fmt: skip
         folder, skipped = convert_bids(
-            args.bids_root, raw_root, args.id, args.name, args.suffix,
-            input_session=args.input_session, target_session=args.target_session,
-            input_acq=args.input_acq, target_acq=args.target_acq, mask_suffix=args.mask_suffix,
-            target_modality=args.target_modality, datatype=args.datatype, file_ending=args.file_ending,
-            overwrite=args.overwrite,
+            args.bids_root, raw_root, args.id, args.name, selection, args.target_modality, args.file_ending,
+            args.overwrite,
         )  # fmt: skip
     elif args.kind == "synthrad":
         from autosr.dataset_conversion.synthrad import convert_synthrad
@@ -149,23 +175,39 @@ def run(args: argparse.Namespace) -> int:
     elif args.kind == "synthetic-brain":
         from autosr.dataset_conversion.synthetic_brain import make_synthetic_brain_dataset
 
+        settings = SyntheticBrainSettings(
+            num_train=args.num_train,
+            num_test=args.num_test,
+            target_spacing_mm=args.target_spacing,
+            input_spacing_mm=args.input_spacing,
+            slice_thickness_mm=args.slice_thickness,
+            slice_axis=args.slice_axis,
+            contrast=args.contrast,
+            tissue_labels=args.tissue_labels,
+            misalign=args.misalign,
+            seed=args.seed,
+        )
         folder = make_synthetic_brain_dataset(
-            raw_root, args.id, args.name, args.num_train, args.num_test, args.target_spacing, args.input_spacing,
-            args.seed, args.num_processes, args.overwrite, args.slice_thickness, args.slice_axis, args.contrast,
-            args.tissue_labels, misalign=args.misalign,
-        )  # fmt: skip
+            raw_root, args.id, args.name, settings, args.num_processes, args.overwrite
+        )
     else:
         from autosr.dataset_conversion.phantom import make_phantom_dataset
         from autosr.dataset_conversion.raw_writer import new_dataset_folder
 
         new_dataset_folder(raw_root, args.id, args.name, overwrite=args.overwrite)
-        input_spacing, thick_axes = [1.5] * 3, ()
+        input_spacing, thick_axes = list(default_of(PhantomSettings, "input_spacing_zyx")), ()
         if args.slice_thickness is not None:
             input_spacing[args.slice_axis], thick_axes = args.slice_thickness, (args.slice_axis,)
-        folder = make_phantom_dataset(
-            raw_root, args.id, args.name, args.num_train, args.num_test, (args.size,) * 3,
-            input_spacing_zyx=tuple(input_spacing), modality=args.modality, seed=args.seed, thick_axes=thick_axes,
-        )  # fmt: skip
+        settings = PhantomSettings(
+            num_train=args.num_train,
+            num_test=args.num_test,
+            shape_zyx=(args.size,) * 3,
+            input_spacing_zyx=tuple(input_spacing),
+            modality=args.modality,
+            seed=args.seed,
+            thick_axes=thick_axes,
+        )
+        folder = make_phantom_dataset(raw_root, args.id, args.name, settings)
     report_conversion(Path(folder), skipped)
     if args.register is not None:
         from autosr.commands.register_command import print_summary

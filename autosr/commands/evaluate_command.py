@@ -6,8 +6,10 @@ import argparse
 import os
 from pathlib import Path
 
+from autosr.commands.arguments import default_of
 from autosr.errors import AutosrError
 from autosr.evaluation.normalization import NORMALIZATIONS
+from autosr.evaluation.settings import MODALITIES, EvaluationSettings
 from autosr.evaluation.structure_arguments import add_structure_arguments, structure_options_from_args
 from autosr.io import read_json
 from autosr.paths import ensure_writable_folder
@@ -36,13 +38,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--modality",
-        default="MR",
-        choices=("MR", "CT"),
+        default=default_of(EvaluationSettings, "modality"),
+        choices=MODALITIES,
         help="target modality: picks the default normalization, data range and tissue model (default MR)",
     )
     parser.add_argument(
         "--normalization",
-        default=None,
+        default=default_of(EvaluationSettings, "normalization"),
         choices=NORMALIZATIONS,
         help="intensity normalization of both images before scoring (default: none for MR, ct_clip for CT)",
     )
@@ -51,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs=2,
         type=float,
         metavar=("LO", "HI"),
-        default=None,
+        default=default_of(EvaluationSettings, "data_range"),
         help="fixed intensity interval for PSNR/SSIM (for CT: the HU window); default: the reference's p0.1-p99.9 inside the region (MR), [-1024, 3000] HU (CT)",
     )
     parser.add_argument(
@@ -88,8 +90,9 @@ def run(args: argparse.Namespace) -> int:
     from autosr.evaluation.evaluate import evaluate_folders
     from autosr.evaluation.report_text import summary_lines
 
-    if args.data_range is not None and not args.data_range[1] > args.data_range[0]:
-        raise AutosrError(f"--data-range LO HI needs LO < HI, got {args.data_range[0]:g} {args.data_range[1]:g}")
+    settings = EvaluationSettings(
+        modality=args.modality, normalization=args.normalization, data_range=args.data_range, resample=args.resample
+    )
     params = None
     if args.baseline_params is not None:
         if args.input_dir is None:
@@ -108,10 +111,7 @@ def run(args: argparse.Namespace) -> int:
         mask_dir=args.mask_dir,
         input_dir=args.input_dir,
         out_dir=out_dir,
-        modality=args.modality,
-        normalization=args.normalization,
-        data_range=tuple(args.data_range) if args.data_range else None,
-        resample=args.resample,
+        settings=settings,
         seg_ref_dir=args.reference_labels,
         seg_pred_dir=args.seg_pred,
         baseline_params=params,

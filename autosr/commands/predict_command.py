@@ -17,65 +17,29 @@ from __future__ import annotations
 import argparse
 import sys
 
-from autosr.commands.arguments import add_path_arguments, paths_from_args
+from autosr.commands.arguments import add_path_arguments, default_of, paths_from_args
+from autosr.commands.model_arguments import add_ensemble_arguments, add_model_arguments, model_source_from_args
 from autosr.inference.api import predict
 from autosr.inference.sampling import DEFAULT_SAMPLING_STEPS
-from autosr.inference.sliding_window import DEFAULT_STEP_FRACTION
-from autosr.model_layout import CHECKPOINT_NAMES
-from autosr.paths import DEFAULT_PLANS_NAME, DEFAULT_TRAINER
+from autosr.inference.settings import FolderSettings, PredictionSettings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-i", "--input", required=True, help="folder of <case>_<XXXX><ending> input files")
     parser.add_argument("-o", "--output", required=True, help="folder the predictions are written to")
-    parser.add_argument("-d", "--dataset", help="dataset id, name or folder (with -c; not needed with -m)")
-    parser.add_argument("-c", "--configuration", help="configuration, e.g. 3d_fullres or 2d (with -d)")
-    parser.add_argument("-m", "--model-dir", help="model folder <Trainer>__<plans>__<configuration> (instead of -d/-c)")
+    add_model_arguments(parser, package=True)
+    add_prediction_arguments(parser)
+    add_folder_arguments(parser)
+    add_path_arguments(parser)
+
+
+def add_prediction_arguments(parser: argparse.ArgumentParser) -> None:
+    """How each scan is predicted (`PredictionSettings`)."""
+    add_ensemble_arguments(parser)
     parser.add_argument(
-        "--model", dest="model_package", metavar="PACKAGE",
-        help="a model package (.zip from `autosr export-model`), read directly (instead of -d/-c or -m)",
-    )  # fmt: skip
-    parser.add_argument(
-        "-f", "--folds", nargs="+", type=int, default=None,
-        help="folds to ensemble (default: 0 1 2 3 4; with --model, the package's folds)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--trainer", default=DEFAULT_TRAINER, help=f"trainer name in the model folder (default: {DEFAULT_TRAINER})"
-    )
-    parser.add_argument(
-        "--plans", default=DEFAULT_PLANS_NAME, help=f"plans name in the model folder (default: {DEFAULT_PLANS_NAME})"
-    )
-    parser.add_argument(
-        "--checkpoint", choices=CHECKPOINT_NAMES, default=None,
-        help="which checkpoint of each fold (default: final; with --model, the package's)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--step-size", type=float, default=DEFAULT_STEP_FRACTION,
-        help=f"sliding-window step as a fraction of the patch (default: {DEFAULT_STEP_FRACTION}; smaller = more overlap, slower)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--tile-batch-size", type=int, default=None,
+        "--tile-batch-size", type=int, default=default_of(PredictionSettings, "tile_batch_size"),
         help="patches per forward pass, mirrored copies included (default: measured from free GPU memory; on a CPU "
         "the configuration's training batch size)",
-    )  # fmt: skip
-    parser.add_argument("--no-tta", action="store_true", help="no test-time mirroring (about 2**axes times faster)")
-    parser.add_argument(
-        "--uncertainty", action="store_true", help="also write the std over folds x mirrorings to OUT/uncertainty/"
-    )
-    parser.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: cuda, else mps, else cpu)")
-    parser.add_argument(
-        "--num-parts", type=int, default=1, help="split the cases into this many parts (one per machine)"
-    )
-    parser.add_argument("--part-id", type=int, default=0, help="which part this run predicts (0 .. num-parts - 1)")
-    parser.add_argument("--overwrite", action="store_true", help="predict cases whose output already exists again")
-    parser.add_argument(
-        "--num-workers", type=int, default=None,
-        help="processes that read, preprocess and export scans beside the network (default: $AUTOSR_NUM_WORKERS, "
-        "else the CPU count - 1, at most 4; 0: everything in one process, one step after the other)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--on-input-grid", action="store_true",
-        help="write predictions on each input's own grid instead of the planned spacing over its extent",
     )  # fmt: skip
     parser.add_argument(
         "--compile", action="store_true",
@@ -88,54 +52,87 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     generative = parser.add_argument_group("generative models (DiffusionTrainer; documentation/diffusion.md)")
     generative.add_argument(
-        "--sampling-steps", type=int, default=None,
+        "--sampling-steps", type=int, default=default_of(PredictionSettings, "sampling_steps"),
         help=f"sampling steps per sample (default: the model's, {DEFAULT_SAMPLING_STEPS} for DiffusionTrainer); each "
         "step is one sliding window over the volume",
     )  # fmt: skip
     generative.add_argument(
-        "--num-samples", type=int, default=None,
+        "--num-samples", type=int, default=default_of(PredictionSettings, "num_samples"),
         help="samples per fold; the prediction is their mean (default: 1); with --uncertainty the spread is over "
         "samples x folds",
     )  # fmt: skip
+    seed = default_of(PredictionSettings, "seed")
     generative.add_argument(
-        "--seed", type=int, default=0, help="seed of the noise volumes (default: 0; same seed, same predictions)"
+        "--seed",
+        type=int,
+        default=seed,
+        help=f"seed of the noise volumes (default: {seed}; same seed, same predictions)",
     )
     generative.add_argument(
         "--save-samples", action="store_true",
         help="also write every sample to OUT/samples/<case>_sample<NN><ending> (fold-major)",
     )  # fmt: skip
-    add_path_arguments(parser)
+
+
+def add_folder_arguments(parser: argparse.ArgumentParser) -> None:
+    """What the folder run writes and which cases are this run's (`FolderSettings`)."""
+    parser.add_argument(
+        "--uncertainty", action="store_true", help="also write the std over folds x mirrorings to OUT/uncertainty/"
+    )
+    parser.add_argument(
+        "--num-parts", type=int, default=default_of(FolderSettings, "num_parts"),
+        help="split the cases into this many parts (one per machine)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--part-id", type=int, default=default_of(FolderSettings, "part_id"),
+        help="which part this run predicts (0 .. num-parts - 1)",
+    )  # fmt: skip
+    parser.add_argument("--overwrite", action="store_true", help="predict cases whose output already exists again")
+    parser.add_argument(
+        "--num-workers", type=int, default=default_of(FolderSettings, "num_workers"),
+        help="processes that read, preprocess and export scans beside the network (default: $AUTOSR_NUM_WORKERS, "
+        "else the CPU count - 1, at most 4; 0: everything in one process, one step after the other)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--on-input-grid", action="store_true",
+        help="write predictions on each input's own grid instead of the planned spacing over its extent",
+    )  # fmt: skip
+
+
+def prediction_settings(args: argparse.Namespace) -> PredictionSettings:
+    return PredictionSettings(
+        step_fraction=args.step_size,
+        tile_batch_size=args.tile_batch_size,
+        use_mirroring=not args.no_tta,
+        background_fill=not args.keep_background,
+        compile_networks=args.compile,
+        device=args.device,
+        sampling_steps=args.sampling_steps,
+        num_samples=args.num_samples,
+        seed=args.seed,
+    )
+
+
+def folder_settings(args: argparse.Namespace) -> FolderSettings:
+    return FolderSettings(
+        uncertainty=args.uncertainty,
+        save_samples=args.save_samples,
+        on_input_grid=args.on_input_grid,
+        overwrite=args.overwrite,
+        num_parts=args.num_parts,
+        part_id=args.part_id,
+        num_workers=args.num_workers,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     summary = predict(
         args.input,
         args.output,
-        dataset=args.dataset,
-        configuration=args.configuration,
-        folds=args.folds,
-        trainer=args.trainer,
-        plans_name=args.plans,
-        checkpoint=args.checkpoint,
-        step_fraction=args.step_size,
-        tile_batch_size=args.tile_batch_size,
-        use_mirroring=not args.no_tta,
-        uncertainty=args.uncertainty,
-        device=args.device,
-        num_parts=args.num_parts,
-        part_id=args.part_id,
-        overwrite=args.overwrite,
-        on_input_grid=args.on_input_grid,
-        model_dir=args.model_dir,
-        paths=paths_from_args(args),
-        keep_background=args.keep_background,
-        compile_networks=args.compile,
-        model_package=args.model_package,
-        num_workers=args.num_workers,
-        sampling_steps=args.sampling_steps,
-        num_samples=args.num_samples,
-        seed=args.seed,
-        save_samples=args.save_samples,
+        model_source_from_args(args),
+        prediction_settings(args),
+        folder_settings(args),
+        paths_from_args(args),
     )
     print(f"autosr predict: {summary.describe()}", file=sys.stderr if summary.failed else sys.stdout)
     return 0 if summary.ok else 1

@@ -103,39 +103,62 @@ def find_bids_pairs(
     return BidsPairing(pairs, skipped)
 
 
+@dataclass(frozen=True)
+class BidsPairSelection:
+    """Which files of each subject form a pair: the suffix (e.g. T1w), the session and/or acquisition of
+    the input and of the target (they must differ), an optional mask suffix (taken from the target's
+    session), and the datatype folder."""
+
+    suffix: str
+    input_session: str | None = None
+    target_session: str | None = None
+    input_acq: str | None = None
+    target_acq: str | None = None
+    mask_suffix: str | None = None
+    datatype: str = "anat"
+
+    def __post_init__(self) -> None:
+        if (self.input_session, self.input_acq) == (self.target_session, self.target_acq):
+            raise AutosrError(
+                "input and target would be the same files: give --input-session/--target-session or "
+                "--input-acq/--target-acq that differ"
+            )
+
+    @property
+    def input_side(self) -> Selector:
+        return Selector(self.suffix, self.input_session, self.input_acq)
+
+    @property
+    def target_side(self) -> Selector:
+        return Selector(self.suffix, self.target_session, self.target_acq)
+
+    @property
+    def mask_side(self) -> Selector | None:
+        return Selector(self.mask_suffix, self.target_session) if self.mask_suffix else None
+
+    def side_name(self, session: str | None, acq: str | None) -> str:
+        return "_".join([self.suffix] + [v for v in (session, acq) if v])
+
+
 def convert_bids(
     bids_root: str | os.PathLike,
     raw_root: str | os.PathLike,
     dataset_id: int,
     name: str,
-    suffix: str,
-    input_session: str | None = None,
-    target_session: str | None = None,
-    input_acq: str | None = None,
-    target_acq: str | None = None,
-    mask_suffix: str | None = None,
+    selection: BidsPairSelection,
     target_modality: str = "MR",
-    datatype: str = "anat",
     file_ending: str = ".nii.gz",
     overwrite: bool = False,
 ) -> tuple[Path, dict[str, str]]:
-    """Write a raw dataset from a BIDS tree; returns its folder and the skipped subjects with reasons.
-
-    The mask, when asked for, is taken from the target's session (files `..._<mask_suffix>.nii.gz`).
-    """
+    """Write a raw dataset from a BIDS tree, pairing files as `selection` says; returns its folder and the
+    skipped subjects with reasons."""
     bids_root = Path(bids_root)
     if not bids_root.is_dir():
         raise AutosrError(f"{bids_root}: BIDS folder not found")
-    if (input_session, input_acq) == (target_session, target_acq):
-        raise AutosrError(
-            "input and target would be the same files: give --input-session/--target-session or "
-            "--input-acq/--target-acq that differ"
-        )
     check_file_ending(file_ending)
-    input_side = Selector(suffix, input_session, input_acq)
-    target_side = Selector(suffix, target_session, target_acq)
-    mask_side = Selector(mask_suffix, target_session) if mask_suffix else None
-    pairing = find_bids_pairs(bids_root, input_side, target_side, mask_side, datatype)
+    pairing = find_bids_pairs(
+        bids_root, selection.input_side, selection.target_side, selection.mask_side, selection.datatype
+    )
     if not pairing.pairs:
         details = "; ".join(f"{s}: {r}" for s, r in list(pairing.skipped.items())[:5]) or "no sub-* folders"
         raise AutosrError(f"{bids_root}: no subject has both an input and a target file ({details})")
@@ -146,14 +169,11 @@ def convert_bids(
         if mask is not None:
             place_image(mask, folder / "masksTr" / f"{case_id}{file_ending}")
 
-    def side_name(session: str | None, acq: str | None) -> str:
-        return "_".join([suffix] + [v for v in (session, acq) if v])
-
     write_dataset_json(
         folder,
         name=name,
-        channel_names={"0": side_name(input_session, input_acq)},
-        target_name=side_name(target_session, target_acq),
+        channel_names={"0": selection.side_name(selection.input_session, selection.input_acq)},
+        target_name=selection.side_name(selection.target_session, selection.target_acq),
         target_modality=target_modality,
         file_ending=file_ending,
         num_training=len(pairing.pairs),

@@ -10,12 +10,14 @@ the MNI-based brain generator (`synthetic_brain`) is the realistic one.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
 from autosr.dataset_conversion.acquisition import acquire
+from autosr.errors import AutosrError
 from autosr.io.atomic import atomic_write_json
 from autosr.io.geometry import Geometry, grid_covering
 from autosr.io.image_io import write_image
@@ -53,21 +55,50 @@ def _paint(maps: dict[str, np.ndarray], values: tuple[float, float, float, float
     return image
 
 
-def make_phantom_case(
-    shape_zyx: tuple[int, int, int] = (32, 32, 32),
-    target_spacing_zyx: tuple[float, float, float] = (1.0, 1.0, 1.0),
-    input_spacing_zyx: tuple[float, float, float] = (1.5, 1.5, 1.5),
-    modality: str = "MR",
-    seed: int = 0,
-    origin_xyz: tuple[float, float, float] = (0.0, 0.0, 0.0),
-    direction: tuple[float, ...] = (1, 0, 0, 0, 1, 0, 0, 0, 1),
-    thick_axes: tuple[int, ...] = (),
-) -> tuple[np.ndarray, Geometry, np.ndarray, Geometry, np.ndarray]:
-    """One phantom pair: (input (Z,Y,X), input geometry, target, target geometry, mask uint8 on target grid).
+@dataclass(frozen=True)
+class PhantomSettings:
+    """A phantom dataset: how many cases, and how each pair is acquired (grid, voxel sizes, modality,
+    orientation, thick slices, files). A seed always gives the same dataset."""
 
-    Input axes in `thick_axes` are thick slices that average the signal over their thickness
-    (`autosr.dataset_conversion.acquisition`), e.g. `input_spacing_zyx=(4, 1, 1), thick_axes=(0,)`."""
-    rng = np.random.default_rng(seed)
+    num_train: int = 6
+    num_test: int = 2
+    # the target grid in voxels, and the voxel sizes (mm) of target and input over the same physical extent
+    shape_zyx: tuple[int, int, int] = (32, 32, 32)
+    target_spacing_zyx: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    input_spacing_zyx: tuple[float, float, float] = (1.5, 1.5, 1.5)
+    # "MR" (low-field to high-field contrast) or "CT" (MR-like input, a CT target in HU)
+    modality: str = "MR"
+    with_masks: bool = True
+    file_ending: str = ".nii.gz"
+    seed: int = 0
+    # SimpleITK's 9 direction numbers and the origin (x, y, z) in mm, shared by input and target
+    direction: tuple[float, ...] = (1, 0, 0, 0, 1, 0, 0, 0, 1)
+    origin_xyz: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    # input axes acquired as thick slices that average the signal over their thickness (acquisition.py),
+    # e.g. input_spacing_zyx=(4, 1, 1) with thick_axes=(0,)
+    thick_axes: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.num_train < 1 or self.num_test < 0:
+            raise AutosrError("--num-train must be at least 1 and --num-test at least 0")
+        if self.modality not in ("MR", "CT"):
+            raise AutosrError(f"--modality must be MR or CT, got '{self.modality}'")
+        if min(self.shape_zyx) < 4:
+            raise AutosrError(f"--size must be at least 4 voxels, got {self.shape_zyx}")
+        if min(self.target_spacing_zyx) <= 0 or min(self.input_spacing_zyx) <= 0:
+            raise AutosrError("voxel sizes must be positive (mm)")
+
+
+def make_phantom_case(
+    settings: PhantomSettings | None = None, case_seed: int = 0
+) -> tuple[np.ndarray, Geometry, np.ndarray, Geometry, np.ndarray]:
+    """One phantom pair drawn from `case_seed` (the dataset draws case i from `settings.seed` and i), acquired as `settings` say: (input (Z,Y,X), input geometry,
+    target, target geometry, mask uint8 on the target grid)."""
+    settings = settings or PhantomSettings()
+    shape_zyx, modality = settings.shape_zyx, settings.modality
+    target_spacing_zyx, input_spacing_zyx = settings.target_spacing_zyx, settings.input_spacing_zyx
+    origin_xyz, direction, thick_axes = settings.origin_xyz, settings.direction, settings.thick_axes
+    rng = np.random.default_rng(case_seed)
     maps = _tissue_maps(shape_zyx, rng)
     target_geometry = Geometry(target_spacing_zyx, origin_xyz, direction, shape_zyx)
     if modality == "CT":
@@ -94,41 +125,20 @@ def make_phantom_case(
 
 
 def make_phantom_dataset(
-    raw_root: str | os.PathLike,
-    dataset_id: int = 999,
-    name: str = "Phantom",
-    num_train: int = 6,
-    num_test: int = 2,
-    shape_zyx: tuple[int, int, int] = (32, 32, 32),
-    target_spacing_zyx: tuple[float, float, float] = (1.0, 1.0, 1.0),
-    input_spacing_zyx: tuple[float, float, float] = (1.5, 1.5, 1.5),
-    modality: str = "MR",
-    with_masks: bool = True,
-    file_ending: str = ".nii.gz",
-    seed: int = 0,
-    direction: tuple[float, ...] = (1, 0, 0, 0, 1, 0, 0, 0, 1),
-    origin_xyz: tuple[float, float, float] = (0.0, 0.0, 0.0),
-    thick_axes: tuple[int, ...] = (),
+    raw_root: str | os.PathLike, dataset_id: int = 999, name: str = "Phantom", settings: PhantomSettings | None = None
 ) -> Path:
-    """Write a phantom paired dataset `DatasetXXX_Name` under `raw_root` and return its folder
-    (`thick_axes`: see `make_phantom_case`)."""
+    """Write a phantom paired dataset `DatasetXXX_Name` under `raw_root` and return its folder."""
+    settings = settings or PhantomSettings()
+    num_train, num_test, file_ending = settings.num_train, settings.num_test, settings.file_ending
+    modality = settings.modality
     folder = Path(raw_root) / f"Dataset{dataset_id:03d}_{name}"
     for split, count, offset in (("Tr", num_train, 0), ("Ts", num_test, num_train)):
         for i in range(count):
             case_id = f"phantom_{offset + i:03d}"
-            inp, inp_geo, tgt, tgt_geo, mask = make_phantom_case(
-                shape_zyx,
-                target_spacing_zyx,
-                input_spacing_zyx,
-                modality,
-                seed * 100003 + offset + i,
-                origin_xyz,
-                direction,
-                thick_axes,
-            )
+            inp, inp_geo, tgt, tgt_geo, mask = make_phantom_case(settings, settings.seed * 100003 + offset + i)
             write_image(inp, inp_geo, folder / f"images{split}" / f"{case_id}_0000{file_ending}")
             write_image(tgt, tgt_geo, folder / f"targets{split}" / f"{case_id}{file_ending}")
-            if with_masks:
+            if settings.with_masks:
                 write_image(mask, tgt_geo, folder / f"masks{split}" / f"{case_id}{file_ending}", dtype=np.uint8)
     atomic_write_json(
         {

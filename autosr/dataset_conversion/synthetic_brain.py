@@ -257,46 +257,68 @@ def _write_tissue_labels(job: tuple) -> str:
     return case_id
 
 
+@dataclass(frozen=True)
+class SyntheticBrainSettings:
+    """A synthetic brain dataset: how many cases, the target's voxel size, and how the input is acquired
+    (voxel size, thick slices, contrast, misalignment). A seed always gives the same dataset."""
+
+    num_train: int = 20
+    num_test: int = 4
+    target_spacing_mm: float = 2.0
+    # input voxel size (mm); None: 1.5 x the target's (a 2 mm target gets a 3 mm input)
+    input_spacing_mm: float | None = None
+    # the input as a thick-slice acquisition: slices this thick (mm) along array axis `slice_axis` (0 = z,
+    # axial; 1 = y, coronal; 2 = x, sagittal), each averaging the signal over its thickness; the input
+    # spacing is then the in-plane voxel size
+    slice_thickness_mm: float | None = None
+    slice_axis: int = 0
+    # "low-field" (a low-field-like contrast with a bias field) or "same" (the target's: resolution alone)
+    contrast: str = "low-field"
+    # also write the true tissue label maps (1 csf, 2 gm, 3 wm) to labelsTr/ and labelsTs/
+    tissue_labels: bool = False
+    # (mm, degrees): every input displaced rigidly by that much (see the module docstring); None: aligned
+    misalign: tuple[float, float] | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.target_spacing_mm <= 0 or (self.input_spacing_mm is not None and self.input_spacing_mm <= 0):
+            raise AutosrError("voxel sizes must be positive (--target-spacing, --input-spacing in mm)")
+        if self.slice_thickness_mm is not None and self.slice_thickness_mm <= 0:
+            raise AutosrError(f"--slice-thickness must be positive (mm), got {self.slice_thickness_mm}")
+        if self.contrast not in CONTRASTS:
+            raise AutosrError(f"--contrast must be one of {', '.join(CONTRASTS)}, got '{self.contrast}'")
+        if self.slice_axis not in (0, 1, 2):
+            raise AutosrError(f"--slice-axis must be 0 (z), 1 (y) or 2 (x), got {self.slice_axis}")
+        if self.num_train < 1 or self.num_test < 0:
+            raise AutosrError("--num-train must be at least 1 and --num-test at least 0")
+        if self.misalign is not None:
+            if len(self.misalign) != 2 or min(self.misalign) < 0:
+                raise AutosrError(
+                    "--misalign takes two non-negative numbers: the translation in mm and the rotation in degrees"
+                )
+            object.__setattr__(self, "misalign", tuple(float(v) for v in self.misalign))
+
+    @property
+    def input_spacing(self) -> float:
+        """The input voxel size (mm), its default resolved."""
+        return 1.5 * self.target_spacing_mm if self.input_spacing_mm is None else float(self.input_spacing_mm)
+
+
 def make_synthetic_brain_dataset(
     raw_root: str | os.PathLike,
     dataset_id: int,
     name: str = "SyntheticBrain",
-    num_train: int = 20,
-    num_test: int = 4,
-    target_spacing_mm: float = 2.0,
-    input_spacing_mm: float | None = None,
-    seed: int = 0,
+    settings: SyntheticBrainSettings | None = None,
     num_processes: int = max(1, min(4, os.cpu_count() or 1)),
     overwrite: bool = False,
-    slice_thickness_mm: float | None = None,
-    slice_axis: int = 0,
-    contrast: str = "low-field",
-    tissue_labels: bool = False,
-    misalign: tuple[float, float] | None = None,
 ) -> Path:
-    """Write `DatasetXXX_Name` under `raw_root` and return its folder.
-
-    `input_spacing_mm` defaults to 1.5 x `target_spacing_mm` (a 2 mm target gets a 3 mm input).
-    `slice_thickness_mm` makes the input a thick-slice acquisition along array axis `slice_axis` (0 = z,
-    axial slices; 1 = y, coronal; 2 = x, sagittal), e.g. 2 mm in-plane with 8 mm slices.
-    `tissue_labels`: also write the true tissue label maps to `labelsTr/` and `labelsTs/`.
-    `misalign` = (mm, degrees) displaces every input rigidly by that much (see the module docstring).
-    """
-    if target_spacing_mm <= 0 or (input_spacing_mm is not None and input_spacing_mm <= 0):
-        raise AutosrError("voxel sizes must be positive (--target-spacing, --input-spacing in mm)")
-    if slice_thickness_mm is not None and slice_thickness_mm <= 0:
-        raise AutosrError(f"--slice-thickness must be positive (mm), got {slice_thickness_mm}")
-    if contrast not in CONTRASTS:
-        raise AutosrError(f"--contrast must be one of {', '.join(CONTRASTS)}, got '{contrast}'")
-    if slice_axis not in (0, 1, 2):
-        raise AutosrError(f"--slice-axis must be 0 (z), 1 (y) or 2 (x), got {slice_axis}")
-    if num_train < 1 or num_test < 0:
-        raise AutosrError("--num-train must be at least 1 and --num-test at least 0")
-    if misalign is not None and (len(misalign) != 2 or min(misalign) < 0):
-        raise AutosrError(
-            "--misalign takes two non-negative numbers: the translation in mm and the rotation in degrees"
-        )
-    input_spacing_mm = 1.5 * target_spacing_mm if input_spacing_mm is None else float(input_spacing_mm)
+    """Write `DatasetXXX_Name` under `raw_root` as `settings` say and return its folder (`num_processes`
+    subjects are drawn at once; `overwrite` replaces an existing dataset of that id)."""
+    settings = settings or SyntheticBrainSettings()
+    num_train, num_test, seed = settings.num_train, settings.num_test, settings.seed
+    target_spacing_mm, input_spacing_mm = settings.target_spacing_mm, settings.input_spacing
+    slice_thickness_mm, slice_axis = settings.slice_thickness_mm, settings.slice_axis
+    contrast, tissue_labels, misalign = settings.contrast, settings.tissue_labels, settings.misalign
     template = load_template(float(target_spacing_mm))
     folder = new_dataset_folder(raw_root, dataset_id, name, overwrite=overwrite)
     jobs = [

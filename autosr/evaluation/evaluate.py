@@ -31,21 +31,17 @@ def evaluate_folders(
     mask_dir: PathLike | None = None,
     input_dir: PathLike | None = None,
     out_dir: PathLike | None = None,
-    modality: str = "MR",
-    normalization: str | None = None,
-    data_range: tuple[float, float] | None = None,
-    resample: bool = False,
+    settings: EvaluationSettings | None = None,
     seg_ref_dir: PathLike | None = None,
     seg_pred_dir: PathLike | None = None,
     baseline_params: dict[str, Any] | None = None,
     num_processes: int = 1,
     pictures: bool = True,
-    tissue_agreement: bool = True,
-    ms_ssim: bool = True,
-    backend: str = "auto",
     structures: StructureOptions | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Score every prediction `<case><ending>` in `pred_dir` against `ref_dir/<case><ending>`.
+    """Score every prediction `<case><ending>` in `pred_dir` against `ref_dir/<case><ending>`, as `settings`
+    say (`EvaluationSettings`: modality, normalization, data range, resampling, which metrics; default
+    `EvaluationSettings()`).
 
     Masks `mask_dir/<case><ending>`; inputs `input_dir/<case>_0000<ending>` (for the baseline row and the
     pictures); user label maps `seg_ref_dir` (the reference labels, e.g. manual) and `seg_pred_dir`
@@ -58,10 +54,7 @@ def evaluate_folders(
     pictures, `structure_agreement` in the summary) runs with `structures` holding a segmenter, or with
     both label-map folders and an `out_dir`.
     """
-    settings = EvaluationSettings(
-        modality.upper(), normalization, data_range, resample, tissue_agreement, ms_ssim, backend
-    )
-    settings.normalization_name  # noqa: B018 - validates the name before any work
+    settings = settings or EvaluationSettings()
     ref_dir, pred_dir = require_folder(ref_dir, "reference"), require_folder(pred_dir, "prediction")
     mask_dir, input_dir = require_folder(mask_dir, "mask"), require_folder(input_dir, "input")
     seg_ref_dir, seg_pred_dir = (

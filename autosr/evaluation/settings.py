@@ -18,20 +18,40 @@ from autosr.evaluation.normalization import (
 )
 
 PathLike = str | os.PathLike
+MODALITIES = ("MR", "CT")
 
 
 @dataclass(frozen=True)
 class EvaluationSettings:
-    """How a pair is compared; recorded in every summary."""
+    """How a pair is compared; recorded in every summary. Checked when made (`__post_init__`)."""
 
+    # target modality: picks the default normalization, data range and tissue model ("MR" or "CT")
     modality: str = "MR"
-    normalization: str | None = None  # None: the modality's default
-    data_range: tuple[float, float] | None = None  # fixed (lo, hi); for ct_clip the HU window
+    # intensity normalization of both images before scoring (NORMALIZATIONS); None: the modality's default
+    normalization: str | None = None
+    # fixed (lo, hi) interval for PSNR/SSIM; for ct_clip the HU window; None: per case, the reference's
+    # 0.1th-99.9th percentiles inside the region
+    data_range: tuple[float, float] | None = None
+    # resample predictions (B-spline) and masks/label maps (nearest) on another grid onto the reference grid
     resample: bool = False
+    # tissue-segmentation agreement (Dice per class) of prediction and reference
     tissue: bool = True
     ms_ssim: bool = True
+    # where SSIM's filters run: "auto" (torch when present), "torch" or "scipy"
     backend: str = "auto"
-    image_metrics: bool = True  # also score the whole image (IMAGE_METRICS with suffix _image)
+    # also score the whole image (IMAGE_METRICS with suffix _image)
+    image_metrics: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "modality", str(self.modality).upper())
+        if self.modality not in MODALITIES:
+            raise AutosrError(f"--modality must be one of {', '.join(MODALITIES)}, got '{self.modality}'")
+        if self.data_range is not None:
+            lo, hi = (float(v) for v in self.data_range)
+            if not hi > lo:
+                raise AutosrError(f"--data-range LO HI needs LO < HI, got {lo:g} {hi:g}")
+            object.__setattr__(self, "data_range", (lo, hi))
+        self.normalization_name  # noqa: B018 - refuses an unknown name now, before any work
 
     @property
     def normalization_name(self) -> str:

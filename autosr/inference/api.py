@@ -1,13 +1,14 @@
 """The prediction stage as a notebook calls it.
 
     from autosr.inference.api import predict, ensemble_folders
+    from autosr.inference.settings import ModelSource
 
-    predict("new_scans/", "predictions/", dataset=902, configuration="3d_fullres")   # what `autosr predict` runs
-    ensemble_folders(["pred_3d/", "pred_2d/"], "pred_ensemble/")                   # what `autosr ensemble` runs
+    predict("new_scans/", "predictions/", ModelSource(dataset=902, configuration="3d_fullres"))  # `autosr predict`
+    ensemble_folders(["pred_3d/", "pred_2d/"], "pred_ensemble/")                              # `autosr ensemble`
 
-`predict` finds the model folder, checks everything that can be checked before loading networks (options,
-folders, checkpoints, input files), loads the fold ensemble (`Predictor.from_trained`) and predicts the
-folder. `ensemble_folders` averages predictions of several configurations voxel by voxel, in the target's
+`predict` finds the model folder, checks everything that can be checked before loading networks (folders,
+checkpoints, input files; the options checked themselves when their objects were made, autosr/inference/
+settings.py), loads the fold ensemble (`Predictor.from_trained`) and predicts the folder. `ensemble_folders` averages predictions of several configurations voxel by voxel, in the target's
 units: the same cases on the same grids (`autosr predict` writes every configuration on the planned grid over
 the input's extent, so one dataset's configurations line up); a mismatch is an error naming the case, nothing
 is resampled silently, and the first folder's geometry is written unchanged. The command modules
@@ -25,131 +26,37 @@ import numpy as np
 from autosr.errors import AutosrError
 from autosr.formats.dataset_spec import load_dataset_spec
 from autosr.formats.plans import Plans
-from autosr.inference.folder import FolderSummary, discover_prediction_cases, select_part
-from autosr.inference.model_folder import locate_model_folder, require_checkpoints
-from autosr.inference.sliding_window import DEFAULT_STEP_FRACTION
+from autosr.inference.folder import FolderSummary, discover_prediction_cases
+from autosr.inference.model_folder import require_checkpoints
+from autosr.inference.settings import FolderSettings, ModelSource, PredictionSettings
 from autosr.io import Geometry, file_ending_of, read_image, write_image
-from autosr.paths import DEFAULT_PLANS_NAME, DEFAULT_TRAINER, AutosrPaths, ensure_writable_folder
+from autosr.paths import AutosrPaths, ensure_writable_folder
 
 
 def predict(
     input_dir: str | os.PathLike,
     output_dir: str | os.PathLike,
-    dataset: str | int | None = None,
-    configuration: str | None = None,
-    folds: Sequence[int] | None = None,
-    trainer: str = DEFAULT_TRAINER,
-    plans_name: str = DEFAULT_PLANS_NAME,
-    checkpoint: str | None = None,
-    step_fraction: float = DEFAULT_STEP_FRACTION,
-    tile_batch_size: int | None = None,
-    use_mirroring: bool = True,
-    uncertainty: bool = False,
-    device: str | None = None,
-    num_parts: int = 1,
-    part_id: int = 0,
-    overwrite: bool = False,
-    on_input_grid: bool = False,
-    model_dir: str | os.PathLike | None = None,
+    model: ModelSource,
+    prediction: PredictionSettings | None = None,
+    folder: FolderSettings | None = None,
     paths: AutosrPaths | None = None,
-    progress: bool = True,
-    keep_background: bool = False,
-    compile_networks: bool = False,
-    model_package: str | os.PathLike | None = None,
-    num_workers: int | None = None,
-    sampling_steps: int | None = None,
-    num_samples: int | None = None,
-    seed: int = 0,
-    save_samples: bool = False,
 ) -> FolderSummary:
-    """Find the model (folder, or a package unpacked for this run), load the fold ensemble and predict
-    `input_dir` into `output_dir`. `folds`/`checkpoint` None: 0-4 and final, or the package's.
-
-    `sampling_steps`, `num_samples`, `seed`, `save_samples` apply to generative models only (an error for
-    a regression model, except `seed`, which it ignores).
+    """Find the model (`model`: a folder, or a package unpacked for this run), load the fold ensemble and
+    predict `input_dir` into `output_dir`: each scan as `prediction` says (default `PredictionSettings()`),
+    the folder as `folder` says (default `FolderSettings()`). `paths` locate a dataset's model folder and,
+    for the quality flags, its raw training cases (default: the AUTOSR_* environment variables).
     """
     from autosr.inference.predictor import Predictor
 
-    check_options(step_fraction, tile_batch_size, num_parts, part_id)
+    folder = folder or FolderSettings()
     check_folders(input_dir, output_dir)
-    if model_package is not None:
-        if model_dir is not None or dataset is not None or configuration is not None:
-            raise AutosrError("--model names the model by itself: leave out -d/-c and -m")
-        from autosr.formats.package_reader import open_model_package
-
-        with open_model_package(model_package) as package:
-            return predict(
-                input_dir,
-                output_dir,
-                folds=folds or package.manifest.folds,
-                checkpoint=checkpoint or package.manifest.checkpoint,
-                step_fraction=step_fraction,
-                tile_batch_size=tile_batch_size,
-                use_mirroring=use_mirroring,
-                uncertainty=uncertainty,
-                device=device,
-                num_parts=num_parts,
-                part_id=part_id,
-                overwrite=overwrite,
-                on_input_grid=on_input_grid,
-                model_dir=package.model_dir,
-                progress=progress,
-                keep_background=keep_background,
-                compile_networks=compile_networks,
-                num_workers=num_workers,
-                sampling_steps=sampling_steps,
-                num_samples=num_samples,
-                seed=seed,
-                save_samples=save_samples,
-            )
-    folds = list(folds) if folds else [0, 1, 2, 3, 4]
-    checkpoint = checkpoint or "final"
-    if model_dir is None:
-        if dataset is None or configuration is None:
-            raise AutosrError("name the model: -d DATASET -c CONFIGURATION, or -m MODEL_FOLDER")
-        model_dir = locate_model_folder(paths or AutosrPaths.resolve(), dataset, configuration, trainer, plans_name)
-    model_dir = Path(model_dir)
-    check_before_loading(model_dir, input_dir, folds, checkpoint)
-    ensure_writable_folder(Path(output_dir), fix="choose another -o, or fix the folder's permissions")
-    if model_package is None:
-        prepare_qc_reference(model_dir, paths or AutosrPaths.resolve(), progress)
-    predictor = Predictor.from_trained(
-        model_dir,
-        folds=list(folds),
-        checkpoint=checkpoint,
-        device=device,
-        step_fraction=step_fraction,
-        use_mirroring=use_mirroring,
-        tile_batch_size=tile_batch_size,
-        background_fill=not keep_background,
-        compile_networks=compile_networks,
-        sampling_steps=sampling_steps,
-        num_samples=num_samples,
-        seed=seed,
-    )
-    return predictor.predict_folder(
-        input_dir,
-        output_dir,
-        overwrite=overwrite,
-        num_parts=num_parts,
-        part_id=part_id,
-        uncertainty=uncertainty,
-        on_input_grid=on_input_grid,
-        progress=progress,
-        num_workers=num_workers,
-        save_samples=save_samples,
-    )
-
-
-def check_options(step_fraction: float, tile_batch_size: int | None, num_parts: int, part_id: int) -> None:
-    """Numbers that would otherwise fail only after the model is loaded, or once per case."""
-    if not 0 < step_fraction <= 1:
-        raise AutosrError(f"--step-size must be in (0, 1], got {step_fraction}")
-    if tile_batch_size is not None and tile_batch_size < 1:
-        raise AutosrError(
-            f"--tile-batch-size must be at least 1, got {tile_batch_size} (leave it out for the training batch size)"
-        )
-    select_part([], num_parts, part_id)  # checks --num-parts/--part-id
+    paths = paths or AutosrPaths.resolve()
+    with model.opened(paths) as opened:
+        check_before_loading(opened.model_dir, input_dir, opened.folds, opened.checkpoint)
+        ensure_writable_folder(Path(output_dir), fix="choose another -o, or fix the folder's permissions")
+        prepare_qc_reference(opened.model_dir, paths, folder.progress)
+        predictor = Predictor.from_trained(opened.model_dir, opened.folds, opened.checkpoint, prediction)
+        return predictor.predict_folder(input_dir, output_dir, folder)
 
 
 def check_folders(input_dir: str | os.PathLike, output_dir: str | os.PathLike) -> None:

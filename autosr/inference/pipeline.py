@@ -39,11 +39,13 @@ from typing import Any
 
 import numpy as np
 
+from autosr.device import num_workers_from_environment
 from autosr.errors import AutosrError
 from autosr.inference.folder import FolderSummary, InputCase, output_file, sample_file, uncertainty_file
 from autosr.inference.qc import QCReference, ScanSignals, input_signals, uncertainty_signals
 from autosr.inference.scan_summary import THRESHOLDS_NAME, write_row
 from autosr.inference.scan_worker import ScanWorker
+from autosr.inference.settings import FolderSettings
 from autosr.io import write_image
 from autosr.io.atomic import atomic_path, atomic_write_json
 from autosr.preprocessing.preprocess import PreprocessedScan
@@ -54,13 +56,15 @@ NO_REFERENCE = "not checked: the model folder has no qc_reference.json (create i
 
 def default_num_workers() -> int:
     """Worker processes for a folder run: $AUTOSR_NUM_WORKERS, else one fewer than the CPUs, at most 4."""
-    value = os.environ.get("AUTOSR_NUM_WORKERS")
-    if value:
-        try:
-            return max(0, int(value))
-        except ValueError as e:
-            raise AutosrError(f"AUTOSR_NUM_WORKERS must be a whole number, got '{value}'") from e
+    from_environment = num_workers_from_environment()
+    if from_environment is not None:
+        return from_environment
     return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
+def resolve_num_workers(num_workers: int | None) -> int:
+    """`FolderSettings.num_workers` as a number: None means `default_num_workers()`."""
+    return default_num_workers() if num_workers is None else num_workers
 
 
 @dataclass
@@ -268,22 +272,19 @@ def run_folder(
     network_step: NetworkStep,
     qc: QCSettings,
     summary: FolderSummary,
-    uncertainty: bool = False,
-    on_input_grid: bool = False,
-    num_workers: int = 1,
-    progress: bool = True,
-    save_samples: bool = False,
+    settings: FolderSettings,
 ) -> FolderSummary:
     """Predict `todo` into `output_dir` (see the module docstring); failures are recorded per case.
 
     `network_step(input (C, Z, Y, X), with_uncertainty) -> (prediction, uncertainty or None)` in normalized
-    space: `Predictor.predict_preprocessed`. `save_samples`: it is also given `samples=[]` to fill (a
-    generative model's samples), and they are written to `output_dir/samples/` beside the prediction.
+    space: `Predictor.predict_preprocessed`. With `settings.save_samples` it is also given `samples=[]` to
+    fill (a generative model's samples), and they are written to `output_dir/samples/` beside the prediction.
+    Of `settings`, this uses what is written per scan and how (uncertainty, samples, grid, workers, progress).
     """
     from tqdm import tqdm
 
-    if num_workers < 0:
-        raise AutosrError(f"--num-workers must be 0 or more, got {num_workers}")
+    uncertainty, on_input_grid, save_samples = settings.uncertainty, settings.on_input_grid, settings.save_samples
+    num_workers, progress = resolve_num_workers(settings.num_workers), settings.progress
     output_dir = Path(output_dir)
     depth = max(1, num_workers)
     cases = deque(todo)
@@ -391,15 +392,8 @@ def predict_folder(
     predictor: Any,
     input_dir: str | os.PathLike,
     output_dir: str | os.PathLike,
-    overwrite: bool = False,
-    num_parts: int = 1,
-    part_id: int = 0,
-    uncertainty: bool = False,
-    on_input_grid: bool = False,
-    progress: bool = True,
-    num_workers: int | None = None,
+    settings: FolderSettings,
     qc_reference: QCReference | None = None,
-    save_samples: bool = False,
 ) -> FolderSummary:
     """What `Predictor.predict_folder` runs: this part's unfinished cases through `run_folder`, then summary.csv.
 
@@ -411,17 +405,17 @@ def predict_folder(
     from autosr.inference.scan_summary import write_summary
     from autosr.preprocessing.preprocess import preprocessing_hash
 
-    if save_samples and getattr(predictor, "sampler", None) is None:
+    if settings.save_samples and getattr(predictor, "sampler", None) is None:
         raise AutosrError("--save-samples is for generative models (e.g. DiffusionTrainer); this is a regression model")
     ending = predictor.file_ending
     cases = discover_prediction_cases(input_dir, ending, predictor.num_input_channels)
-    mine = set(select_part([c.case_id for c in cases], num_parts, part_id))
+    mine = set(select_part([c.case_id for c in cases], settings.num_parts, settings.part_id))
     summary = FolderSummary(ignored=hidden_image_files(input_dir, ending))
     todo: list[InputCase] = []
     for case in cases:
         if case.case_id not in mine:
             continue
-        if not overwrite and is_finished(output_dir, case.case_id, ending):
+        if not settings.overwrite and is_finished(output_dir, case.case_id, ending):
             summary.skipped.append(case.case_id)
         else:
             todo.append(case)
@@ -436,12 +430,12 @@ def predict_folder(
         reason = "not checked: qc_reference.json was made with other plans; run `autosr qc-reference` again"
     key = None
     folds = getattr(predictor, "folds", None)
-    if uncertainty and folds is not None:
+    if settings.uncertainty and folds is not None:
         key = uncertainty_key(
-            folds, predictor.checkpoint_name, predictor.mirror_axes, predictor.step_fraction,
+            folds, predictor.checkpoint_name, predictor.mirror_axes, predictor.settings.step_fraction,
             getattr(predictor, "sampling_key", None),
         )  # fmt: skip
-    qc = QCSettings(qc_reference.data if qc_reference else None, key, f"{part_id}/{num_parts}", reason)
+    qc = QCSettings(qc_reference.data if qc_reference else None, key, settings.part, reason)
     if qc_reference is not None:  # what the flags were measured against, for the report (same for every part)
         atomic_write_json(
             {
@@ -451,21 +445,9 @@ def predict_folder(
             },
             Path(output_dir) / THRESHOLDS_NAME,
         )
-    workers = default_num_workers() if num_workers is None else num_workers
     try:
         run_folder(
-            todo,
-            output_dir,
-            ending,
-            predictor.scan_worker(),
-            predictor.predict_preprocessed,
-            qc,
-            summary,
-            uncertainty=uncertainty,
-            on_input_grid=on_input_grid,
-            num_workers=workers,
-            progress=progress,
-            save_samples=save_samples,
+            todo, output_dir, ending, predictor.scan_worker(), predictor.predict_preprocessed, qc, summary, settings
         )
     finally:
         write_summary(output_dir)

@@ -38,7 +38,8 @@ from autosr.inference.model_folder import configuration_of, require_checkpoints
 from autosr.inference.running_stats import RunningMeanStd
 from autosr.inference.sampling import SamplerSpec, minimum_volume_shape, sample_seed, sample_volume
 from autosr.inference.scan_worker import ScanWorker
-from autosr.inference.sliding_window import DEFAULT_STEP_FRACTION, predict_sliding_window
+from autosr.inference.settings import ALL_FOLDS, DEFAULT_CHECKPOINT, FolderSettings, PredictionSettings
+from autosr.inference.sliding_window import predict_sliding_window
 from autosr.io import Geometry, write_image
 from autosr.network.build import total_stride
 from autosr.preprocessing.preprocess import PreprocessedScan, preprocess_arrays
@@ -56,14 +57,12 @@ class Predictor:
     """A fold ensemble plus everything needed to go from scan files to exported predictions.
 
     `networks` are ready modules (weights loaded); most users call `Predictor.from_trained` instead.
-    `patch_size` is the inference tile (default: the training patch; larger tiles divisible by the total
-    stride are accepted, but instance normalization makes them a different prediction: measured worse,
-    documentation/inference.md). `tile_batch_size` defaults to the configuration's training batch size.
-    `background_fill`: outside the subject region (the input foreground grown by a margin) exported
-    predictions hold the training targets' background level; False keeps the raw network output.
-    `compile_networks`: `torch.compile` each network for prediction (fast_path.py; pays for many scans).
-    `sampler`: the checkpoints' `sampler` entry of a generative model (None: a regression model); then
-    `sampling_steps` (default: the entry's), `num_samples` per fold and `seed` say how it is sampled.
+    `settings` (`PredictionSettings`) say how each scan is predicted: tiles, mirroring, the background, the
+    device, compilation and, for a generative model, sampling. `patch_size` is the inference tile (default:
+    the training patch; larger tiles divisible by the total stride are accepted, but instance normalization
+    makes them a different prediction: measured worse, documentation/inference.md). `mirror_axes`: the axes
+    training mirrored (default: every spatial axis). `sampler`: the checkpoints' `sampler` entry of a
+    generative model (None: a regression model).
     """
 
     def __init__(
@@ -72,40 +71,28 @@ class Predictor:
         plans: Plans,
         configuration: str,
         dataset_spec: DatasetSpec | None = None,
-        device: str | torch.device | None = None,
-        step_fraction: float = DEFAULT_STEP_FRACTION,
-        use_mirroring: bool = True,
+        settings: PredictionSettings | None = None,
         mirror_axes: Sequence[int] | None = None,
-        tile_batch_size: int | None = None,
         patch_size: Sequence[int] | None = None,
-        background_fill: bool = True,
-        compile_networks: bool = False,
         sampler: dict[str, Any] | None = None,
-        sampling_steps: int | None = None,
-        num_samples: int | None = None,
-        seed: int = 0,
     ):
         if not networks:
             raise ValueError("a Predictor needs at least one network")
+        self.settings = settings = settings or PredictionSettings()
         self.plans = plans
         self.configuration_name = configuration
         self.configuration = plans.configuration(configuration)
         self.dataset_spec = dataset_spec
-        self.device = choose_device(device)
+        self.device = choose_device(settings.device)
         prefer_fixed_shape_kernels(self.device)
         self.networks = [self._prepare(n) for n in networks]
-        self.step_fraction = float(step_fraction)
-        self.background_fill = bool(background_fill)
         # tiles per forward pass: given, else measured from free GPU memory at the first prediction
         # (fast_path.measured_tile_batch_size), else (CPU) the configuration's training batch size
-        if tile_batch_size is not None and tile_batch_size < 1:
-            raise AutosrError(f"--tile-batch-size must be at least 1, got {tile_batch_size}")
-        self.tile_batch_size = int(tile_batch_size) if tile_batch_size else None
-        self.compile_networks = bool(compile_networks)
-        if self.compile_networks:
+        self.tile_batch_size = settings.tile_batch_size
+        if settings.compile_networks:
             self.networks = [compile_network(n) for n in self.networks]
         dims = self.configuration.dims
-        self.mirror_axes = normalize_mirror_axes(mirror_axes, dims) if use_mirroring else ()
+        self.mirror_axes = normalize_mirror_axes(mirror_axes, dims) if settings.use_mirroring else ()
         self.patch_size = tuple(int(p) for p in (patch_size or self.configuration.patch_size))
         if len(self.patch_size) != dims:
             raise AutosrError(
@@ -113,17 +100,12 @@ class Predictor:
             )
         self._check_divisible(self.patch_size)
         self.sampler = SamplerSpec.from_json(sampler) if sampler else None
-        if self.sampler is None and (sampling_steps is not None or num_samples is not None):
+        if self.sampler is None and settings.generative_options_given:
             raise AutosrError(
                 "--sampling-steps and --num-samples are for generative models (e.g. DiffusionTrainer); "
                 "this model is a regression model: leave them out"
             )
-        self.sampling_steps = int(sampling_steps) if sampling_steps is not None else None
-        self.num_samples = int(num_samples) if num_samples is not None else 1
-        for name, value in (("--num-samples", self.num_samples), ("--sampling-steps", self.sampling_steps)):
-            if value is not None and value < 1:
-                raise AutosrError(f"{name} must be at least 1, got {value}")
-        self.seed = int(seed)
+        self.num_samples = settings.num_samples or 1
         # where the networks came from (set by from_trained): the folder's QC reference, the ensemble's name
         self.model_dir: Path | None = None
         self.folds: tuple[int, ...] | None = None
@@ -134,19 +116,11 @@ class Predictor:
     def from_trained(
         cls,
         model_dir: str | os.PathLike,
-        folds: Sequence[int] = (0, 1, 2, 3, 4),
-        checkpoint: str = "final",
-        device: str | torch.device | None = None,
-        step_fraction: float = DEFAULT_STEP_FRACTION,
-        use_mirroring: bool = True,
-        tile_batch_size: int | None = None,
+        folds: Sequence[int] = ALL_FOLDS,
+        checkpoint: str = DEFAULT_CHECKPOINT,
+        settings: PredictionSettings | None = None,
         patch_size: Sequence[int] | None = None,
         network_builder: NetworkBuilder | None = None,
-        background_fill: bool = True,
-        compile_networks: bool = False,
-        sampling_steps: int | None = None,
-        num_samples: int | None = None,
-        seed: int = 0,
     ) -> Predictor:
         """Load the folds of a model folder (`<Trainer>__<plans>__<configuration>`).
 
@@ -154,7 +128,7 @@ class Predictor:
         training mirrored (`mirror_axes`), else the configuration's, else every spatial axis.
         `network_builder(network_plan, in_channels, out_channels)` defaults to `autosr.network.build_network`;
         pass another for an architecture registered outside autosr. A checkpoint's `sampler` entry makes the
-        model generative (`sampling_steps`, `num_samples`, `seed`: see the class).
+        model generative (sampled as `settings` say).
         """
         model_dir = Path(model_dir)
         files = require_checkpoints(model_dir, list(folds), checkpoint)
@@ -180,24 +154,7 @@ class Predictor:
                 ) from e
             networks.append(network)
         mirror_axes = first.get("mirror_axes", plans.configuration(configuration).raw.get("mirror_axes"))
-        predictor = cls(
-            networks,
-            plans,
-            configuration,
-            dataset_spec=spec,
-            device=device,
-            step_fraction=step_fraction,
-            use_mirroring=use_mirroring,
-            mirror_axes=mirror_axes,
-            tile_batch_size=tile_batch_size,
-            patch_size=patch_size,
-            background_fill=background_fill,
-            compile_networks=compile_networks,
-            sampler=sampler,
-            sampling_steps=sampling_steps,
-            num_samples=num_samples,
-            seed=seed,
-        )
+        predictor = cls(networks, plans, configuration, spec, settings, mirror_axes, patch_size, sampler)
         predictor.model_dir, predictor.folds, predictor.checkpoint_name = model_dir, tuple(files), checkpoint
         return predictor
 
@@ -228,7 +185,7 @@ class Predictor:
         a regression model."""
         if self.sampler is None:
             return None
-        return f"samples={self.num_samples};sampling_steps={self.sampling_steps or self.sampler.steps};seed={self.seed}"
+        return f"samples={self.num_samples};sampling_steps={self.settings.sampling_steps or self.sampler.steps};seed={self.settings.seed}"
 
     @property
     def num_members(self) -> int:
@@ -305,10 +262,10 @@ class Predictor:
                 total = v if total is None else total.add_(v)
             return total / len(self.planes)
 
-        steps = self.sampling_steps or self.sampler.steps
+        steps = self.settings.sampling_steps or self.sampler.steps
         minimum = minimum_volume_shape(self.patch_size, self.planes)
         for index in range(self.num_samples):
-            seed = sample_seed(self.seed, member, index)
+            seed = sample_seed(self.settings.seed, member, index)
             yield sample_volume(velocity, image, steps, seed, minimum, sampler=self.sampler)
 
     def tiles_per_pass(self) -> int:
@@ -328,17 +285,17 @@ class Predictor:
             network,
             image,
             self.patch_size,
-            step_fraction=self.step_fraction,
+            step_fraction=self.settings.step_fraction,
             tile_batch_size=self.tiles_per_pass(),
             mirror_axes=mirror_axes,
             device=self.device,
-            fixed_batch=self.compile_networks,
+            fixed_batch=self.settings.compile_networks,
         )
 
     # --- cases ---------------------------------------------------------------------------------------
     def scan_worker(self) -> ScanWorker:
         """The preprocessing and export of this model as plain data (what folder workers run)."""
-        return ScanWorker(self.plans.raw, self.configuration_name, self.background_fill)
+        return ScanWorker(self.plans.raw, self.configuration_name, self.settings.background_fill)
 
     def preprocess(self, channel_files: Sequence[str | os.PathLike]) -> PreprocessedScan:
         """Read, resample, crop and normalize one case's channel files exactly as in training."""
@@ -400,38 +357,18 @@ class Predictor:
         self,
         input_dir: str | os.PathLike,
         output_dir: str | os.PathLike,
-        overwrite: bool = False,
-        num_parts: int = 1,
-        part_id: int = 0,
-        uncertainty: bool = False,
-        on_input_grid: bool = False,
-        progress: bool = True,
-        num_workers: int | None = None,
-        save_samples: bool = False,
+        settings: FolderSettings | None = None,
     ) -> FolderSummary:
         """Predict every case of `input_dir` into `output_dir` as `<case><ending>`, with `summary.csv` (one row
         per scan, quality flags); see `autosr.inference.folder` and `autosr.inference.pipeline`.
 
-        Finished cases are skipped unless `overwrite`; reading, preprocessing and export run in `num_workers`
-        worker processes beside the network (default: `pipeline.default_num_workers()`; 0: all in this
-        process); a case that fails is recorded and the run goes on. `save_samples`: a generative model's samples
-        also go to `output_dir/samples/<case>_sample<NN><ending>` (fold-major).
+        `settings` (`FolderSettings`): finished cases are skipped unless `overwrite`; reading, preprocessing and
+        export run in `num_workers` worker processes beside the network; a case that fails is recorded and the
+        run goes on; `uncertainty`, `save_samples` and `on_input_grid` say what is written.
         """
         from autosr.inference.pipeline import predict_folder
 
-        return predict_folder(
-            self,
-            input_dir,
-            output_dir,
-            overwrite,
-            num_parts,
-            part_id,
-            uncertainty,
-            on_input_grid,
-            progress,
-            num_workers,
-            save_samples=save_samples,
-        )
+        return predict_folder(self, input_dir, output_dir, settings or FolderSettings())
 
 
 def _to_device_if_it_fits(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -37,6 +37,7 @@ from autosr.inference.qc import (
     uncertainty_key,
     uncertainty_signals,
 )
+from autosr.inference.settings import ALL_FOLDS, DEFAULT_CHECKPOINT, PredictionSettings
 from autosr.preprocessing.preprocess import preprocess_for_inference, preprocessing_hash
 
 
@@ -86,7 +87,7 @@ def add_uncertainty(
             "one fold without mirroring has no spread: the uncertainty reference needs several folds or mirroring"
         )
     key = uncertainty_key(
-        predictor.folds, predictor.checkpoint_name, predictor.mirror_axes, predictor.step_fraction,
+        predictor.folds, predictor.checkpoint_name, predictor.mirror_axes, predictor.settings.step_fraction,
         getattr(predictor, "sampling_key", None),
     )  # fmt: skip
     values = {}
@@ -127,28 +128,21 @@ def qc_reference(
     model_dir: str | os.PathLike,
     raw_dataset_dir: str | os.PathLike,
     uncertainty: bool = False,
-    folds: Sequence[int] = (0, 1, 2, 3, 4),
-    checkpoint: str = "final",
-    use_mirroring: bool = True,
-    step_fraction: float | None = None,
-    device: str | None = None,
+    folds: Sequence[int] = ALL_FOLDS,
+    checkpoint: str = DEFAULT_CHECKPOINT,
+    prediction: PredictionSettings | None = None,
     num_processes: int = 1,
     rebuild: bool = False,
     progress: bool = True,
 ) -> Path:
-    """What `autosr qc-reference` runs: build or update `qc_reference.json` in the model folder; returns it."""
+    """What `autosr qc-reference` runs: build or update `qc_reference.json` in the model folder; returns it.
+    With `uncertainty`, the ensemble of `folds` predicts every training case as `prediction` says (the
+    uncertainty key records folds, checkpoint, mirroring and step, so `autosr predict --uncertainty` with the
+    same ones finds it)."""
     from autosr.inference.predictor import Predictor
-    from autosr.inference.sliding_window import DEFAULT_STEP_FRACTION
 
     reference = ensure_reference(model_dir, raw_dataset_dir, num_processes, progress, rebuild)
     if uncertainty:
-        predictor = Predictor.from_trained(
-            model_dir,
-            folds=list(folds),
-            checkpoint=checkpoint,
-            device=device,
-            use_mirroring=use_mirroring,
-            step_fraction=DEFAULT_STEP_FRACTION if step_fraction is None else step_fraction,
-        )
+        predictor = Predictor.from_trained(model_dir, list(folds), checkpoint, prediction)
         add_uncertainty(reference, predictor, raw_dataset_dir, progress)
     return reference.save(model_dir)

@@ -17,6 +17,7 @@ import os
 import random
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from batchgenerators.dataloading.data_loader import DataLoader
 from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
 from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
 
+from autosr.device import num_workers_from_environment
 from autosr.errors import AutosrError
 from autosr.imaging.foreground import border_values
 from autosr.preprocessing.case_store import load_case
@@ -34,16 +36,13 @@ from autosr.training.worker_guard import exit_when_parent_dies
 # Share of each batch centred inside the mask: the remaining 2/3 still see background and borders, so
 # the network learns to leave the background alone. Standard choice, not tuned here.
 FOREGROUND_FRACTION = 1 / 3
-NUM_WORKERS_ENV = "AUTOSR_NUM_WORKERS"
 
 
 def default_num_workers() -> int:
     """AUTOSR_NUM_WORKERS, else the machine's cores minus one for the training process (at most 12)."""
-    value = os.environ.get(NUM_WORKERS_ENV)
-    if value:
-        if not value.isdigit():
-            raise AutosrError(f"{NUM_WORKERS_ENV} must be a non-negative integer, got '{value}'")
-        return int(value)
+    from_environment = num_workers_from_environment()
+    if from_environment is not None:
+        return from_environment
     return max(0, min(12, (os.cpu_count() or 1) - 1))
 
 
@@ -129,6 +128,36 @@ class CaseCache:
         return self._foreground[case_id]
 
 
+@dataclass(frozen=True)
+class PatchSampling:
+    """What a batch of patches is: its size, how patches are drawn and how they are augmented. Built once by
+    the trainer from the plans; the loader in every data worker receives the same object."""
+
+    patch_size: tuple[int, ...]
+    batch_size: int
+    augment: bool = True
+    # axes that test-time and training mirroring flip
+    mirror_axes: tuple[int, ...] = (0, 1, 2)
+    # share of each batch centred on a foreground voxel (see FOREGROUND_FRACTION)
+    foreground_fraction: float = FOREGROUND_FRACTION
+    # how spatial augmentation resamples (training/augmentation.py: "interpolating" or "axis_permuting")
+    spatial_policy: str = "interpolating"
+    # groups of volume axes with equal spacing, which augmentation may swap
+    axis_groups: tuple[tuple[int, ...], ...] = ()
+    # 2D configurations: the volume axes a slice is taken along
+    slice_axes: tuple[int, ...] = (0,)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "patch_size", tuple(int(p) for p in self.patch_size))
+        object.__setattr__(self, "mirror_axes", tuple(int(a) for a in self.mirror_axes))
+        object.__setattr__(self, "axis_groups", tuple(tuple(int(a) for a in g) for g in self.axis_groups))
+        object.__setattr__(self, "slice_axes", tuple(int(a) for a in self.slice_axes))
+        if self.batch_size < 1:
+            raise AutosrError(f"batch size must be at least 1, got {self.batch_size}")
+        if not 0 <= self.foreground_fraction <= 1:
+            raise AutosrError(f"foreground fraction must be in [0, 1], got {self.foreground_fraction}")
+
+
 class PatchLoader(DataLoader):
     """batchgenerators DataLoader that samples, crops and augments one batch of patches per call."""
 
@@ -136,31 +165,25 @@ class PatchLoader(DataLoader):
         self,
         folder: Path,
         case_ids: Sequence[str],
-        patch_size: Sequence[int],
-        batch_size: int,
-        augment: bool = True,
-        mirror_axes: Sequence[int] = (0, 1, 2),
-        foreground_fraction: float = FOREGROUND_FRACTION,
+        sampling: PatchSampling,
         num_threads: int = 1,
         seed: int | None = None,
-        spatial_policy: str = "interpolating",
-        axis_groups: Sequence[Sequence[int]] = (),
-        slice_axes: Sequence[int] = (0,),
         first_batch: int = 0,
     ):
         if not case_ids:
             raise AutosrError(f"{folder}: no cases to sample patches from")
-        super().__init__(list(case_ids), batch_size, num_threads, seed, infinite=True)
+        super().__init__(list(case_ids), sampling.batch_size, num_threads, seed, infinite=True)
         self.cache = CaseCache(folder, case_ids)
-        self.patch_size = [int(p) for p in patch_size]
+        self.patch_size = list(sampling.patch_size)
         self.dims = len(self.patch_size)
-        self.slice_axes = [int(a) for a in slice_axes]
-        self.foreground_fraction = foreground_fraction
-        self.augment = augment
-        self.sample_size = sample_size(self.patch_size, spatial_policy if augment else None, axis_groups)
+        self.slice_axes = list(sampling.slice_axes)
+        self.foreground_fraction = sampling.foreground_fraction
+        self.augment = sampling.augment
+        policy = sampling.spatial_policy
+        self.sample_size = sample_size(self.patch_size, policy if sampling.augment else None, sampling.axis_groups)
         self.transforms = (
-            training_transforms(self.patch_size, mirror_axes, policy=spatial_policy, axis_groups=axis_groups)
-            if augment
+            training_transforms(self.patch_size, sampling.mirror_axes, policy=policy, axis_groups=sampling.axis_groups)
+            if sampling.augment
             else None
         )
         self.seed = seed
@@ -247,30 +270,20 @@ class PatchLoader(DataLoader):
 def make_batch_iterator(
     folder: Path,
     case_ids: Sequence[str],
-    patch_size: Sequence[int],
-    batch_size: int,
+    sampling: PatchSampling,
     num_workers: int,
-    augment: bool = True,
-    mirror_axes: Sequence[int] = (0, 1, 2),
     seed: int = 0,
-    spatial_policy: str = "interpolating",
-    axis_groups: Sequence[Sequence[int]] = (),
-    slice_axes: Sequence[int] = (0,),
     first_batch: int = 0,
 ):
     """An infinite batch iterator starting at batch `first_batch` of the stream `seed` defines (see
     `PatchLoader._seed_batch`): single-process for `num_workers == 0`, else batchgenerators'
     NonDetMultiThreadedAugmenter with `num_workers` processes, which hands batches over in the order the
     workers finish them (so with workers the batches are the same random process, not the same sequence)."""
-    options = dict(
-        spatial_policy=spatial_policy, axis_groups=axis_groups, slice_axes=slice_axes, first_batch=first_batch
-    )
     if num_workers <= 0:
-        loader = PatchLoader(folder, case_ids, patch_size, batch_size, augment, mirror_axes, seed=seed, **options)
-        return SingleThreadedAugmenter(loader, None)
-    loader = PatchLoader(
-        folder, case_ids, patch_size, batch_size, augment, mirror_axes, num_threads=num_workers, seed=seed, **options
-    )
+        return SingleThreadedAugmenter(
+            PatchLoader(folder, case_ids, sampling, seed=seed, first_batch=first_batch), None
+        )
+    loader = PatchLoader(folder, case_ids, sampling, num_threads=num_workers, seed=seed, first_batch=first_batch)
     seeds = [seed * 1000 + i for i in range(num_workers)]
     return NonDetMultiThreadedAugmenter(
         loader, None, num_workers, num_cached=max(2, num_workers), seeds=seeds, pin_memory=torch.cuda.is_available()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from autosr.formats.plans import Plans
 from autosr.model_layout import FoldFolder
 from autosr.network import build_network
 from autosr.training.augmentation import interchangeable_axes
-from autosr.training.data import DevicePrefetcher, make_batch_iterator
+from autosr.training.data import DevicePrefetcher, PatchSampling, make_batch_iterator
 from autosr.training.device import barrier, mean_across_ranks
 from autosr.training.logger import TrainingLogger
 from autosr.training.loss import LOSSES, DeepSupervisionLoss, masked_l1
@@ -255,35 +255,26 @@ class Trainer:
         """Train and validation batch streams, positioned at `current_epoch`: batch k of a stream depends on
         the seed and k alone (`PatchLoader._seed_batch`), so a resumed run continues the very stream the
         uninterrupted run would have seen (bit for bit without data workers; documentation/training.md)."""
-        patch = self.config.patch_size
         seed = self.ctx.seed + 7919 * self.ctx.rank
-        train = make_batch_iterator(
-            self.ctx.data_folder,
-            self.ctx.train_cases,
-            patch,
+        sampling = PatchSampling(
+            self.config.patch_size,
             self.batch_size,
-            self.ctx.num_workers,
             augment=self.augment,
             mirror_axes=self.mirror_axes(),
-            seed=seed,
             spatial_policy=self.spatial_augmentation,
             axis_groups=interchangeable_axes(self.config.patch_spacing),
             slice_axes=self.config.slice_axes,
-            first_batch=self.current_epoch * self.iters_per_epoch,
         )
+        train = make_batch_iterator(
+            self.ctx.data_folder, self.ctx.train_cases, sampling, self.ctx.num_workers, seed,
+            first_batch=self.current_epoch * self.iters_per_epoch,
+        )  # fmt: skip
         # fold 'all' has no validation cases: the val curve then tracks un-augmented training patches
         val_cases = self.ctx.val_cases or self.ctx.train_cases
         val = make_batch_iterator(
-            self.ctx.data_folder,
-            val_cases,
-            patch,
-            self.batch_size,
-            max(0, self.ctx.num_workers // 2),
-            augment=False,
-            seed=seed + 1,
-            slice_axes=self.config.slice_axes,
-            first_batch=self.current_epoch * self.val_iters_per_epoch,
-        )
+            self.ctx.data_folder, val_cases, replace(sampling, augment=False), max(0, self.ctx.num_workers // 2),
+            seed + 1, first_batch=self.current_epoch * self.val_iters_per_epoch,
+        )  # fmt: skip
         return DevicePrefetcher(train, self.device), DevicePrefetcher(val, self.device)
 
     def run_epoch(self, iterator, steps: int, step_fn, train: bool, desc: str) -> dict[str, float]:

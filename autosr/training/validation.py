@@ -42,14 +42,14 @@ def validate_fold(
     trainer's `sampler_spec()` for a generative network (sampled as `autosr predict` does by default)."""
     from autosr.evaluation.crossval import fold_baseline_params, score_validation_predictions
     from autosr.inference.predictor import Predictor
+    from autosr.inference.settings import PredictionSettings
 
     output_folder = Path(output_folder)
     spec = load_dataset_spec(raw_dataset_dir)
     cases = discover_cases(raw_dataset_dir, spec, "Tr")
     val_cases = list(splits[fold]["val"])
-    predictor = Predictor(
-        [network], plans, configuration, dataset_spec=spec, device=device, mirror_axes=mirror_axes, sampler=sampler
-    )
+    settings = PredictionSettings(device=str(device))
+    predictor = Predictor([network], plans, configuration, spec, settings, mirror_axes=mirror_axes, sampler=sampler)
     files: dict[str, Path] = {}
     for case_id in val_cases:
         if case_id not in cases:
