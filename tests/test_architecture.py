@@ -19,9 +19,7 @@ LINT_IMPORTS = shutil.which("lint-imports") or str(Path(sys.executable).with_nam
 def _lint_imports(tree: Path) -> subprocess.CompletedProcess:
     # the tree's own autosr comes first on sys.path (before the editable install's finder)
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    return subprocess.run(
-        [LINT_IMPORTS, "--no-cache"], cwd=tree, env=env, capture_output=True, text=True, timeout=300
-    )
+    return subprocess.run([LINT_IMPORTS, "--no-cache"], cwd=tree, env=env, capture_output=True, text=True, timeout=300)
 
 
 def _layers() -> list[str]:
