@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,9 +19,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from autosr.errors import AutosrError, FileWriteError, ImageFileProblem
-from autosr.io.atomic import atomic_path
+from autosr.io.atomic import atomic_path, named_write_errors
 from autosr.io.geometry import Geometry
 from autosr.io.nifti_integrity import check_nifti_voxels, is_nifti
+from autosr.io.temporaries import private_folder
 
 SUPPORTED_ENDINGS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
 
@@ -263,12 +265,40 @@ def write_image(
 def write_sitk_image(image: sitk.Image, path: str | os.PathLike, compress: bool = True) -> None:
     """Write a SimpleITK image to `path` atomically, checked before the rename (`image_file_problem`); a full
     disk or a file-size limit raises `FileWriteError` and leaves `path` as it was."""
+    if file_ending_of(path) in DETACHED_HEADER_ENDINGS:
+        _write_detached(image, Path(path), compress)
+        return
     with atomic_path(path, verify=image_file_problem) as tmp:
-        try:
-            sitk.WriteImage(image, str(tmp), useCompression=compress)
-        except RuntimeError as e:  # ITK's other writers do notice; their message names the temporary file
-            lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
-            raise FileWriteError(path, f"the image writer failed: {lines[-1] if lines else e}") from e
+        _sitk_write(image, tmp, compress, path)
+
+
+DETACHED_HEADER_ENDINGS = (".mhd", ".nhdr")  # a header naming a separate voxel file (.raw/.zraw, .raw.gz)
+
+
+def _sitk_write(image: sitk.Image, destination: Path, compress: bool, named: str | os.PathLike) -> None:
+    try:
+        sitk.WriteImage(image, str(destination), useCompression=compress)
+    except RuntimeError as e:  # ITK's other writers do notice a failed write; their message names `destination`
+        lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+        raise FileWriteError(named, f"the image writer failed: {lines[-1] if lines else e}") from e
+
+
+def _write_detached(image: sitk.Image, path: Path, compress: bool) -> None:
+    """A header + voxel-file format: written under their final names into a private folder beside `path` (the
+    header names its voxel file, so neither may be renamed alone), checked, then moved: voxels first, header
+    last, so a header in place always has its voxels."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = private_folder(path.parent, ".autosr-write-")
+    try:
+        with named_write_errors(path):
+            _sitk_write(image, staging / path.name, compress, path)
+            problem = image_file_problem(staging / path.name)
+            if problem is not None:
+                raise FileWriteError(path, problem)
+            for written in sorted(staging.iterdir(), key=lambda p: p.name == path.name):
+                os.replace(written, path.parent / written.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def image_file_problem(path: str | os.PathLike) -> str | None:
