@@ -1,4 +1,4 @@
-"""Checkpoints: written atomically, read with `weights_only=True`, contents per documentation/architecture.md.
+"""Checkpoints: written atomically and checked, read with `weights_only=True`, contents per documentation/architecture.md.
 
 Shared by training (which writes them) and inference (which reads them), so it lives beside both; where they
 lie is `autosr.model_layout`'s business.
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from autosr.errors import AutosrError
-from autosr.io.atomic import atomic_path
+from autosr.io.atomic import atomic_path, zip_problem
 
 FORMAT_VERSION = 1
 
@@ -54,10 +54,18 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
-    """`torch.save` into a temporary sibling, then rename: a kill never leaves a half-written checkpoint."""
-    checkpoint = {"format_version": FORMAT_VERSION, **checkpoint}
-    with atomic_path(path) as tmp:
-        torch.save(checkpoint, tmp)
+    """`torch.save` into a temporary sibling, check it, then rename: a kill never leaves a half-written
+    checkpoint, and a full disk raises `FileWriteError` with the previous checkpoint of that name intact."""
+    save_torch({"format_version": FORMAT_VERSION, **checkpoint}, path)
+
+
+def save_torch(obj: Any, path: Path) -> None:
+    """`torch.save(obj)` to `path` atomically, checked before the rename (a torch file is a zip archive whose
+    directory comes last). Written through a Python file object, so a full disk surfaces as its OSError
+    (torch's own file writer only says "unexpected pos")."""
+    with atomic_path(path, verify=zip_problem) as tmp:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -74,6 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     module = _load_command(args.command)
+    if hasattr(signal, "SIGXFSZ"):
+        # past a file-size limit (ulimit -f) a write then fails with EFBIG, which the checked writes report as
+        # one message, instead of the signal killing the process (CPython ignores it already; made explicit)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
         code = module.run(args)
     except AutosrError as e:

@@ -28,3 +28,25 @@ class ImageFileProblem(AutosrError):
     def __init__(self, path: object, problem: str, fix: str):
         self.path, self.problem, self.fix = path, problem, fix
         super().__init__(f"{path}: {problem}; {fix}")
+
+    def __reduce__(self):  # picklable with its fields: it crosses from prediction worker processes
+        return (type(self), (self.path, self.problem, self.fix))
+
+
+class FileWriteError(AutosrError):
+    """A file that could not be written completely (the disk is full, a file-size limit is set): nothing was
+    left under its name. `problem` says what went wrong.
+
+    Picklable with its fields (it crosses from prediction worker processes to the main one)."""
+
+    FIX = (
+        "the disk is full or a file-size limit is set (ulimit -f): free space or raise the limit, "
+        "then run the same command again"
+    )
+
+    def __init__(self, path: object, problem: str):
+        self.path, self.problem = path, problem
+        super().__init__(f"{path}: could not be written completely ({problem}); {self.FIX}")
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.problem))

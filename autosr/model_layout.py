@@ -6,6 +6,7 @@
             fold_<k>/                                    FoldFolder (k = 0..4, or "all")
                 checkpoint_final.pt, checkpoint_best.pt, checkpoint_latest.pt
                 training_log.txt, progress.png
+                .training.lock                           held by the one process training the fold
                 validation/                              the fold's validation predictions and their scores
             crossval_results/                            the folds' validation merged and scored
         ensembles/ensemble__<A>--<B>/                    find-best's pairwise ensembles (a crossval_results/ each)
@@ -54,6 +55,11 @@ class FoldFolder:
     @property
     def progress_file(self) -> Path:
         return self.path / "progress.png"
+
+    @property
+    def lock_file(self) -> Path:
+        """Held (autosr.io.locks) by the process training this fold, and removed when it stops."""
+        return self.path / ".training.lock"
 
 
 @dataclass(frozen=True)

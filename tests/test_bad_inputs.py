@@ -347,6 +347,25 @@ def register_after(change: Callable[[World], None]) -> Callable[[World], list[st
 REGISTERED = ("raw/Dataset000_PhantomRegistered*",)  # the registered copy of the other cases (999 wraps to 000)
 
 
+def hold_lock(world: World, lock_file: Path, what: str) -> None:
+    """Hold `lock_file` from this process (another `autosr` at work) until the test ends."""
+    from autosr.io.locks import HeldLock
+
+    world.held_lock = HeldLock(lock_file, what)  # released when the world goes
+
+
+def training_in_progress(world: World) -> None:
+    fold_dir = world.paths.results / PHANTOM / "Trainer__autosrPlans__3d_fullres" / "fold_0"
+    hold_lock(world, fold_dir / ".training.lock", f"fold 0 of {fold_dir.parent}")
+
+
+def registration_in_progress(world: World) -> None:
+    copy = world.paths.raw / "Dataset000_PhantomRegistered"
+    (copy / "registration").mkdir(parents=True)
+    (copy / "registration" / "source.json").write_text(json.dumps({"source": PHANTOM}))
+    hold_lock(world, copy / "registration" / ".register.lock", f"the registered copy {copy}")
+
+
 def train_after(change: Callable[[World], None], configuration: str = "3d_fullres") -> Callable[[World], list[str]]:
     def setup(world: World) -> list[str]:
         change(world)
@@ -503,6 +522,17 @@ CASES = [
          2, ("results: is not writable", "AUTOSR_RESULTS"), unprivileged=True),
     Case("train-read-only-preprocessed", "planned_cases", train_after(lambda w: w.preprocessed.chmod(0o555)),
          2, ("Dataset999_Phantom", "is not writable", "splits.json"), ("results", "results/*"), unprivileged=True),
+    # round three, part A: writes, locks, resume
+    Case("train-fold-in-use", "planned_cases", train_after(training_in_progress),
+         2, ("fold 0 of", "Trainer__autosrPlans__3d_fullres is in use by another process", "pid", ".training.lock",
+             "wait for it to finish or stop it")),
+    Case("register-copy-in-use", "raw", register_after(registration_in_progress),
+         2, ("the registered copy", "Dataset000_PhantomRegistered is in use by another process", ".register.lock",
+             "wait for it to finish or stop it")),
+    Case("predict-truncated-input-in-a-worker", "model",
+         predict_after(lambda w: truncate(w.inputs / "phantom_007_0000.nii.gz"), "--num-workers", "1"),
+         1, ("phantom_007", "phantom_007_0000.nii.gz", "truncated", "copy or export the file again"),
+         ("out", "out/phantom_006.nii.gz", *RUN_RECORDS)),
 ]  # fmt: skip
 
 

@@ -424,6 +424,7 @@ def test_flow_from_the_input_trains_resumes_and_predicts(autosr_roots: AutosrPat
     runner.num_epochs = epoch + 1
     runner.schedule.max_epochs = runner.num_epochs
     runner.fit()
+    run.release()  # the fold's lock: the command below works on the same fold
     assert load_checkpoint(fold_dir / "checkpoint_final.pt")["sampler"] == saved["sampler"]
     train = [
         "train",

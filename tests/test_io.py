@@ -119,3 +119,17 @@ def test_overlap_fraction_of_shifted_grids():
     c = Geometry((1, 1, 1), (100, 0, 0), (1, 0, 0, 0, 1, 0, 0, 0, 1), (10, 10, 10))
     assert overlap_fraction(a, b) == pytest.approx(0.5)
     assert overlap_fraction(a, c) == 0.0
+
+
+@pytest.mark.parametrize("ending, voxels", [(".mhd", ".zraw"), (".nhdr", ".raw.gz")])
+def test_header_and_voxel_file_formats_are_written_under_their_final_names(tmp_path, ending, voxels):
+    """.mhd/.nhdr name their voxel file in the header: both are written together and moved into place (voxels
+    first), so the header never points at a temporary name, and writing again replaces both."""
+    geometry = Geometry(
+        spacing_zyx=(2.0, 1.0, 1.0), origin_xyz=(0, 0, 0), direction=np.eye(3).ravel(), size_zyx=(3, 4, 5)
+    )
+    path = tmp_path / f"scan{ending}"
+    for value in (1.0, 2.0):
+        write_image(np.full((3, 4, 5), value, np.float32), geometry, path)
+        assert read_image(path)[0].max() == value
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, f"scan{voxels}"])

@@ -11,11 +11,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import SimpleITK as sitk
-
 from autosr.errors import AutosrError
-from autosr.io.atomic import atomic_path, atomic_write_json
-from autosr.io.image_io import SUPPORTED_ENDINGS, file_ending_of, read_sitk
+from autosr.io.atomic import atomic_copy, atomic_write_json
+from autosr.io.image_io import SUPPORTED_ENDINGS, file_ending_of, read_sitk, write_sitk_image
 from autosr.paths import DATASET_NAME_PATTERN
 
 
@@ -50,12 +48,9 @@ def check_file_ending(file_ending: str) -> str:
 def place_image(source: Path, destination: Path) -> None:
     """Copy `source` to `destination`, re-writing it through SimpleITK when the file endings differ."""
     if file_ending_of(source) == file_ending_of(destination):
-        with atomic_path(destination) as tmp:
-            shutil.copyfile(source, tmp)
+        atomic_copy(source, destination)
         return
-    image = read_sitk(source)
-    with atomic_path(destination) as tmp:
-        sitk.WriteImage(image, str(tmp), useCompression=True)
+    write_sitk_image(read_sitk(source), destination)
 
 
 def write_dataset_json(

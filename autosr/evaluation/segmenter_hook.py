@@ -42,7 +42,7 @@ from tqdm import tqdm
 
 from autosr.errors import AutosrError
 from autosr.io import atomic_write_json, read_json
-from autosr.io.atomic import temporary_name_for
+from autosr.io.atomic import remove_stale_temporaries, temporary_name_for
 from autosr.io.image_io import read_sitk
 
 PathLike = str | os.PathLike
@@ -275,6 +275,8 @@ def run_segmenter_jobs(
 ) -> dict[SegmenterRun, str]:
     """Run every job (`num_parallel` at a time); {run: message} for the ones that failed."""
     failures: dict[SegmenterRun, str] = {}
+    for folder in sorted({run.output.parent for run in runs}):  # label maps of a killed run's segmenter
+        remove_stale_temporaries(folder)
     progress = dict(total=len(runs), desc=f"segmenting ({segmenter.name})", unit="image", disable=len(runs) < 2)
     with ThreadPoolExecutor(max(1, min(num_parallel, len(runs) or 1))) as pool:
         for run, message in tqdm(zip(runs, pool.map(lambda r: run_segmenter(segmenter, r), runs)), **progress):

@@ -11,6 +11,10 @@ place with a rename (on the results folder's own disk), so other processes never
 
 `open_model_package` unpacks into a temporary folder that is removed afterwards, so `autosr predict --model
 model.zip` needs no results folder and parallel runs never share (or race on) an unpacked copy.
+
+Both private folders carry their owner in their name (`autosr.io.temporaries`: `$TMPDIR/autosr-model-h<host>-
+<pid>-<random>`, `$AUTOSR_RESULTS/.autosr-install-h<host>-<pid>-<random>`); a run killed before its clean-up
+leaves one behind, and the next run of either kind removes the ones whose owner has ended.
 """
 
 from __future__ import annotations
@@ -28,9 +32,13 @@ from pathlib import Path
 from autosr.errors import AutosrError
 from autosr.formats.package_archive import check_members, extract_checked, sha256_of
 from autosr.formats.package_manifest import MANIFEST_NAME, MODEL_CARD_NAME, Manifest
+from autosr.io.atomic import named_write_errors
+from autosr.io.temporaries import private_folder
 from autosr.paths import AutosrPaths, ensure_writable_folder
 
 MAX_MANIFEST_BYTES = 16 * 1024**2
+INSTALL_PREFIX = ".autosr-install-"  # in the results folder, beside the model's final place (one disk: a rename)
+UNPACK_PREFIX = "autosr-model-"  # in the system's temporary folder
 
 
 @dataclass(frozen=True)
@@ -96,7 +104,8 @@ def unpack_package(package: str | os.PathLike, destination: str | os.PathLike) -
     model folder, so an unpacked model describes itself."""
     package, destination = Path(package), Path(destination)
     manifest = inspect_package(package)
-    extract_checked(package, destination, only=manifest.member_names())
+    with named_write_errors(destination):
+        extract_checked(package, destination, only=manifest.member_names())
     model_dir = destination / manifest.model_path
     _verify(model_dir, manifest, package)
     for name in (MANIFEST_NAME, MODEL_CARD_NAME):
@@ -122,7 +131,7 @@ def install_model(package: str | os.PathLike, paths: AutosrPaths | None = None, 
     final = results / manifest.dataset_name / manifest.model_folder
     if final.is_dir() and not differing_files(final, manifest):
         return final  # already installed, identical
-    staging = results / f".autosr-install-{uuid.uuid4().hex[:12]}"
+    staging = private_folder(results, INSTALL_PREFIX)
     try:
         unpacked = unpack_package(package, staging)
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -154,7 +163,7 @@ def install_model(package: str | os.PathLike, paths: AutosrPaths | None = None, 
 @contextlib.contextmanager
 def open_model_package(package: str | os.PathLike) -> Iterator[UnpackedModel]:
     """Unpack `package` into a private temporary folder for the duration of the `with` block."""
-    folder = Path(tempfile.mkdtemp(prefix="autosr-model-"))
+    folder = private_folder(tempfile.gettempdir(), UNPACK_PREFIX)
     try:
         yield unpack_package(package, folder / "unpacked")
     finally:

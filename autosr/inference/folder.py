@@ -21,6 +21,7 @@ from pathlib import Path
 
 from autosr.errors import AutosrError
 from autosr.formats.dataset_spec import CHANNEL_SUFFIX, CaseFiles, discover_input_cases
+from autosr.io.image_io import image_file_problem
 from autosr.paths import SAFE_NAME_RULE, name_problem
 
 UNCERTAINTY_FOLDER = "uncertainty"
@@ -162,5 +163,7 @@ def sample_file(output_dir: str | os.PathLike, case_id: str, index: int, file_en
 
 
 def is_finished(output_dir: str | os.PathLike, case_id: str, file_ending: str) -> bool:
-    """A case is finished when its prediction exists (written last and atomically, so it is complete)."""
-    return output_file(output_dir, case_id, file_ending).is_file()
+    """A case is finished when its prediction exists (written last, atomically and checked, so it is complete)
+    and is whole: a prediction cut short by an older version's unchecked write is predicted again."""
+    path = output_file(output_dir, case_id, file_ending)
+    return path.is_file() and image_file_problem(path) is None

@@ -3,23 +3,26 @@
 Every format SimpleITK reads is accepted; the list of endings autosr validates against is
 `SUPPORTED_ENDINGS`. Reading refuses, with one message naming the file and the fix, what SimpleITK would
 read wrongly without a word (truncated NIfTI, NaN/Inf in NIfTI: see `read_sitk`); every command reads
-through here. Writes are atomic (see `autosr.io.atomic`).
+through here. Writes are atomic and checked before the rename (`write_sitk_image`, `autosr.io.atomic`):
+SimpleITK's NIfTI writer reports no error when the disk is full or a file-size limit cuts the file short.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
-from autosr.errors import AutosrError, ImageFileProblem
-from autosr.io.atomic import atomic_path
+from autosr.errors import AutosrError, FileWriteError, ImageFileProblem
+from autosr.io.atomic import atomic_path, named_write_errors
 from autosr.io.geometry import Geometry
 from autosr.io.nifti_integrity import check_nifti_voxels, is_nifti
+from autosr.io.temporaries import private_folder
 
 SUPPORTED_ENDINGS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
 
@@ -256,5 +259,68 @@ def write_image(
         array = np.clip(np.rint(array), info.min, info.max)
     image = sitk.GetImageFromArray(np.ascontiguousarray(array.astype(dtype, copy=False)))
     apply_geometry(image, geometry)
-    with atomic_path(path) as tmp:
-        sitk.WriteImage(image, str(tmp), useCompression=compress)
+    write_sitk_image(image, path, compress)
+
+
+def write_sitk_image(image: sitk.Image, path: str | os.PathLike, compress: bool = True) -> None:
+    """Write a SimpleITK image to `path` atomically, checked before the rename (`image_file_problem`); a full
+    disk or a file-size limit raises `FileWriteError` and leaves `path` as it was."""
+    if file_ending_of(path) in DETACHED_HEADER_ENDINGS:
+        _write_detached(image, Path(path), compress)
+        return
+    with atomic_path(path, verify=image_file_problem) as tmp:
+        _sitk_write(image, tmp, compress, path)
+
+
+DETACHED_HEADER_ENDINGS = (".mhd", ".nhdr")  # a header naming a separate voxel file (.raw/.zraw, .raw.gz)
+
+
+def _sitk_write(image: sitk.Image, destination: Path, compress: bool, named: str | os.PathLike) -> None:
+    try:
+        sitk.WriteImage(image, str(destination), useCompression=compress)
+    except RuntimeError as e:  # ITK's other writers do notice a failed write; their message names `destination`
+        lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+        raise FileWriteError(named, f"the image writer failed: {lines[-1] if lines else e}") from e
+
+
+def _write_detached(image: sitk.Image, path: Path, compress: bool) -> None:
+    """A header + voxel-file format: written under their final names into a private folder beside `path` (the
+    header names its voxel file, so neither may be renamed alone), checked, then moved: voxels first, header
+    last, so a header in place always has its voxels."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = private_folder(path.parent, ".autosr-write-")
+    try:
+        with named_write_errors(path):
+            _sitk_write(image, staging / path.name, compress, path)
+            problem = image_file_problem(staging / path.name)
+            if problem is not None:
+                raise FileWriteError(path, problem)
+            for written in sorted(staging.iterdir(), key=lambda p: p.name == path.name):
+                os.replace(written, path.parent / written.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def image_file_problem(path: str | os.PathLike) -> str | None:
+    """What is missing from an image file autosr has just written, or None when it is whole.
+
+    Cheap, so every write can afford it: a NIfTI's size (.nii) or gzip trailer (.nii.gz; the stream is inflated
+    only when the trailer disagrees), an uncompressed MetaImage's size, else the header of any format."""
+    path = Path(path)
+    if is_nifti(path):
+        check = check_nifti_voxels(path, count_nonfinite=False)
+        if check is None:
+            return f"no complete NIfTI header: only {path.stat().st_size} bytes reached the disk"
+        if check.truncated:
+            return f"only {check.bytes_found} of its {check.bytes_expected} bytes of voxel data reached the disk"
+        return None
+    shortfall = metaimage_shortfall(path)
+    if shortfall is not None:
+        return f"only {shortfall[0]} of its {shortfall[1]} bytes of voxel data reached the disk"
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return f"its header cannot be read back: only {path.stat().st_size} bytes reached the disk"
+    return None

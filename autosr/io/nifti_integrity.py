@@ -103,9 +103,13 @@ def _parse_nifti_header(head: bytes) -> NiftiHeader | None:
     return NiftiHeader(order, int(datatype), int(bitpix), max(offset, header_size), num_voxels)
 
 
-def check_nifti_voxels(path: str | os.PathLike) -> VoxelCheck | None:
+def check_nifti_voxels(path: str | os.PathLike, count_nonfinite: bool = True) -> VoxelCheck | None:
     """How much of the voxel data a .nii/.nii.gz holds and how many voxels are NaN/Inf; None when the file
-    does not start with a NIfTI header (the image reader then reports it)."""
+    does not start with a NIfTI header (the image reader then reports it).
+
+    Without `count_nonfinite` only completeness is checked (what a writer checks of the file it just wrote:
+    the file size of a .nii, the gzip trailer of a .nii.gz, inflating it only when the trailer disagrees)
+    and `num_nonfinite` is 0."""
     path = Path(path)
     compressed = path.name.lower().endswith(".gz")
     try:
@@ -116,9 +120,10 @@ def check_nifti_voxels(path: str | os.PathLike) -> VoxelCheck | None:
     if header is None:
         return None
     expected = header.end_of_voxels - header.voxel_offset
+    float_dtype = header.float_dtype if count_nonfinite else None
     if not compressed:
         found = max(0, min(os.path.getsize(path), header.end_of_voxels) - header.voxel_offset)
-        if header.float_dtype is None or found < expected:
+        if float_dtype is None or found < expected:
             return VoxelCheck(found, expected, 0)
         data = np.memmap(
             path, dtype=header.float_dtype, mode="r", offset=header.voxel_offset, shape=(header.num_voxels,)
@@ -126,9 +131,9 @@ def check_nifti_voxels(path: str | os.PathLike) -> VoxelCheck | None:
         step = CHUNK_BYTES // header.float_dtype.itemsize
         nonfinite = sum(_count_nonfinite(data[i : i + step]) for i in range(0, data.size, step))
         return VoxelCheck(found, expected, nonfinite)
-    if header.float_dtype is None and _gzip_size_field(path) == header.end_of_voxels % (1 << 32):
+    if float_dtype is None and _gzip_size_field(path) == header.end_of_voxels % (1 << 32):
         return VoxelCheck(expected, expected, 0)  # the trailer a complete stream ends with: no need to inflate
-    return _scan_gzip(path, header)
+    return _scan_gzip(path, header, float_dtype)
 
 
 def _count_nonfinite(values: np.ndarray) -> int:
@@ -145,9 +150,9 @@ def _gzip_size_field(path: Path) -> int | None:
         return struct.unpack("<I", f.read(4))[0]
 
 
-def _scan_gzip(path: Path, header: NiftiHeader) -> VoxelCheck:
-    """Inflate the whole stream (every gzip member) in chunks, counting voxel bytes and NaN/Inf voxels."""
-    dtype = header.float_dtype
+def _scan_gzip(path: Path, header: NiftiHeader, dtype: np.dtype | None) -> VoxelCheck:
+    """Inflate the whole stream (every gzip member) in chunks, counting voxel bytes and (with a float `dtype`)
+    NaN/Inf voxels."""
     start, end = header.voxel_offset, header.end_of_voxels
     position, nonfinite, carry = 0, 0, b""
     inflater = zlib.decompressobj(wbits=31)

@@ -20,17 +20,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import zipfile
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from autosr import __version__
-from autosr.checkpoint import load_checkpoint
+from autosr.checkpoint import load_checkpoint, save_torch
 from autosr.errors import AutosrError
 from autosr.formats.dataset_spec import load_dataset_spec
 from autosr.formats.package_archive import sha256_of
@@ -39,6 +36,8 @@ from autosr.formats.plans import Plans
 from autosr.inference.model_folder import locate_model_folder, require_checkpoints
 from autosr.inference.qc import QC_REFERENCE_NAME, QCReference
 from autosr.io import atomic_path, read_json
+from autosr.io.atomic import atomic_copy, zip_problem
+from autosr.io.temporaries import private_folder
 from autosr.model_layout import PLANNING_FILES, ModelFolder
 from autosr.packaging.model_card import model_card
 from autosr.paths import DEFAULT_PLANS_NAME, DEFAULT_TRAINER, AutosrPaths
@@ -58,6 +57,8 @@ PREDICTION_CHECKPOINT_KEYS = (
     "network_plan",
     "network_weights",
 )
+
+EXPORT_PREFIX = ".autosr-export-"  # the staging folder beside the package (owner in its name: io/temporaries)
 
 
 def prediction_checkpoint(checkpoint: dict[str, Any]) -> dict[str, Any]:
@@ -140,13 +141,13 @@ def export_model(
         sources[QC_REFERENCE_NAME] = model_dir / QC_REFERENCE_NAME
 
     output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".autosr-export-", dir=output.parent))
+    staging = private_folder(output.parent, EXPORT_PREFIX)
     try:
         files: dict[str, Path] = {}
         for name, source in sources.items():
             files[name] = staging / name
             files[name].parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, files[name])
+            atomic_copy(source, files[name])
         epochs = {}
         for fold, path in checkpoints.items():
             reduced = prediction_checkpoint(load_checkpoint(path))
@@ -154,7 +155,7 @@ def export_model(
             name = path.relative_to(model_dir).as_posix()
             files[name] = staging / name
             files[name].parent.mkdir(parents=True, exist_ok=True)
-            torch.save(reduced, files[name])
+            save_torch(reduced, files[name])
         manifest = Manifest(
             dataset_name=dataset_name,
             model_folder=model_dir.name,
@@ -176,7 +177,7 @@ def export_model(
             epochs,
             reference.data if reference is not None else None,
         )
-        with atomic_path(output) as tmp:
+        with atomic_path(output, verify=zip_problem) as tmp:
             with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
                 archive.writestr(MANIFEST_NAME, json.dumps(manifest.to_json(), indent=2) + "\n")
                 archive.writestr(MODEL_CARD_NAME, card)

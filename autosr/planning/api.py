@@ -8,11 +8,9 @@ the command-line layer over it.
 
 from __future__ import annotations
 
-import shutil
-
 from autosr.errors import AutosrError
 from autosr.formats.plans import CONFIGURATION_NAMES, Plans
-from autosr.io.atomic import atomic_path, atomic_write_json, read_json
+from autosr.io.atomic import atomic_copy, atomic_write_json, read_json
 from autosr.paths import AutosrPaths, ensure_writable_folder, path_under
 
 
@@ -59,8 +57,7 @@ def plan_dataset(
     verify_dataset(raw_dir, num_processes=num_processes).raise_if_problems()
     spec = load_dataset_spec(raw_dir)
     ensure_writable_folder(out_dir, "AUTOSR_PREPROCESSED")
-    with atomic_path(out_dir / "dataset.json") as tmp:
-        shutil.copyfile(raw_dir / "dataset.json", tmp)
+    atomic_copy(raw_dir / "dataset.json", out_dir / "dataset.json")
 
     fingerprint_path = out_dir / "fingerprint.json"
     from autosr.formats.dataset_spec import discover_cases

@@ -20,14 +20,20 @@ What the copy holds, per case that has a target:
 
 A case without a target (a test scan to predict) is copied unchanged. A case that cannot be registered
 (empty image, no overlap) is reported by name at the end, after all the others are written, and left out.
-A rerun skips cases whose JSON says they were registered with the same settings from the same files.
+A rerun skips cases whose JSON says they were registered with the same settings from the same files, and
+whose outputs have the sizes the JSON recorded.
+
+Resuming: the copy is marked as this source's (`registration/source.json`) before its first case, so a run
+stopped part way (kill -9, a full disk) is found and continued by the same command, in the same folder; its
+`dataset.json` is written last, so an unfinished copy is never taken for a dataset. Every file is written
+atomically and checked before its rename (`autosr.io.atomic`): a full disk stops the run with one message,
+never a cut-short image. One run writes a copy at a time (`registration/.register.lock`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,8 +46,9 @@ from autosr import __version__
 from autosr.errors import AutosrError, DatasetProblems
 from autosr.formats.dataset_spec import CaseFiles, DatasetSpec, discover_cases, load_dataset_spec
 from autosr.imaging.bias_field import foreground_mask
-from autosr.io.atomic import atomic_path, atomic_write_json, read_json
-from autosr.io.image_io import apply_geometry, geometry_of, read_sitk
+from autosr.io.atomic import atomic_copy, atomic_path, atomic_write_json, read_json
+from autosr.io.image_io import apply_geometry, geometry_of, read_sitk, write_sitk_image
+from autosr.io.locks import exclusive_lock
 from autosr.paths import DATASET_NAME_PATTERN, SAFE_NAME_RULE, dataset_id_of, ensure_writable_folder, name_problem
 from autosr.registration.pairwise import (
     DEFAULT_SETTINGS,
@@ -54,6 +61,8 @@ from autosr.registration.transforms import displace_geometry, displacement_mm, r
 
 REGISTERED_NAME_SUFFIX = "Registered"
 REGISTRATION_FOLDER = "registration"
+SOURCE_MARKER = "source.json"  # registration/source.json: whose copy a folder is, from the first case on
+LOCK_NAME = ".register.lock"
 SPLITS = ("Tr", "Ts")
 
 
@@ -114,16 +123,19 @@ class RegistrationSummary:
 
 
 def _registered_from(folder: Path) -> str | None:
-    """The source dataset name a folder was registered from, or None when it is not a registered copy."""
-    path = folder / "dataset.json"
-    if not path.is_file():
-        return None
-    try:
-        content = read_json(path)
-    except (json.JSONDecodeError, OSError):
-        return None
-    registration = content.get("registration") if isinstance(content, dict) else None
-    return registration.get("source") if isinstance(registration, dict) else None
+    """The source dataset name a folder was registered from (finished, or stopped part way), or None when it
+    is not a registered copy."""
+    for path, key in ((folder / "dataset.json", "registration"), (folder / REGISTRATION_FOLDER / SOURCE_MARKER, None)):
+        if not path.is_file():
+            continue
+        try:
+            content = read_json(path)
+        except (json.JSONDecodeError, OSError):
+            continue
+        record = content.get(key) if key is not None and isinstance(content, dict) else content
+        if isinstance(record, dict) and isinstance(record.get("source"), str):
+            return record["source"]
+    return None
 
 
 def registered_dataset_folder(source_dir: Path, dataset_id: int | None = None, name: str | None = None) -> Path:
@@ -179,14 +191,18 @@ def _source_stamps(case: CaseFiles) -> list[dict[str, Any]]:
     return [_file_stamp(p) for p in [*case.channels, case.target, case.mask] if p is not None]
 
 
-def _copy(source: Path, destination: Path) -> None:
-    with atomic_path(destination) as tmp:
-        shutil.copyfile(source, tmp)
+def _output_sizes(outputs: list[Path], out: Path) -> dict[str, int]:
+    """{path inside the copy: bytes} of a case's outputs, recorded so a rerun trusts only whole files."""
+    return {p.relative_to(out).as_posix(): p.stat().st_size for p in outputs}
 
 
-def _write_sitk(image: sitk.Image, destination: Path) -> None:
-    with atomic_path(destination) as tmp:
-        sitk.WriteImage(image, str(tmp), useCompression=True)
+def _transform_problem(path: Path) -> str | None:
+    """A `verify` for a written .tfm: ITK reads it back."""
+    try:
+        sitk.ReadTransform(str(path))
+    except RuntimeError:
+        return f"the transform cannot be read back: only {path.stat().st_size} bytes reached the disk"
+    return None
 
 
 def _moved_channel(image: sitk.Image, result: PairRegistration, transform_kind: str) -> sitk.Image:
@@ -238,8 +254,11 @@ def _case_record(
     }
 
 
-def _is_done(case: CaseFiles, record_path: Path, outputs: list[Path], settings: RegistrationSettings) -> dict | None:
-    """The existing record when this case was registered before with these settings from these files."""
+def _is_done(
+    case: CaseFiles, record_path: Path, outputs: list[Path], settings: RegistrationSettings, out: Path
+) -> dict | None:
+    """The existing record when this case was registered before with these settings from these files, and its
+    outputs are the files then written (records of older versions hold no sizes: their files are trusted)."""
     if not record_path.is_file() or not all(p.is_file() for p in outputs):
         return None
     try:
@@ -247,6 +266,8 @@ def _is_done(case: CaseFiles, record_path: Path, outputs: list[Path], settings: 
     except (json.JSONDecodeError, OSError):
         return None
     if record.get("settings") != settings.to_json() or record.get("source_files") != _source_stamps(case):
+        return None
+    if "output_bytes" in record and record["output_bytes"] != _output_sizes(outputs, out):
         return None
     return record
 
@@ -277,7 +298,7 @@ def register_case(job: _CaseJob) -> CaseOutcome:
         return CaseOutcome(case.case_id, split, "incomplete", "input channel(s) or target missing; run `autosr verify`")
     if case.target is None:
         for source, destination in zip(case.channels, input_outputs):
-            _copy(source, destination)
+            atomic_copy(source, destination)
         return CaseOutcome(case.case_id, split, "copied", "no target to register to: copied unchanged")
     record_folder = out / REGISTRATION_FOLDER / split
     record_path = record_folder / f"{case.case_id}.json"
@@ -285,7 +306,7 @@ def register_case(job: _CaseJob) -> CaseOutcome:
     if case.mask is not None:
         outputs.append(out / f"masks{split}" / f"{case.case_id}{ending}")
     if not job.overwrite:
-        record = _is_done(case, record_path, outputs, job.settings)
+        record = _is_done(case, record_path, outputs, job.settings, out)
         if record is not None:
             return CaseOutcome(case.case_id, split, "done", record=record)
     try:
@@ -305,14 +326,15 @@ def register_case(job: _CaseJob) -> CaseOutcome:
         _remove(outputs, record_folder, case.case_id)
         return CaseOutcome(case.case_id, split, "failed", str(e))
     for channel, destination in zip(channels, input_outputs):
-        _write_sitk(_moved_channel(channel, result, job.settings.transform), destination)
-    _copy(case.target, outputs[len(input_outputs)])
+        write_sitk_image(_moved_channel(channel, result, job.settings.transform), destination)
+    atomic_copy(case.target, outputs[len(input_outputs)])
     if case.mask is not None:
-        _copy(case.mask, outputs[-1])
-    with atomic_path(record_folder / f"{case.case_id}.tfm") as tmp:
+        atomic_copy(case.mask, outputs[-1])
+    with atomic_path(record_folder / f"{case.case_id}.tfm", verify=_transform_problem) as tmp:
         sitk.WriteTransform(result.transform, str(tmp))
     record = _case_record(case, split, result, target, mask, job.settings)
-    atomic_write_json(record, record_path)
+    record["output_bytes"] = _output_sizes(outputs, out)
+    atomic_write_json(record, record_path)  # last: a record marks the case done
     return CaseOutcome(case.case_id, split, "registered", record=record)
 
 
@@ -348,7 +370,18 @@ def register_dataset(
     ]
     if not jobs:
         raise AutosrError(f"{source_dir}: no cases found in imagesTr/ or imagesTs/; run `autosr verify` first")
-    summary = RegistrationSummary(source_dir, output_dir, settings)
+    with exclusive_lock(output_dir / REGISTRATION_FOLDER / LOCK_NAME, f"the registered copy {output_dir}"):
+        marker = output_dir / REGISTRATION_FOLDER / SOURCE_MARKER
+        if not marker.is_file():
+            atomic_write_json({"source": source_dir.name, "source_path": str(source_dir)}, marker)
+        summary = _register_jobs(jobs, RegistrationSummary(source_dir, output_dir, settings), num_processes, progress)
+        _write_dataset_json(source_dir, output_dir, spec, summary)
+    return summary
+
+
+def _register_jobs(
+    jobs: list[_CaseJob], summary: RegistrationSummary, num_processes: int, progress: bool
+) -> RegistrationSummary:
     bar = tqdm(total=len(jobs), desc="register", unit="case", disable=not progress)
     if num_processes > 1 and len(jobs) > 1:
         threads = max(1, (os.cpu_count() or 1) // num_processes)
@@ -362,7 +395,6 @@ def register_dataset(
             summary.outcomes.append(register_case(job))
             bar.update()
     bar.close()
-    _write_dataset_json(source_dir, output_dir, spec, summary)
     return summary
 
 

@@ -3,13 +3,14 @@
 Model folder: `$AUTOSR_RESULTS/DatasetXXX_Name/<Trainer>__<plans_name>__<configuration>/fold_<k>/`, with
 copies of plans.json, dataset.json and fingerprint.json one level up so the model folder predicts on its
 own. Nothing already trained is overwritten: a fold with a checkpoint refuses to start again unless
-`continue_training` is set.
+`continue_training` is set. One fold has one writer: the process training it holds `fold_<k>/.training.lock`
+(`autosr.io.locks`) from before its first check to its last write, so a second `autosr train` of the same fold
+stops at once with a message naming the first (a lock of a process that died is taken over).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,8 @@ from autosr.device import choose_device
 from autosr.errors import AutosrError
 from autosr.formats.plans import Plans
 from autosr.formats.splits import cases_of_fold, load_or_create_splits, parse_fold
-from autosr.io.atomic import atomic_path, read_json
+from autosr.io.atomic import atomic_copy, read_json
+from autosr.io.locks import HeldLock
 from autosr.model_layout import PLANNING_FILES, FoldFolder, ModelFolder
 from autosr.paths import AutosrPaths, ensure_writable_folder, path_under
 from autosr.preprocessing.case_store import list_cases
@@ -46,8 +48,7 @@ def _copy_planning_files(preprocessed_dir: Path, model_dir: Path) -> None:
                     "trained; delete the model folder to retrain all folds with the new plans, or restore the old plans.json"
                 )
             continue
-        with atomic_path(dest) as tmp:
-            shutil.copyfile(source, tmp)
+        atomic_copy(source, dest)
 
 
 def _check_fold_folder(fold: FoldFolder, continue_training: bool) -> None:
@@ -92,17 +93,22 @@ class FoldRun:
     fold: int | str
     splits: list[dict[str, list[str]]]
     raw_dataset_dir: Path
+    lock: HeldLock | None = None  # the fold's lock (rank 0); `release()` when done, else it goes with the object
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
 
 
 def prepare_fold(request: FoldRequest, paths: AutosrPaths | None = None) -> FoldRun:
-    """Resolve everything for one fold and build its trainer; with `continue_training`, restore the latest
-    (or final) checkpoint."""
+    """Resolve everything for one fold, take its lock and build its trainer; with `continue_training`, restore
+    the latest (or final) checkpoint. The returned run holds the lock until `run.release()` (or until it is
+    garbage collected, or the process ends)."""
     paths = paths or AutosrPaths.resolve()
-    configuration, continue_training = request.configuration, request.continue_training
-    epochs, iters_per_epoch, num_workers = request.epochs, request.iters_per_epoch, request.num_workers
+    configuration = request.configuration
     fold = parse_fold(request.fold)
-    trainer_class = get_trainer_class(request.trainer)
-    for name, value in (("epochs", epochs), ("iters_per_epoch", iters_per_epoch)):
+    get_trainer_class(request.trainer)  # an unknown trainer is refused before anything else
+    for name, value in (("epochs", request.epochs), ("iters_per_epoch", request.iters_per_epoch)):
         if value is not None and value < 1:
             raise AutosrError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     preprocessed_dir = paths.preprocessed_dataset(request.dataset)
@@ -118,11 +124,36 @@ def prepare_fold(request: FoldRequest, paths: AutosrPaths | None = None) -> Fold
     model = ModelFolder.create(
         path_under(paths.require("results"), preprocessed_dir.name), request.trainer, plans.plans_name, configuration
     )
-    model_dir, fold_folder = model.path, model.fold(fold)
-    fold_dir = fold_folder.path
-    _check_fold_folder(fold_folder, continue_training)
+    fold_folder = model.fold(fold)
     # before anything is written: a read-only results folder is one message now, not a traceback later
-    ensure_writable_folder(fold_dir, "AUTOSR_RESULTS", create=False)
+    ensure_writable_folder(fold_folder.path, "AUTOSR_RESULTS", create=False)
+    lock = None
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 holds the lock for all ranks
+        lock = HeldLock(fold_folder.lock_file, f"fold {fold} of {model.path}")
+    try:
+        run = _build_run(request, paths, fold, fold_folder, plans, preprocessed_dir, data_folder, case_ids)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    run.lock = lock
+    return run
+
+
+def _build_run(
+    request: FoldRequest,
+    paths: AutosrPaths,
+    fold: int | str,
+    fold_folder: FoldFolder,
+    plans: Plans,
+    preprocessed_dir: Path,
+    data_folder: Path,
+    case_ids: list[str],
+) -> FoldRun:
+    """What `prepare_fold` does once it holds the fold's lock."""
+    configuration, continue_training = request.configuration, request.continue_training
+    fold_dir, model_dir = fold_folder.path, fold_folder.path.parent
+    _check_fold_folder(fold_folder, continue_training)
     splits = load_or_create_splits(preprocessed_dir, case_ids)
     train_cases, val_cases = cases_of_fold(splits, fold, case_ids)
 
@@ -138,13 +169,13 @@ def prepare_fold(request: FoldRequest, paths: AutosrPaths | None = None) -> Fold
         train_cases=train_cases,
         val_cases=val_cases,
         device=device_obj,
-        num_workers=default_num_workers() if num_workers is None else num_workers,
-        num_epochs=epochs,
-        iters_per_epoch=iters_per_epoch,
+        num_workers=default_num_workers() if request.num_workers is None else request.num_workers,
+        num_epochs=request.epochs,
+        iters_per_epoch=request.iters_per_epoch,
         rank=rank,
         world_size=world_size,
     )
-    runner = trainer_class(ctx)
+    runner = get_trainer_class(request.trainer)(ctx)
     final, latest = fold_folder.checkpoint("final"), fold_folder.checkpoint("latest")
     finished = False
     if continue_training and final.is_file():
@@ -186,6 +217,14 @@ def train_fold(
         dataset, configuration, fold, trainer, device, continue_training, epochs, iters_per_epoch, num_workers
     )
     run = prepare_fold(request, paths)
+    try:
+        _train_and_validate(run, configuration)
+    finally:
+        run.release()
+    return run.fold_dir
+
+
+def _train_and_validate(run: FoldRun, configuration: str) -> None:
     runner = run.runner
     if not run.finished:
         runner.fit()
@@ -215,7 +254,6 @@ def train_fold(
 
         dist.barrier()
         dist.destroy_process_group()
-    return run.fold_dir
 
 
 def spawn_torchrun(num_gpus: int, argv: list[str]) -> int:

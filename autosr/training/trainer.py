@@ -248,6 +248,7 @@ class Trainer:
             self.iters_per_epoch = int(ckpt["iters_per_epoch"])
         self.logger.load_state_dict(ckpt.get("logger_state", {}))
         self.logger.truncate(self.current_epoch)
+        self.logger.replay_epoch_line()
         restore_rng_state(ckpt.get("rng_state", {}))
 
     # ---- the loop ------------------------------------------------------------------------------------
@@ -316,15 +317,19 @@ class Trainer:
                 is_best = ema < self.logger.best_ema_val_loss
                 if is_best:
                     self.logger.best_ema_val_loss = ema
+                shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()))
+                # stamped before the checkpoints, which carry it: a run stopped before the line is written
+                # gets it written on resuming (TrainingLogger.replay_epoch_line)
+                line = self.logger.epoch_line(
+                    f"epoch {epoch}: {shown}, ema_val_loss {ema:.4f}{' (best)' if is_best else ''}, "
+                    f"lr {lr:.2e}, {time.time() - start:.1f} s"
+                )
+                if is_best:
                     self.save("best")
                 self.save("latest")
                 if self.is_main:
                     self.logger.plot(self.ctx.output_folder / "progress.png")
-                shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()))
-                self.logger.print(
-                    f"epoch {epoch}: {shown}, ema_val_loss {ema:.4f}{' (best)' if is_best else ''}, "
-                    f"lr {lr:.2e}, {time.time() - start:.1f} s"
-                )
+                self.logger.write_line(line)
                 barrier()
         finally:
             for it in (train_iter, val_iter):
