@@ -44,6 +44,7 @@ from autosr.errors import AutosrError
 from autosr.io import atomic_write_json, read_json
 from autosr.io.atomic import temporary_name_for
 from autosr.io.image_io import read_sitk
+from autosr.io.json_file import read_json_file
 
 PathLike = str | os.PathLike
 PLACEHOLDERS = ("input", "output", "case", "mask")
@@ -137,10 +138,7 @@ def load_segmenter_config(path: PathLike) -> tuple[Segmenter, Path | None, tuple
     lookup table; a relative path is taken from the JSON file's folder), `structures` (label values).
     """
     path = Path(path)
-    try:
-        config = read_json(path)
-    except (OSError, ValueError) as e:
-        raise AutosrError(f"{path}: cannot be read as JSON ({e})") from e
+    config = read_json_file(path, "fix the segmenter config")
     if not isinstance(config, dict) or not isinstance(config.get("command"), str):
         raise AutosrError(
             f'{path}: must hold a JSON object with a "command" string, e.g. {{"command": "tool {{input}} {{output}}"}}'

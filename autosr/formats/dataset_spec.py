@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from autosr.errors import AutosrError
+from autosr.io.json_file import read_json_file
 from autosr.paths import file_ending_problem, json_kind
 
 REQUIRED_KEYS = ("name", "channel_names", "target_name", "target_modality", "file_ending")
@@ -153,11 +154,7 @@ def load_dataset_spec(dataset_dir: str | os.PathLike) -> DatasetSpec:
         raise AutosrError(
             f"{path}: not found; every dataset folder needs a dataset.json (see documentation/dataset_format.md)"
         )
-    try:
-        with open(path, encoding="utf-8") as f:
-            d = json.load(f)
-    except json.JSONDecodeError as e:
-        raise AutosrError(f"{path}: is not valid JSON ({e}); fix the file") from e
+    d = read_json_file(path, "fix the file (see documentation/dataset_format.md)")
     if not isinstance(d, dict):
         raise AutosrError(f"{path}: must hold a JSON object")
     return parse_dataset_spec(d, source=str(path))
