@@ -317,7 +317,7 @@ def check_file_names(root: Path, spec: DatasetSpec) -> list[str]:
                     )
                     continue
                 if kind == "images":
-                    match = CHANNEL_SUFFIX.match(stem)
+                    match = CHANNEL_SUFFIX.fullmatch(stem)
                     if not match:
                         problems.append(
                             f"{p}: name lacks the 4-digit channel index; rename it <case>_0000{spec.file_ending}"

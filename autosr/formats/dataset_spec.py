@@ -27,7 +27,7 @@ from autosr.io.json_file import read_json_file
 from autosr.paths import file_ending_problem, json_kind
 
 REQUIRED_KEYS = ("name", "channel_names", "target_name", "target_modality", "file_ending")
-CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+CHANNEL_SUFFIX = re.compile(r"(?P<case>.+)_(?P<channel>\d{4})")  # applied with fullmatch
 
 
 @dataclass(frozen=True)
@@ -193,7 +193,7 @@ def discover_input_cases(images_dir: Path, file_ending: str, num_channels: int) 
     cases: dict[str, CaseFiles] = {}
     for p in _files_with_ending(images_dir, file_ending):
         stem = p.name[: -len(file_ending)]
-        m = CHANNEL_SUFFIX.match(stem)
+        m = CHANNEL_SUFFIX.fullmatch(stem)
         if not m:
             continue
         case_id, channel = m.group("case"), int(m.group("channel"))

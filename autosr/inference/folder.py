@@ -132,7 +132,7 @@ def _channels_beyond(input_dir: Path, file_ending: str, num_channels: int) -> di
     for p in sorted(input_dir.iterdir()):
         if not (p.is_file() and p.name.endswith(file_ending)) or p.name.startswith("."):
             continue
-        match = CHANNEL_SUFFIX.match(p.name[: -len(file_ending)])
+        match = CHANNEL_SUFFIX.fullmatch(p.name[: -len(file_ending)])
         if match and int(match.group("channel")) >= num_channels:
             extra.setdefault(match.group("case"), []).append(f"_{match.group('channel')}")
     return extra
