@@ -30,7 +30,7 @@ from autosr.formats.dataset_spec import CHANNEL_SUFFIX, CaseFiles, DatasetSpec, 
 from autosr.imaging.foreground import target_foreground
 from autosr.io.atomic import is_temporary
 from autosr.io.geometry import Geometry, overlap_fraction
-from autosr.io.image_io import file_ending_of, read_image
+from autosr.io.image_io import detached_data_files, file_ending_of, read_image
 from autosr.paths import SAFE_NAME_RULE, name_problem
 from autosr.registration.misalignment import (
     MisalignmentEstimate,
@@ -301,7 +301,10 @@ def check_file_names(root: Path, spec: DatasetSpec) -> list[str]:
             folder = root / f"{kind}{split}"
             if not folder.is_dir():
                 continue
+            data_files = detached_data_files(folder)  # a .mhd's .raw is part of it, not a file of its own
             for p in sorted(folder.iterdir()):
+                if p.name in data_files:
+                    continue
                 shown = p if p.name.isprintable() else folder / repr(p.name)
                 if p.name.startswith("."):
                     if p.name.endswith(spec.file_ending):

@@ -38,6 +38,43 @@ def file_ending_of(path: str | os.PathLike) -> str:
     return ""
 
 
+# Formats whose header names a separate voxel-data file beside it (MetaImage .mhd -> .raw/.zraw, detached NRRD
+# .nhdr -> .raw/.raw.gz): the data file is part of its header's image, never an image or a case of its own.
+DETACHED_HEADER_ENDINGS = (".mhd", ".nhdr")
+HEADER_BYTES = 1 << 16
+
+
+def detached_data_file(header: Path) -> str | None:
+    """The name of the voxel-data file a .mhd/.nhdr header in the same folder points to, or None (voxels in
+    the header file itself, a list or pattern of files, another folder, an unreadable header)."""
+    ending = file_ending_of(header)
+    if ending not in DETACHED_HEADER_ENDINGS:
+        return None
+    try:
+        with open(header, "rb") as f:
+            text = f.read(HEADER_BYTES).decode("latin-1")
+    except OSError:
+        return None
+    separator, keys = ("=", ("elementdatafile",)) if ending == ".mhd" else (":", ("data file", "datafile"))
+    for line in text.splitlines():
+        key, found, value = line.partition(separator)
+        if found and key.strip().lower() in keys:
+            value = value.strip()
+            if value.upper() in ("LOCAL", "LIST") or "%" in value or " " in value:
+                return None
+            return value if Path(value).name == value else None
+    return None
+
+
+def detached_data_files(folder: str | os.PathLike) -> set[str]:
+    """Names of the voxel-data files that the .mhd/.nhdr headers of `folder` point to."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return set()
+    found = (detached_data_file(p) for p in folder.iterdir() if file_ending_of(p) in DETACHED_HEADER_ENDINGS)
+    return {name for name in found if name is not None}
+
+
 def geometry_of(image: sitk.Image) -> Geometry:
     """The `Geometry` of a 3D SimpleITK image (its (x, y, z) spacing and size reversed to (z, y, x))."""
     if image.GetDimension() != 3:
