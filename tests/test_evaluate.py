@@ -36,11 +36,18 @@ def perturbed_copies(source: Path, destination: Path, noise: float, seed: int = 
     return destination
 
 
-def test_identical_predictions_score_perfectly(phantom_dataset: Path, tmp_path: Path) -> None:
+def copy_of(folder: Path, tmp_path: Path) -> Path:
+    """Byte-identical copies of a folder's images: predictions that must score perfectly (evaluating a folder
+    against itself is refused)."""
+    return Path(shutil.copytree(folder, tmp_path / f"copy_of_{folder.name}"))
+
+
+def test_identical_predictions_score_perfectly(phantom_dataset: Path, tmp_path: Path, capsys) -> None:
     targets = phantom_dataset / "targetsTr"
     table, summary = evaluate_folders(
-        targets, targets, mask_dir=phantom_dataset / "masksTr", out_dir=tmp_path / "out", **FAST
+        targets, copy_of(targets, tmp_path), mask_dir=phantom_dataset / "masksTr", out_dir=tmp_path / "out", **FAST
     )
+    assert "every prediction (6) is a byte-identical copy of its reference" in capsys.readouterr().err
     assert len(table) == 6 and set(table["method"]) == {"model"}
     assert np.allclose(table["ssim"], 1.0) and np.allclose(table["mae"], 0.0)
     assert (table["psnr"] == metrics.PSNR_CAP_DB).all()
@@ -150,7 +157,7 @@ def test_empty_mask_names_the_case(phantom_dataset: Path, tmp_path: Path) -> Non
     write_image(np.zeros_like(mask), geometry, phantom_dataset / "masksTr" / "phantom_003.nii.gz", dtype=np.uint8)
     targets = phantom_dataset / "targetsTr"
     with pytest.raises(AutosrError, match=r"phantom_003.*mask.*empty"):
-        evaluate_folders(targets, targets, mask_dir=phantom_dataset / "masksTr", **FAST)
+        evaluate_folders(targets, copy_of(targets, tmp_path), mask_dir=phantom_dataset / "masksTr", **FAST)
 
 
 def test_no_matching_files(phantom_dataset: Path, tmp_path: Path) -> None:
@@ -172,7 +179,12 @@ def test_user_segmentations_and_ct(tmp_path: Path) -> None:
         array, geometry = read_image(path)
         write_image((array > 500).astype(np.uint8) + (array > 0), geometry, labels / path.name, dtype=np.uint8)
     table, summary = evaluate_folders(
-        ct / "targetsTr", ct / "targetsTr", modality="CT", seg_ref_dir=labels, seg_pred_dir=labels, **FAST
+        ct / "targetsTr",
+        copy_of(ct / "targetsTr", tmp_path),
+        modality="CT",
+        seg_ref_dir=labels,
+        seg_pred_dir=labels,
+        **FAST,
     )
     assert summary["normalization"] == "ct_clip" and summary["data_range"]["window_hu"] == [-1024.0, 3000.0]
     assert (table["data_range_hi"] == 4024.0).all()
@@ -222,7 +234,7 @@ def test_cli_baseline_params_and_no_pictures(phantom_dataset: Path, tmp_path: Pa
     args = [
         "evaluate",
         targets,
-        targets,
+        str(copy_of(phantom_dataset / "targetsTr", tmp_path)),
         "--input-dir",
         str(phantom_dataset / "imagesTr"),
         "--no-pictures",
