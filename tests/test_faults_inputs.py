@@ -116,7 +116,8 @@ def test_the_segmenter_is_never_handed_an_option(tmp_path: Path) -> None:
 @pytest.mark.parametrize("ending, data_ending", [(".mhd", ".raw"), (".mhd", ".zraw"), (".nhdr", ".raw.gz")])
 def test_the_data_files_of_detached_headers_are_not_images(tmp_path: Path, ending: str, data_ending: str) -> None:
     """The voxel file a .mhd or .nhdr header names belongs to it: `verify` does not call it a file with the
-    wrong ending, `predict` does not list it as left out; other image files are listed, with the fix."""
+    wrong ending, `predict` does not list it as left out; other image files it leaves out are listed, with the
+    fix (another ending, no channel index)."""
     from autosr.inference.folder import ignored_input_files
     from autosr.io.image_io import detached_data_files
 
@@ -128,7 +129,10 @@ def test_the_data_files_of_detached_headers_are_not_images(tmp_path: Path, endin
     assert ignored_input_files(tmp_path, ending) == []
     (tmp_path / "notes.txt").write_text("not an image")
     sitk.WriteImage(image, str(tmp_path / "other_0000.nii.gz"))
+    sitk.WriteImage(image, str(tmp_path / f"lone{ending}"), useCompression=data_ending != ".raw")
     assert ignored_input_files(tmp_path, ending) == [
+        f"lone{ending}: not predicted: the name lacks the 4-digit channel index; rename it <case>_0000{ending} "
+        "(one file per channel)",
         f"other_0000.nii.gz: not predicted: file ending .nii.gz, the model reads {ending}; rename it (if it is a "
-        f"{ending} file) or convert it to {ending}"
+        f"{ending} file) or convert it to {ending}",
     ]

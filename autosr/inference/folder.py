@@ -115,7 +115,8 @@ def ignored_input_files(input_dir: str | os.PathLike, file_ending: str) -> list[
 
     - hidden names (starting with '.': editor or macOS copies such as `._scan_0000`, or a scan renamed by
       mistake);
-    - images in another format than the model's (`scan_0000.nii` for a `.nii.gz` model).
+    - images in another format than the model's (`scan_0000.nii` for a `.nii.gz` model);
+    - images without the channel index (`scan.nii.gz`).
 
     The voxel-data files of detached headers (a `.mhd`'s `.raw`) belong to their header and are not listed.
     """
@@ -137,6 +138,11 @@ def ignored_input_files(input_dir: str | os.PathLike, file_ending: str) -> list[
             ignored.append(
                 f"{p.name}: not predicted: file ending {ending}, the model reads {file_ending}; rename it (if it "
                 f"is a {file_ending} file) or convert it to {file_ending}"
+            )
+        elif p.name.endswith(file_ending) and not CHANNEL_SUFFIX.fullmatch(p.name[: -len(file_ending)]):
+            ignored.append(
+                f"{p.name}: not predicted: the name lacks the 4-digit channel index; rename it "
+                f"<case>_0000{file_ending} (one file per channel)"
             )
     return ignored
 
