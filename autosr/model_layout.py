@@ -7,6 +7,7 @@
                 checkpoint_final.pt, checkpoint_best.pt, checkpoint_latest.pt
                 training_log.txt, progress.png
                 .training.lock                           held by the one process training the fold
+                preprocessed_data.json                   the preprocessed cases it was trained on (their identity)
                 validation/                              the fold's validation predictions and their scores
             crossval_results/                            the folds' validation merged and scored
         ensembles/ensemble__<A>--<B>/                    find-best's pairwise ensembles (a crossval_results/ each)
@@ -51,6 +52,11 @@ class FoldFolder:
     @property
     def log_file(self) -> Path:
         return self.path / "training_log.txt"
+
+    @property
+    def data_record_file(self) -> Path:
+        """`preprocessed_data.json`: the identity of every preprocessed case this fold was trained on."""
+        return self.path / "preprocessed_data.json"
 
     @property
     def progress_file(self) -> Path:

@@ -18,12 +18,19 @@ from autosr.errors import AutosrError
 ENV_VARS = {"raw": "AUTOSR_RAW", "preprocessed": "AUTOSR_PREPROCESSED", "results": "AUTOSR_RESULTS"}
 # The one allow-list for every name that becomes a file or folder name (case ids, plans name, data
 # identifier, configuration, trainer, the part of a file ending after its first dot): ASCII letters,
-# digits, '_', '-' and '.', not starting with '.'. It keeps '/', '..', hidden names, spaces, line breaks
-# and other characters that break paths, shells or tables out of every folder autosr writes.
-SAFE_NAME_PATTERN = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]*")
+# digits, '_', '-' and '.', starting with a letter or digit. It keeps '/', '..', hidden names, spaces, line
+# breaks and other characters that break paths, shells or tables out of every folder autosr writes, and
+# names that a program would read as an option ('-x', '--mask') out of every command line autosr builds.
+# Patterns here are applied with `fullmatch` only: `$` also matches before a final line break.
+SAFE_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 MAX_NAME_LENGTH = 200
-SAFE_NAME_RULE = "use only letters, digits, '_', '-' and '.' (not first)"
-DATASET_NAME_PATTERN = re.compile(r"^Dataset(\d{3})_([A-Za-z0-9_\-]+)$")
+SAFE_NAME_RULE = "use only letters, digits, '_', '-' and '.', starting with a letter or digit"
+# The one rule for dataset folder names: 'Dataset', a three-digit id, '_', a name (a safe name without '.').
+DATASET_NAME_PATTERN = re.compile(r"Dataset(\d{3})_([A-Za-z0-9][A-Za-z0-9_\-]*)")
+DATASET_NAME_RULE = (
+    "dataset folders are named DatasetXXX_Name: 'Dataset', a three-digit id (000 to 999), '_', then a name of "
+    "letters, digits, '_' and '-' starting with a letter or digit (e.g. Dataset050_Brain)"
+)
 DEFAULT_TRAINER = "Trainer"
 DEFAULT_PLANS_NAME = "autosrPlans"
 
@@ -71,7 +78,9 @@ class AutosrPaths:
         """The full `DatasetXXX_Name` for an identifier, looked up in raw, then preprocessed, then results."""
         path = Path(str(identifier))
         if path.is_dir():
-            return path.name
+            if (problem := dataset_folder_problem(path.resolve())) is not None:
+                raise AutosrError(problem)
+            return path.resolve().name
         errors = []
         for which in ("raw", "preprocessed", "results"):
             root = getattr(self, which)
@@ -97,10 +106,62 @@ class AutosrPaths:
         return self.require("results") / self.dataset_name(identifier)
 
 
+def parse_dataset_name(name: str) -> tuple[int, str] | None:
+    """(id, name) of a `DatasetXXX_Name` folder name (`DATASET_NAME_PATTERN`, whole name), else None."""
+    match = DATASET_NAME_PATTERN.fullmatch(name) if isinstance(name, str) else None
+    return (int(match.group(1)), match.group(2)) if match else None
+
+
 def dataset_id_of(name: str) -> int | None:
     """The numeric id of a `DatasetXXX_Name` folder name, else None."""
-    match = DATASET_NAME_PATTERN.match(name)
-    return int(match.group(1)) if match else None
+    parsed = parse_dataset_name(name)
+    return parsed[0] if parsed else None
+
+
+def is_dataset_name(name: str) -> bool:
+    """Whether `name` is a whole `DatasetXXX_Name` folder name."""
+    return parse_dataset_name(name) is not None
+
+
+def dataset_folder_name(dataset_id: int | str, name: str) -> str:
+    """`DatasetXXX_Name` for an id (0 to 999) and a name, or an error saying which part breaks the rule."""
+    if isinstance(dataset_id, bool) or not str(dataset_id).isdigit() or not 0 <= int(dataset_id) <= 999:
+        raise AutosrError(f"dataset id {dataset_id} is out of range; use a number from 0 to 999")
+    folder_name = f"Dataset{int(dataset_id):03d}_{name}"
+    if not is_dataset_name(folder_name):
+        raise AutosrError(
+            f"dataset name {name!r} may only hold letters, digits, '_' and '-', starting with a letter or digit; "
+            "choose another --name"
+        )
+    return folder_name
+
+
+def datasets_with_id(root: Path, dataset_id: int) -> list[Path]:
+    """The dataset folders of `root` whose id is `dataset_id` (an id names one dataset: see `check_id_free`)."""
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and dataset_id_of(p.name) == int(dataset_id))
+
+
+def check_id_free(root: Path, folder_name: str) -> None:
+    """Refuse a new dataset folder `folder_name` in `root` when another dataset there has its id.
+
+    Every command names a dataset by its id (`autosr plan 500`), so two raw datasets with one id make the id
+    ambiguous for every later command; the existing one is named so the user can pick another id."""
+    dataset_id = dataset_id_of(folder_name)
+    others = [p for p in datasets_with_id(root, dataset_id) if p.name != folder_name] if dataset_id is not None else []
+    if others:
+        raise AutosrError(
+            f"dataset id {dataset_id:03d} is taken by {others[0]}: an id names one dataset, and every command finds "
+            f"the dataset by it; choose another id (or remove {others[0].name})"
+        )
+
+
+def dataset_folder_problem(path: Path) -> str | None:
+    """Why a folder given by path cannot be a dataset folder (its name breaks `DATASET_NAME_RULE`), or None."""
+    if is_dataset_name(path.name):
+        return None
+    return f"{path}: is not a dataset folder name; {DATASET_NAME_RULE}: rename the folder"
 
 
 def find_dataset_folder(identifier: str | int | os.PathLike, root: Path | None, which: str, env_var: str) -> Path:
@@ -108,12 +169,14 @@ def find_dataset_folder(identifier: str | int | os.PathLike, root: Path | None, 
     text = str(identifier)
     as_path = Path(text).expanduser()
     if as_path.is_dir() and (os.sep in text or text.startswith(".")):
+        if (problem := dataset_folder_problem(as_path.resolve())) is not None:
+            raise AutosrError(problem)
         return as_path.resolve()
     if root is None:
         raise AutosrError(f"the {which} folder is not set: export {env_var}=/path/to/{which} or pass --{which}")
     if not root.is_dir():
         raise AutosrError(f"the {which} folder {root} does not exist: create it or point {env_var} elsewhere")
-    candidates = sorted(p for p in root.iterdir() if p.is_dir() and DATASET_NAME_PATTERN.match(p.name))
+    candidates = sorted(p for p in root.iterdir() if p.is_dir() and is_dataset_name(p.name))
     if text.isdigit():
         wanted = int(text)
         matches = [p for p in candidates if dataset_id_of(p.name) == wanted]
@@ -149,8 +212,12 @@ def name_problem(value: object) -> str | None:
         return None
     if value.startswith("."):
         return "starts with '.' (a hidden name, or a step out of the folder)"
-    bad = next(c for c in value if not SAFE_NAME_PATTERN.fullmatch("a" + c))
-    return f"holds {describe_character(bad)}"
+    bad = next((c for c in value if not SAFE_NAME_PATTERN.fullmatch("a" + c)), None)
+    if bad is not None:
+        return f"holds {describe_character(bad)}"
+    if value.startswith("-"):
+        return "starts with '-' (a program given it would read it as an option)"
+    return f"starts with {describe_character(value[0])}"
 
 
 def describe_character(c: str) -> str:

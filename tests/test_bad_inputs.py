@@ -85,13 +85,15 @@ def build_planned(world: World) -> None:
 
 
 def build_planned_with_cases(world: World) -> None:
-    """A planned dataset whose data folder lists the training cases as preprocessed (property files only):
-    enough for `train` to get as far as its splits and model folder."""
+    """A planned dataset whose data folder lists the training cases as preprocessed (empty property files and
+    tiny sound arrays): enough for `train` to get as far as its splits and model folder."""
     build_planned(world)
     plans = json.loads((world.preprocessed / "plans.json").read_text())
     data = world.preprocessed / plans["configurations"]["3d_fullres"]["data_identifier"]
     data.mkdir()
     for i in range(6):
+        for key, dtype in (("input", np.float32), ("target", np.float32), ("mask", np.uint8)):
+            np.save(data / f"phantom_{i:03d}_{key}.npy", np.zeros((1, 4, 4, 4), dtype))
         (data / f"phantom_{i:03d}.json").write_text("{}")
 
 
@@ -374,6 +376,123 @@ def train_after(change: Callable[[World], None], configuration: str = "3d_fullre
     return setup
 
 
+# --- round three, part B: worlds and setups for inputs, formats and names --------------------------------
+
+
+def build_preprocessed(world: World) -> None:
+    """The phantom dataset planned (3d_fullres) and preprocessed, as `autosr plan` leaves it."""
+    from autosr.planning.api import plan_dataset
+
+    plan_dataset(999, world.paths, configurations=["3d_fullres"], num_processes=1, progress=False)
+
+
+def build_raw_mhd(world: World) -> None:
+    """The phantom dataset re-written as MetaImage: a .mhd header and its .raw voxel file per image."""
+    for path in sorted(world.dataset.glob("*/*.nii.gz")):
+        image = sitk.ReadImage(str(path))
+        for key in image.GetMetaDataKeys():  # NIfTI header entries MetaImage cannot hold (ITK warns about each)
+            image.EraseMetaData(key)
+        sitk.WriteImage(image, str(path)[: -len(".nii.gz")] + ".mhd", useCompression=False)
+        path.unlink()
+    set_key(world.dataset / "dataset.json", "file_ending", ".mhd")
+
+
+WORLDS.update(preprocessed=build_preprocessed, raw_mhd=build_raw_mhd)
+
+
+def data_folder(world: World) -> Path:
+    return world.preprocessed / "autosrPlans_3d_fullres"
+
+
+def scale_voxels(path: Path, value: float, dtype: type) -> None:
+    """Set a few voxels of an image to `value`, stored with pixel type `dtype` (geometry kept)."""
+    image = sitk.ReadImage(str(path))
+    array = sitk.GetArrayFromImage(image).astype(dtype)
+    array[4:6, 5:7, 6:8] = value
+    changed = sitk.GetImageFromArray(array)
+    changed.CopyInformation(image)
+    sitk.WriteImage(changed, str(path))
+
+
+def scale_spacing(path: Path, factor: float) -> None:
+    image = sitk.ReadImage(str(path))
+    image.SetSpacing([s * factor for s in image.GetSpacing()])
+    sitk.WriteImage(image, str(path))
+
+
+def set_spacing(path: Path, spacing_mm: float) -> None:
+    image = sitk.ReadImage(str(path))
+    image.SetSpacing([spacing_mm] * 3)
+    sitk.WriteImage(image, str(path))
+
+
+def object_npy(path: Path) -> None:
+    """An .npy of Python objects in place of a preprocessed array (loading it would unpickle)."""
+    np.save(path, np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+
+
+def deeply_nested_json(path: Path) -> None:
+    path.write_text('{"name": "Phantom", "description": ' + "[" * 100_000 + "]" * 100_000 + "}")
+
+
+def latin1_json(path: Path) -> None:
+    text = path.read_text().replace('"Phantom"', '"Phantom \u00e9t\u00e9"', 1)
+    path.write_bytes(text.encode("latin-1"))
+
+
+def nii_input_in_nii_gz_folder(world: World) -> None:
+    path = world.inputs / "phantom_006_0000.nii.gz"
+    sitk.WriteImage(sitk.ReadImage(str(path)), str(path)[: -len(".gz")], useCompression=False)
+    path.unlink()
+
+
+def package(
+    world: World, dataset_name: str = PHANTOM, model_folder: str = "Trainer__autosrPlans__2d", false_size: bool = False
+) -> Path:
+    """A small package in the layout of `autosr export-model` (manifest, model card, one file), as written by
+    someone else: `dataset_name`/`model_folder` as given, or with a false size in the manifest's zip header."""
+    import hashlib
+    import struct
+    import zipfile
+
+    from autosr.formats.package_manifest import MANIFEST_NAME, Manifest
+
+    data = b'{"plans_name": "autosrPlans"}\n'
+    files = {"plans.json": {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}}
+    manifest = Manifest(dataset_name, model_folder, [0], "final", "0", "today", files).to_json()
+    path = world.root / "model.zip"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as z:
+        z.writestr(MANIFEST_NAME, json.dumps(manifest))
+        z.writestr("README.md", "a model")
+        z.writestr(f"{dataset_name}/{model_folder}/plans.json", data)
+    if false_size:  # the manifest member's uncompressed size, in its local and its central header, 100 bytes short
+        content = bytearray(path.read_bytes())
+        size = len(json.dumps(manifest)) - 100
+        struct.pack_into("<I", content, content.find(b"PK\x03\x04") + 22, size)
+        struct.pack_into("<I", content, content.find(b"PK\x01\x02") + 24, size)
+        path.write_bytes(bytes(content))
+    return path
+
+
+def small_member_bomb(world: World) -> Path:
+    """80 members of 1 MiB of zeros each (1 KiB compressed): each below the per-member ratio check."""
+    import zipfile
+
+    path = world.root / "bomb.zip"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for i in range(80):
+            z.writestr(f"{PHANTOM}/Trainer__autosrPlans__2d/zeros_{i:03d}.bin", bytes(1024**2))
+    return path
+
+
+def install(path: Path) -> list[str]:
+    return ["install-model", str(path)]
+
+
+def predict_package(world: World, path: Path) -> list[str]:
+    return ["predict", "-i", str(world.inputs), "-o", str(world.root / "out"), "--model", str(path), "--device", "cpu"]
+
+
 # --- the table ------------------------------------------------------------------------------------------
 
 
@@ -533,6 +652,66 @@ CASES = [
          predict_after(lambda w: truncate(w.inputs / "phantom_007_0000.nii.gz"), "--num-workers", "1"),
          1, ("phantom_007", "phantom_007_0000.nii.gz", "truncated", "copy or export the file again"),
          ("out", "out/phantom_006.nii.gz", *RUN_RECORDS)),
+    # round three, part B: inputs, names
+    Case("plan-raw-target-replaced", "preprocessed",
+         lambda w: (fill(image("targetsTr", "phantom_001")(w), lambda a: a * 2), ["plan", "999", "-np", "1"])[1],
+         0, ("autosrPlans_3d_fullres/phantom_001", "raw files changed", "targetsTr/phantom_001.nii.gz",
+             "preprocessing it again"),
+         ("preprocessed/Dataset999_Phantom/dataset.json", "preprocessed/Dataset999_Phantom/fingerprint.json",
+          "preprocessed/Dataset999_Phantom/autosrPlans_3d_fullres/phantom_001*")),
+    Case("plan-redoes-truncated-npy", "preprocessed",
+         lambda w: (truncate(data_folder(w) / "phantom_002_target.npy"), ["plan", "999", "-np", "1"])[1],
+         0, ("autosrPlans_3d_fullres/phantom_002", "phantom_002_target.npy is truncated", "preprocessing it again"),
+         ("preprocessed/Dataset999_Phantom/dataset.json", "preprocessed/Dataset999_Phantom/autosrPlans_3d_fullres/phantom_002*")),
+    Case("train-truncated-npy", "planned_cases",
+         train_after(lambda w: truncate(data_folder(w) / "phantom_002_input.npy")),
+         2, ("phantom_002_input.npy is truncated", "run `autosr plan Dataset999_Phantom` again")),
+    Case("train-object-npy", "planned_cases", train_after(lambda w: object_npy(data_folder(w) / "phantom_003_target.npy")),
+         2, ("phantom_003_target.npy", "Python objects", "never unpickles", "run `autosr plan Dataset999_Phantom` again")),
+    Case("install-model-small-member-bomb", "raw", lambda w: install(small_member_bomb(w)),
+         2, ("bomb.zip", "80 members", "more than 100x", "zip bomb")),
+    Case("install-model-false-size", "raw", lambda w: install(package(w, false_size=True)),
+         2, ("model.zip", "member 'autosr_model.json' is damaged", "fetch or export it again")),
+    Case("predict-model-false-size", "model", lambda w: predict_package(w, package(w, false_size=True)),
+         2, ("model.zip", "member 'autosr_model.json' is damaged", "fetch or export it again")),
+    Case("verify-float64-1e300", "raw",
+         verify_after(lambda w: scale_voxels(image("targetsTr", "phantom_001")(w), 1e300, np.float64)),
+         2, ("phantom_001 (Tr)", "targetsTr/phantom_001.nii.gz", "up to 1e+300", "beyond the 1e+12", "rescale it")),
+    Case("plan-float32-3e38", "raw",
+         lambda w: (scale_voxels(image("imagesTr", "phantom_003")(w), 3e38, np.float32), ["plan", "999"])[1],
+         2, ("phantom_003 (Tr)", "imagesTr/phantom_003_0000.nii.gz", "up to 3e+38", "rescale it")),
+    Case("verify-mhd-dataset", "raw_mhd", verify, 0, ("problems: none",)),
+    Case("predict-nii-in-nii-gz-folder", "model", predict_after(nii_input_in_nii_gz_folder),
+         0, ("phantom_006_0000.nii:", "not predicted", "file ending .nii, the model reads .nii.gz", "convert it"),
+         PREDICTED),
+    Case("dataset-json-not-utf8", "raw", verify_after(lambda w: latin1_json(w.dataset / "dataset.json")),
+         2, ("dataset.json", "is not UTF-8 text", "byte 0xe9", "save it as UTF-8")),
+    Case("dataset-json-nested-deep", "raw", verify_after(lambda w: deeply_nested_json(w.dataset / "dataset.json")),
+         2, ("dataset.json", "nests lists or objects too deeply", "fix the file")),
+    Case("verify-spacing-1e4x", "raw", verify_after(lambda w: scale_spacing(image("imagesTr", "phantom_001")(w), 1e4)),
+         2, ("phantom_001 (Tr)", "imagesTr/phantom_001_0000.nii.gz", "outside the 0.001 to 100 mm", "set the spacing in mm")),
+    Case("predict-spacing-1e4x", "model",
+         predict_after(lambda w: scale_spacing(w.inputs / "phantom_006_0000.nii.gz", 1e4)),
+         1, ("phantom_006", "more than autosr's budget", "spacing or size in the image's header", "check it"), PREDICTED),
+    Case("verify-15-m-voxels", "raw", verify_after(lambda w: set_spacing(image("targetsTr", "phantom_002")(w), 15000.0)),
+         2, ("phantom_002 (Tr)", "targetsTr/phantom_002.nii.gz", "15000 x 15000 x 15000 mm", "set the spacing in mm")),
+    Case("install-model-nested-model-folder", "raw",
+         lambda w: install(package(w, model_folder="ESC/Trainer__autosrPlans__2d")),
+         2, ("autosr_model.json", "'ESC/Trainer__autosrPlans__2d'", "holds '/'", "refusing the package")),
+    Case("install-model-dataset-name-newline", "raw", lambda w: install(package(w, dataset_name=PHANTOM + "\n")),
+         2, ("autosr_model.json", "'Dataset999_Phantom\\n'", "DatasetXXX_Name", "refusing the package")),
+    Case("verify-case-id-starts-with-dash", "raw",
+         verify_after(lambda w: rename_case(w.dataset, "phantom_001", "--mask")),
+         2, ("'--mask_0000.nii.gz'", "starts with '-'", "rename it")),
+    Case("plan-dataset-folder-two-digit-id", "raw",
+         lambda w: (w.dataset.rename(w.paths.raw / "Dataset50_Ph"), ["plan", str(w.paths.raw / "Dataset50_Ph")])[1],
+         2, ("Dataset50_Ph", "not a dataset folder name", "three-digit id", "rename the folder")),
+    Case("convert-id-taken", "raw",
+         lambda w: ["convert", "phantom", "999", "--name", "Other", "--num-train", "5", "--num-test", "0"],
+         2, ("dataset id 999 is taken by", "Dataset999_Phantom", "choose another id")),
+    Case("evaluate-reference-folder-twice", "preds",
+         lambda w: ["evaluate", str(w.refs), str(w.refs), "--no-pictures", "-np", "1", "-o", str(w.root / "ev")],
+         2, ("refs", "is the reference folder", "give the folder of the predictions")),
 ]  # fmt: skip
 
 

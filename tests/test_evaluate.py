@@ -38,11 +38,22 @@ def perturbed_copies(source: Path, destination: Path, noise: float, seed: int = 
     return destination
 
 
-def test_identical_predictions_score_perfectly(phantom_dataset: Path, tmp_path: Path) -> None:
+def copy_of(folder: Path, tmp_path: Path) -> Path:
+    """Byte-identical copies of a folder's images: predictions that must score perfectly (evaluating a folder
+    against itself is refused)."""
+    return Path(shutil.copytree(folder, tmp_path / f"copy_of_{folder.name}"))
+
+
+def test_identical_predictions_score_perfectly(phantom_dataset: Path, tmp_path: Path, capsys) -> None:
     targets = phantom_dataset / "targetsTr"
     table, summary = evaluate_folders(
-        targets, targets, mask_dir=phantom_dataset / "masksTr", out_dir=tmp_path / "out", settings=FAST
+        targets,
+        copy_of(targets, tmp_path),
+        mask_dir=phantom_dataset / "masksTr",
+        out_dir=tmp_path / "out",
+        settings=FAST,
     )
+    assert "every prediction (6) is a byte-identical copy of its reference" in capsys.readouterr().err
     assert len(table) == 6 and set(table["method"]) == {"model"}
     assert np.allclose(table["ssim"], 1.0) and np.allclose(table["mae"], 0.0)
     assert (table["psnr"] == metrics.PSNR_CAP_DB).all()
@@ -152,7 +163,7 @@ def test_empty_mask_names_the_case(phantom_dataset: Path, tmp_path: Path) -> Non
     write_image(np.zeros_like(mask), geometry, phantom_dataset / "masksTr" / "phantom_003.nii.gz", dtype=np.uint8)
     targets = phantom_dataset / "targetsTr"
     with pytest.raises(AutosrError, match=r"phantom_003.*mask.*empty"):
-        evaluate_folders(targets, targets, mask_dir=phantom_dataset / "masksTr", settings=FAST)
+        evaluate_folders(targets, copy_of(targets, tmp_path), mask_dir=phantom_dataset / "masksTr", settings=FAST)
 
 
 def test_no_matching_files(phantom_dataset: Path, tmp_path: Path) -> None:
@@ -175,7 +186,7 @@ def test_user_segmentations_and_ct(tmp_path: Path) -> None:
         write_image((array > 500).astype(np.uint8) + (array > 0), geometry, labels / path.name, dtype=np.uint8)
     table, summary = evaluate_folders(
         ct / "targetsTr",
-        ct / "targetsTr",
+        copy_of(ct / "targetsTr", tmp_path),
         settings=replace(FAST, modality="CT"),
         seg_ref_dir=labels,
         seg_pred_dir=labels,
@@ -228,7 +239,7 @@ def test_cli_baseline_params_and_no_pictures(phantom_dataset: Path, tmp_path: Pa
     args = [
         "evaluate",
         targets,
-        targets,
+        str(copy_of(phantom_dataset / "targetsTr", tmp_path)),
         "--input-dir",
         str(phantom_dataset / "imagesTr"),
         "--no-pictures",

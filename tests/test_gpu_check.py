@@ -6,20 +6,26 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
 
 
-def test_gpu_check_runs_on_a_cpu_with_small_sizes(tmp_path: Path) -> None:
+@pytest.fixture
+def torch_threads_restored():
+    """The script sets torch's thread count for its own process; in the test process the later tests (which
+    compare in-process predictions bit for bit with one-thread subprocesses) must get the old count back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_gpu_check_runs_on_a_cpu_with_small_sizes(tmp_path: Path, torch_threads_restored) -> None:
     spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    threads = torch.get_num_threads()
-    try:
-        module.main(["--device", "cpu", "--small", "--out", str(tmp_path), "--workers", "0"])
-    finally:  # the script sets torch's threads for its timings; later tests compare results bit for bit
-        torch.set_num_threads(threads)
+    module.main(["--device", "cpu", "--small", "--out", str(tmp_path), "--workers", "0"])
     results = json.loads((tmp_path / "gpu_check.json").read_text())
     assert set(results["parts"]) == {"plan", "training", "prediction", "compile"}
     training = results["parts"]["training"]["rows"]

@@ -30,7 +30,7 @@ from autosr.formats.dataset_spec import CHANNEL_SUFFIX, CaseFiles, DatasetSpec, 
 from autosr.imaging.foreground import target_foreground
 from autosr.io.atomic import is_temporary
 from autosr.io.geometry import Geometry, overlap_fraction
-from autosr.io.image_io import file_ending_of, read_image
+from autosr.io.image_io import detached_data_files, file_ending_of, read_image
 from autosr.paths import SAFE_NAME_RULE, name_problem
 from autosr.registration.misalignment import (
     MisalignmentEstimate,
@@ -45,6 +45,14 @@ from autosr.registration.misalignment import (
 # predicted from, which in practice means a wrong origin or direction (unregistered pair, flipped axes),
 # not a genuine field-of-view difference. (documentation/dataset_format.md, "Why 50 % overlap")
 MIN_OVERLAP_FRACTION = 0.5
+
+# The physical range of a voxel and of a field of view. Scanners make voxels from about 1 micrometre (micro-CT,
+# histology stacks) to a few centimetres (thick-slice MR, PET); a whole-body scan is about 2 m long. A spacing
+# or field of view outside these bounds is a header in the wrong unit (metres, micrometres) or a broken
+# header, and planning on it would make grids of billions of voxels.
+MIN_SPACING_MM = 1e-3
+MAX_SPACING_MM = 100.0
+MAX_FIELD_OF_VIEW_MM = 4000.0
 
 SPLITS = ("Tr", "Ts")
 FOLDERS = ("images", "targets", "masks")
@@ -293,7 +301,10 @@ def check_file_names(root: Path, spec: DatasetSpec) -> list[str]:
             folder = root / f"{kind}{split}"
             if not folder.is_dir():
                 continue
+            data_files = detached_data_files(folder)  # a .mhd's .raw is part of it, not a file of its own
             for p in sorted(folder.iterdir()):
+                if p.name in data_files:
+                    continue
                 shown = p if p.name.isprintable() else folder / repr(p.name)
                 if p.name.startswith("."):
                     if p.name.endswith(spec.file_ending):
@@ -317,7 +328,7 @@ def check_file_names(root: Path, spec: DatasetSpec) -> list[str]:
                     )
                     continue
                 if kind == "images":
-                    match = CHANNEL_SUFFIX.match(stem)
+                    match = CHANNEL_SUFFIX.fullmatch(stem)
                     if not match:
                         problems.append(
                             f"{p}: name lacks the 4-digit channel index; rename it <case>_0000{spec.file_ending}"
@@ -404,6 +415,9 @@ def check_case(
         if fact.error is not None:
             problems.append(f"{name}: {path} {fact.error}")
             continue
+        if (problem := geometry_problem(fact.geometry)) is not None:
+            problems.append(f"{name}: {path} {problem}")
+            continue
         if path != case.mask:
             problems.extend(check_contrast(name, path, fact, "target" if path == case.target else "input"))
         usable[path] = fact
@@ -441,6 +455,28 @@ def check_case(
                 problems.append(f"{name}: mask {case.mask} is empty (all zero); fix the mask or remove the file")
     overview = CaseOverview(case.case_id, split, input_geometry, target_geometry, case.mask is not None)
     return overview, problems
+
+
+def geometry_problem(geometry: Geometry) -> str | None:
+    """What is physically impossible about a grid (see `MIN_SPACING_MM`), phrased to follow a file name."""
+    spacing = " x ".join(f"{s:g}" for s in geometry.spacing_zyx)
+    fix = (
+        "the header's spacing is wrong or in another unit (metres, micrometres?): set the spacing in mm "
+        "(e.g. SimpleITK's SetSpacing) and re-save the file"
+    )
+    if not all(MIN_SPACING_MM <= s <= MAX_SPACING_MM for s in geometry.spacing_zyx):
+        return (
+            f"has voxels of {spacing} mm (z, y, x), outside the {MIN_SPACING_MM:g} to {MAX_SPACING_MM:g} mm any "
+            f"scanner makes; {fix}"
+        )
+    extent = geometry.physical_extent_zyx
+    if max(extent) > MAX_FIELD_OF_VIEW_MM:
+        shown = " x ".join(f"{e:.0f}" for e in extent)
+        return (
+            f"covers {shown} mm (z, y, x; {' x '.join(map(str, geometry.size_zyx))} voxels of {spacing} mm), longer than the "
+            f"{MAX_FIELD_OF_VIEW_MM / 1000:g} m of any body; {fix} (or its size)"
+        )
+    return None
 
 
 def check_contrast(name: str, path: Path, fact: ImageFacts, role: str) -> list[str]:

@@ -14,16 +14,15 @@ from typing import Any
 from autosr.errors import AutosrError
 from autosr.io.atomic import atomic_copy, atomic_write_json
 from autosr.io.image_io import SUPPORTED_ENDINGS, file_ending_of, read_sitk, write_sitk_image
-from autosr.paths import DATASET_NAME_PATTERN
+from autosr.paths import check_id_free, dataset_folder_name
 
 
 def new_dataset_folder(raw_root: str | os.PathLike, dataset_id: int, name: str, overwrite: bool = False) -> Path:
-    """`raw_root/DatasetXXX_Name`, created empty; an existing non-empty one is an error unless `overwrite`."""
-    if not 0 <= int(dataset_id) <= 999:
-        raise AutosrError(f"dataset id {dataset_id} is out of range; use a number from 0 to 999")
-    folder_name = f"Dataset{int(dataset_id):03d}_{name}"
-    if not DATASET_NAME_PATTERN.match(folder_name):
-        raise AutosrError(f"dataset name '{name}' may only hold letters, digits, '_' and '-'; choose another --name")
+    """`raw_root/DatasetXXX_Name`, created empty; an existing non-empty one is an error unless `overwrite`.
+
+    The id must be free: another dataset with the same id (under any name) is refused, `overwrite` or not."""
+    folder_name = dataset_folder_name(dataset_id, name)
+    check_id_free(Path(raw_root), folder_name)
     folder = Path(raw_root) / folder_name
     if folder.is_symlink():
         raise AutosrError(

@@ -17,7 +17,7 @@ from autosr import __version__
 from autosr.errors import AutosrError, DatasetProblems
 from autosr.evaluation.baseline import fit_baselines
 from autosr.evaluation.case_scoring import CaseJob, score_cases
-from autosr.evaluation.folder_matching import images_in, names, require_folder
+from autosr.evaluation.folder_matching import images_in, names, refuse_self_comparison, require_folder
 from autosr.evaluation.settings import EvaluationSettings
 from autosr.evaluation.structure_evaluation import StructureCaseFiles, StructureOptions, evaluate_structures
 from autosr.evaluation.summary import json_safe, summarize_table, write_results
@@ -81,6 +81,7 @@ def evaluate_folders(
             f"{pred_dir} ({names(sorted(predictions))}) share no case name; predictions must be named like "
             "the references (<case><ending>)"
         )
+    refuse_self_comparison(ref_dir, pred_dir, references, predictions, cases)
     problems = []
     masks = images_in(mask_dir) if mask_dir else {}
     inputs = images_in(input_dir, "_0000") if input_dir else {}

@@ -10,7 +10,9 @@ The command is a template such as `mri_synthseg --i {input} --o {output}`:
   wrapper script). The placeholders are then replaced inside the arguments, so a path with spaces or shell
   characters stays one argument and is never interpreted;
 - placeholders: `{input}` the image to segment, `{output}` the label map to write (`.nii.gz`), both
-  required; `{case}` the case id; `{mask}` the case's mask (only when masks were given);
+  required; `{case}` the case id; `{mask}` the case's mask (only when masks were given). No value ever
+  becomes an option: a relative path starting with '-' is given as './-...', and an argument that would
+  start with '-' only because of a case id is refused (case ids start with a letter or digit anyway);
 - the tool is run once per image, in parallel threads (`num_parallel`), from the current folder, with its
   standard output and error written to a log file;
 - the output is written to a hidden temporary name and renamed once the tool exited with code 0 and the
@@ -44,6 +46,7 @@ from autosr.errors import AutosrError
 from autosr.io import atomic_write_json, read_json
 from autosr.io.atomic import remove_stale_temporaries, temporary_name_for
 from autosr.io.image_io import read_sitk
+from autosr.io.json_file import read_json_file
 
 PathLike = str | os.PathLike
 PLACEHOLDERS = ("input", "output", "case", "mask")
@@ -73,12 +76,32 @@ class Segmenter:
         """The argument list of one run: the template with the placeholders replaced inside each argument."""
         if self.needs_mask and mask is None:
             raise AutosrError(f"case {case_id}: the segmenter command uses {{mask}} but the case has no mask")
-        values = {"input": str(input_path), "output": str(output_path), "case": case_id, "mask": str(mask or "")}
+        values = {
+            "input": _not_an_option(input_path),
+            "output": _not_an_option(output_path),
+            "case": case_id,
+            "mask": _not_an_option(mask) if mask is not None else "",
+        }
         template = self.command + (self.mask_arguments if mask is not None else ())
-        return [_PLACEHOLDER.sub(lambda m: values[m.group(1)], part) for part in template]
+        argv = []
+        for part in template:
+            argument = _PLACEHOLDER.sub(lambda m: values[m.group(1)], part)
+            if argument.startswith("-") and not part.startswith("-"):
+                raise AutosrError(
+                    f"case {case_id!r}: the segmenter argument {part!r} would become {argument!r}, which the program "
+                    "would read as an option; rename the case so its id starts with a letter or digit"
+                )
+            argv.append(argument)
+        return argv
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "command": shlex.join(self.command + self.mask_arguments)}
+
+
+def _not_an_option(path: PathLike) -> str:
+    """A file path as an argument no program reads as an option: a relative path starting with '-' gets './'."""
+    text = str(path)
+    return f".{os.sep}{text}" if text.startswith("-") else text
 
 
 def builtin_segmenter() -> Segmenter:
@@ -137,10 +160,7 @@ def load_segmenter_config(path: PathLike) -> tuple[Segmenter, Path | None, tuple
     lookup table; a relative path is taken from the JSON file's folder), `structures` (label values).
     """
     path = Path(path)
-    try:
-        config = read_json(path)
-    except (OSError, ValueError) as e:
-        raise AutosrError(f"{path}: cannot be read as JSON ({e})") from e
+    config = read_json_file(path, "fix the segmenter config")
     if not isinstance(config, dict) or not isinstance(config.get("command"), str):
         raise AutosrError(
             f'{path}: must hold a JSON object with a "command" string, e.g. {{"command": "tool {{input}} {{output}}"}}'
@@ -239,8 +259,11 @@ def run_segmenter(segmenter: Segmenter, run: SegmenterRun) -> str | None:
     run.output.parent.mkdir(parents=True, exist_ok=True)
     run.log.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_name_for(run.output)
-    argv = segmenter.argv(run.source, tmp, run.case_id, run.mask)
     where = f"case {run.case_id}: the segmenter {segmenter.name!r} on the {run.what} {run.source}"
+    try:
+        argv = segmenter.argv(run.source, tmp, run.case_id, run.mask)
+    except AutosrError as e:
+        return str(e)
     try:
         with open(run.log, "w", encoding="utf-8") as log:
             log.write(f"$ {shlex.join(argv)}\n")

@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from autosr.errors import AutosrError
+from autosr.io.json_file import read_json_file
 from autosr.paths import file_ending_problem, json_kind
 
 REQUIRED_KEYS = ("name", "channel_names", "target_name", "target_modality", "file_ending")
-CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+CHANNEL_SUFFIX = re.compile(r"(?P<case>.+)_(?P<channel>\d{4})")  # applied with fullmatch
 
 
 @dataclass(frozen=True)
@@ -153,11 +154,7 @@ def load_dataset_spec(dataset_dir: str | os.PathLike) -> DatasetSpec:
         raise AutosrError(
             f"{path}: not found; every dataset folder needs a dataset.json (see documentation/dataset_format.md)"
         )
-    try:
-        with open(path, encoding="utf-8") as f:
-            d = json.load(f)
-    except json.JSONDecodeError as e:
-        raise AutosrError(f"{path}: is not valid JSON ({e}); fix the file") from e
+    d = read_json_file(path, "fix the file (see documentation/dataset_format.md)")
     if not isinstance(d, dict):
         raise AutosrError(f"{path}: must hold a JSON object")
     return parse_dataset_spec(d, source=str(path))
@@ -196,7 +193,7 @@ def discover_input_cases(images_dir: Path, file_ending: str, num_channels: int) 
     cases: dict[str, CaseFiles] = {}
     for p in _files_with_ending(images_dir, file_ending):
         stem = p.name[: -len(file_ending)]
-        m = CHANNEL_SUFFIX.match(stem)
+        m = CHANNEL_SUFFIX.fullmatch(stem)
         if not m:
             continue
         case_id, channel = m.group("case"), int(m.group("channel"))

@@ -6,12 +6,16 @@ more than its size (a zip bomb). So, before extraction:
 
 - names: relative, `/`-separated, no `..` component, no backslash, no drive letter, no NUL, no duplicates;
 - kinds: plain files and folders only (a symbolic link, device or pipe is refused, wherever it points);
-- sizes: at most `MAX_MEMBERS` members and `MAX_TOTAL_BYTES` unpacked, no member compressed more than
-  `MAX_COMPRESSION_RATIO` times (checkpoints barely compress; JSON about 10x), and the unpacked total must fit
+- sizes: at most `MAX_MEMBERS` members and `MAX_TOTAL_BYTES` unpacked, no member over 1 MiB compressed more
+  than `MAX_COMPRESSION_RATIO` times (checkpoints barely compress; JSON about 10x), the whole package at most
+  `MAX_TOTAL_RATIO` times its compressed size once it unpacks to more than `FREE_TOTAL_BYTES` (so many small
+  members, each below the per-member check, cannot add up to a bomb either), and the unpacked total must fit
   on the destination's disk;
 
 and during extraction each member is streamed with its bytes counted against its declared size, so a lying
-header cannot write more. Files land in a fresh folder; nothing is overwritten.
+header cannot write more; a member whose data does not match its header (a false size, a bad checksum, cut
+short) is one message naming the package and the member. Files land in a fresh folder; nothing is
+overwritten.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import re
 import shutil
 import stat
 import zipfile
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -32,6 +37,13 @@ MAX_MEMBERS = 10_000
 MAX_TOTAL_BYTES = 64 * 1024**3  # 64 GiB: five folds of the largest planned 3D network are a few GiB
 MAX_COMPRESSION_RATIO = 1_000  # deflate reaches about 1,000x on constant data; bombs go far beyond
 RATIO_CHECK_MIN_BYTES = 1024**2  # small members (JSON) may compress well; the ratio matters for big ones
+# The package as a whole: its checkpoints (nearly all of its bytes) barely compress (about 1.1x), so a package
+# unpacking to over 100 times its compressed size is not a model; below 64 MiB in all anything goes (a tiny
+# model's JSON, logs and pictures).
+MAX_TOTAL_RATIO = 100
+FREE_TOTAL_BYTES = 64 * 1024**2
+# What reading a member whose data do not match its header raises (zipfile, zlib, a cut-short stream).
+DAMAGED_MEMBER_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, ValueError, NotImplementedError)
 CHUNK_BYTES = 1024**2
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
@@ -102,7 +114,41 @@ def check_members(package: str | os.PathLike, archive: zipfile.ZipFile) -> list[
                 "far smaller; the file is damaged or a zip bomb)"
             )
         members.append(Member(key, int(info.file_size), info.is_dir() or kind == stat.S_IFDIR))
+    compressed = sum(info.compress_size for info in infos)
+    if total > FREE_TOTAL_BYTES and total > MAX_TOTAL_RATIO * max(compressed, 1):
+        raise AutosrError(
+            f"{package}: its {len(infos)} members unpack from {compressed} to {total} bytes in all (more than "
+            f"{MAX_TOTAL_RATIO}x, and over {FREE_TOTAL_BYTES // 1024**2} MiB); refusing (a model package is mostly "
+            "checkpoints, which barely compress: this is a zip bomb or not a model package)"
+        )
     return members
+
+
+def open_zip(package: Path) -> zipfile.ZipFile:
+    """The zip at `package`, or one message saying it is not a readable zip file."""
+    try:
+        return zipfile.ZipFile(package)
+    except (OSError, *DAMAGED_MEMBER_ERRORS) as e:
+        raise AutosrError(
+            f"{package}: not a readable zip file ({e}); is it a model package from `autosr export-model`? "
+            "Fetch or export it again"
+        ) from e
+
+
+def damaged_member(package: Path, name: str, error: Exception) -> AutosrError:
+    """The message for a member whose data do not match its header (false size, bad CRC, cut short)."""
+    return AutosrError(
+        f"{package}: member '{name}' is damaged ({error}); the package is damaged (an interrupted download or "
+        "copy?) and was not used: fetch or export it again"
+    )
+
+
+def read_member(package: Path, archive: zipfile.ZipFile, name: str) -> bytes:
+    """The bytes of one (small, already size-checked) member; a damaged member is one message."""
+    try:
+        return archive.read(name)
+    except DAMAGED_MEMBER_ERRORS as e:
+        raise damaged_member(package, name, e) from e
 
 
 def extract_checked(
@@ -114,12 +160,7 @@ def extract_checked(
     (or be empty), so nothing already there is overwritten.
     """
     package, destination = Path(package), Path(destination)
-    try:
-        archive = zipfile.ZipFile(package)
-    except (OSError, zipfile.BadZipFile) as e:
-        raise AutosrError(
-            f"{package}: not a readable zip file ({e}); is it a model package from `autosr export-model`?"
-        ) from e
+    archive = open_zip(package)
     with archive:
         members = check_members(package, archive)
         wanted = set(only) if only is not None else None
@@ -143,12 +184,17 @@ def extract_checked(
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
             written = 0
-            with archive.open(member.name) as source, open(target, "xb") as sink:
-                while chunk := source.read(CHUNK_BYTES):
-                    written += len(chunk)
-                    if written > member.size:
-                        raise _refuse(package, member.name, "unpacks to more bytes than its header declares")
-                    sink.write(chunk)
+            try:
+                with archive.open(member.name) as source, open(target, "xb") as sink:
+                    while chunk := source.read(CHUNK_BYTES):
+                        written += len(chunk)
+                        if written > member.size:
+                            raise _refuse(package, member.name, "unpacks to more bytes than its header declares")
+                        sink.write(chunk)
+            except DAMAGED_MEMBER_ERRORS as e:
+                raise damaged_member(package, member.name, e) from e
+            if written != member.size:
+                raise damaged_member(package, member.name, f"{written} of the {member.size} bytes its header declares")
     return chosen
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from autosr.errors import AutosrError
 from autosr.model_layout import ModelFolder
-from autosr.paths import DATASET_NAME_PATTERN
+from autosr.paths import DATASET_NAME_RULE, SAFE_NAME_RULE, is_dataset_name, name_problem
 
 MANIFEST_NAME = "autosr_model.json"
 MODEL_CARD_NAME = "README.md"
@@ -86,11 +86,20 @@ class Manifest:
                 f"{source}: package format version {data.get('format_version')} (this autosr reads version "
                 f"{FORMAT_VERSION}); install the autosr version that wrote it ({data.get('autosr_version')})"
             )
-        dataset_name, model_folder = str(data.get("dataset_name")), str(data.get("model_folder"))
-        if not DATASET_NAME_PATTERN.match(dataset_name) or ModelFolder.parse(model_folder) is None:
+        dataset_name, model_folder = data.get("dataset_name"), data.get("model_folder")
+        if not is_dataset_name(dataset_name):
             raise AutosrError(
-                f"{source}: {MANIFEST_NAME} names dataset '{dataset_name}' and model folder '{model_folder}'; "
-                "expected DatasetXXX_Name and <Trainer>__<plans>__<configuration>"
+                f"{source}: {MANIFEST_NAME} names the dataset {dataset_name!r}, which is not one folder name: "
+                f"{DATASET_NAME_RULE}; refusing the package (ask for a fresh export)"
+            )
+        parts = ModelFolder.parse(model_folder) if isinstance(model_folder, str) else None
+        problem = name_problem(model_folder)
+        if parts is None or problem is not None:
+            why = f"it {problem}" if problem is not None else "it lacks the three parts"
+            raise AutosrError(
+                f"{source}: {MANIFEST_NAME} names the model folder {model_folder!r}, which is not one folder name "
+                f"<Trainer>__<plans>__<configuration> ({why}; {SAFE_NAME_RULE}); refusing the package (ask for a "
+                "fresh export)"
             )
         files = data.get("files")
         if not isinstance(files, dict) or not files:

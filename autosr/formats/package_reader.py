@@ -24,15 +24,15 @@ import os
 import shutil
 import tempfile
 import uuid
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from autosr.errors import AutosrError
-from autosr.formats.package_archive import check_members, extract_checked, sha256_of
+from autosr.formats.package_archive import check_members, extract_checked, open_zip, read_member, sha256_of
 from autosr.formats.package_manifest import MANIFEST_NAME, MODEL_CARD_NAME, Manifest
 from autosr.io.atomic import named_write_errors
+from autosr.io.json_file import parse_json_bytes
 from autosr.io.temporaries import private_folder
 from autosr.paths import AutosrPaths, ensure_writable_folder
 
@@ -54,10 +54,7 @@ def inspect_package(package: str | os.PathLike) -> Manifest:
     package = Path(package)
     if not package.is_file():
         raise AutosrError(f"{package}: no such model package (a .zip written by `autosr export-model`)")
-    try:
-        archive = zipfile.ZipFile(package)
-    except (OSError, zipfile.BadZipFile) as e:
-        raise AutosrError(f"{package}: not a readable zip file ({e}); is it a model package?") from e
+    archive = open_zip(package)
     with archive:
         members = check_members(package, archive)
         files = {m.name: m for m in members if not m.is_dir}
@@ -65,12 +62,9 @@ def inspect_package(package: str | os.PathLike) -> Manifest:
             raise AutosrError(f"{package}: no {MANIFEST_NAME}; not a model package written by `autosr export-model`")
         if files[MANIFEST_NAME].size > MAX_MANIFEST_BYTES:
             raise AutosrError(f"{package}: {MANIFEST_NAME} is implausibly large; refusing the package")
-        import json
-
-        try:
-            data = json.loads(archive.read(MANIFEST_NAME).decode("utf-8"))
-        except (ValueError, UnicodeDecodeError) as e:
-            raise AutosrError(f"{package}: {MANIFEST_NAME} is not valid JSON ({e})") from e
+        data = parse_json_bytes(
+            read_member(package, archive, MANIFEST_NAME), f"{package}: {MANIFEST_NAME}", "ask for a fresh export"
+        )
     manifest = Manifest.from_json(data, str(package))
     expected = set(manifest.member_names())
     extra, missing = sorted(set(files) - expected), sorted(expected - set(files))

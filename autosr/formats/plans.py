@@ -50,7 +50,6 @@ Layout (abridged):
 from __future__ import annotations
 
 import copy
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +57,7 @@ from typing import Any
 
 from autosr.errors import AutosrError
 from autosr.io.atomic import atomic_write_json
+from autosr.io.json_file import read_json_file
 from autosr.network.build import total_stride
 from autosr.paths import SAFE_NAME_RULE, check_name, name_problem
 
@@ -174,13 +174,7 @@ class Plans:
         path = Path(path)
         if not path.is_file():
             raise AutosrError(f"{path}: no plans here; run `autosr plan DATASET` first")
-        try:
-            with open(path, encoding="utf-8") as f:
-                raw = json.load(f)
-        except json.JSONDecodeError as e:
-            raise AutosrError(
-                f"{path}: is not valid JSON ({e}); fix the edit, or plan again with `autosr plan DATASET --replan`"
-            ) from e
+        raw = read_json_file(path, "fix the edit, or plan again with `autosr plan DATASET --replan`")
         problems = validate_plans_dict(raw)
         if problems:
             from autosr.errors import DatasetProblems

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from autosr.errors import AutosrError
-from autosr.io.atomic import atomic_write_json, read_json
+from autosr.io.atomic import atomic_write_json
+from autosr.io.json_file import read_json_file
 from autosr.paths import ensure_writable_folder
 
 SPLITS_FILE = "splits.json"
@@ -60,10 +61,7 @@ def read_splits(preprocessed_dataset_dir: str | os.PathLike) -> list[dict[str, l
     path = Path(preprocessed_dataset_dir) / SPLITS_FILE
     if not path.is_file():
         raise AutosrError(f"{path}: not found; the folds are written when training starts (`autosr train`)")
-    try:
-        splits = read_json(path)
-    except ValueError as e:
-        raise AutosrError(f"{path}: not valid JSON ({e}); fix it or delete it to regenerate") from e
+    splits = read_json_file(path, "fix it or delete it to regenerate")
     return validate_splits(splits, None, path)
 
 
@@ -76,10 +74,7 @@ def load_or_create_splits(
     """The splits of `preprocessed_dataset_dir/splits.json`; created (atomically) when absent."""
     path = Path(preprocessed_dataset_dir) / SPLITS_FILE
     if path.is_file():
-        try:
-            splits = read_json(path)
-        except ValueError as e:
-            raise AutosrError(f"{path}: not valid JSON ({e}); fix it or delete it to regenerate") from e
+        splits = read_json_file(path, "fix it or delete it to regenerate")
         return validate_splits(splits, case_ids, path)
     splits = make_splits(case_ids, num_folds, seed)
     ensure_writable_folder(

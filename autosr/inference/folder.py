@@ -21,7 +21,7 @@ from pathlib import Path
 
 from autosr.errors import AutosrError
 from autosr.formats.dataset_spec import CHANNEL_SUFFIX, CaseFiles, discover_input_cases
-from autosr.io.image_io import image_file_problem
+from autosr.io.image_io import detached_data_files, file_ending_of, image_file_problem
 from autosr.paths import SAFE_NAME_RULE, name_problem
 
 UNCERTAINTY_FOLDER = "uncertainty"
@@ -39,7 +39,7 @@ class FolderSummary:
     failed: dict[str, str] = field(default_factory=dict)
     flagged: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
-    ignored: list[str] = field(default_factory=list)  # hidden image files of the input folder, not predicted
+    ignored: list[str] = field(default_factory=list)  # "<file>: <why>; <fix>" per input file not predicted
 
     @property
     def ok(self) -> bool:
@@ -55,10 +55,10 @@ class FolderSummary:
                 + (" ..." if len(self.flagged) > 10 else "")
             )
         if self.ignored:
-            lines.append(
-                f"{len(self.ignored)} hidden file(s) not predicted (names starting with '.'; rename them to predict "
-                f"them): {', '.join(self.ignored[:5])}" + (" ..." if len(self.ignored) > 5 else "")
-            )
+            lines.append(f"{len(self.ignored)} file(s) of the input folder not predicted:")
+            lines.extend(f"  - {entry}" for entry in self.ignored[:20])
+            if len(self.ignored) > 20:
+                lines.append(f"  - ... and {len(self.ignored) - 20} more")
         wall, network = self.timings.get("wall_s"), self.timings.get("network_s")
         if wall and network is not None and self.predicted:
             lines.append(
@@ -109,10 +109,42 @@ def discover_prediction_cases(input_dir: str | os.PathLike, file_ending: str, nu
     return cases
 
 
-def hidden_image_files(input_dir: str | os.PathLike, file_ending: str) -> list[str]:
-    """Image files of `input_dir` whose names start with '.' (editor or macOS copies such as `._scan_0000`):
-    never predicted, but named in the run's summary so a scan renamed by mistake is not lost silently."""
-    return sorted(p.name for p in Path(input_dir).iterdir() if p.name.startswith(".") and p.name.endswith(file_ending))
+def ignored_input_files(input_dir: str | os.PathLike, file_ending: str) -> list[str]:
+    """The image files of `input_dir` that are never predicted, each as "<name>: not predicted: <why>; <fix>",
+    so that the run's summary names every scan left out instead of losing it silently:
+
+    - hidden names (starting with '.': editor or macOS copies such as `._scan_0000`, or a scan renamed by
+      mistake);
+    - images in another format than the model's (`scan_0000.nii` for a `.nii.gz` model);
+    - images without the channel index (`scan.nii.gz`).
+
+    The voxel-data files of detached headers (a `.mhd`'s `.raw`) belong to their header and are not listed.
+    """
+    folder = Path(input_dir)
+    data_files = detached_data_files(folder)
+    ignored = []
+    for p in sorted(folder.iterdir()):
+        if p.name in data_files or not p.is_file():
+            continue
+        if p.name.startswith("."):
+            if p.name.endswith(file_ending):
+                ignored.append(
+                    f"{p.name}: not predicted: a hidden file (its name starts with '.'); rename it without the "
+                    "leading '.' to predict it"
+                )
+            continue
+        ending = file_ending_of(p)
+        if ending and not p.name.endswith(file_ending):
+            ignored.append(
+                f"{p.name}: not predicted: file ending {ending}, the model reads {file_ending}; rename it (if it "
+                f"is a {file_ending} file) or convert it to {file_ending}"
+            )
+        elif p.name.endswith(file_ending) and not CHANNEL_SUFFIX.fullmatch(p.name[: -len(file_ending)]):
+            ignored.append(
+                f"{p.name}: not predicted: the name lacks the 4-digit channel index; rename it "
+                f"<case>_0000{file_ending} (one file per channel)"
+            )
+    return ignored
 
 
 def _problem_of(files: CaseFiles) -> str | None:
@@ -133,7 +165,7 @@ def _channels_beyond(input_dir: Path, file_ending: str, num_channels: int) -> di
     for p in sorted(input_dir.iterdir()):
         if not (p.is_file() and p.name.endswith(file_ending)) or p.name.startswith("."):
             continue
-        match = CHANNEL_SUFFIX.match(p.name[: -len(file_ending)])
+        match = CHANNEL_SUFFIX.fullmatch(p.name[: -len(file_ending)])
         if match and int(match.group("channel")) >= num_channels:
             extra.setdefault(match.group("case"), []).append(f"_{match.group('channel')}")
     return extra

@@ -400,7 +400,7 @@ def predict_folder(
     `qc_reference`: the thresholds to flag scans against (default: the model folder's `qc_reference.json`
     when the predictor was loaded with `Predictor.from_trained` and the file matches its plans).
     """
-    from autosr.inference.folder import discover_prediction_cases, hidden_image_files, is_finished, select_part
+    from autosr.inference.folder import discover_prediction_cases, ignored_input_files, is_finished, select_part
     from autosr.inference.qc import reference_is_current, uncertainty_key
     from autosr.inference.scan_summary import write_summary
     from autosr.preprocessing.preprocess import preprocessing_hash
@@ -410,7 +410,7 @@ def predict_folder(
     ending = predictor.file_ending
     cases = discover_prediction_cases(input_dir, ending, predictor.num_input_channels)
     mine = set(select_part([c.case_id for c in cases], settings.num_parts, settings.part_id))
-    summary = FolderSummary(ignored=hidden_image_files(input_dir, ending))
+    summary = FolderSummary(ignored=ignored_input_files(input_dir, ending))
     todo: list[InputCase] = []
     for case in cases:
         if case.case_id not in mine:

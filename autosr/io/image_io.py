@@ -25,6 +25,11 @@ from autosr.io.nifti_integrity import check_nifti_voxels, is_nifti
 from autosr.io.temporaries import private_folder
 
 SUPPORTED_ENDINGS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
+# The largest voxel magnitude autosr reads. Every stage computes in float32 (largest number 3.4e38) and squares
+# and sums voxel values (variances in normalization and the fingerprint, MSE and PSNR in scoring) over up to
+# 1e10 voxels: 1e10 * (1e12)^2 = 1e34 stays finite with room to spare, while 1e14 would not. No scan needs more:
+# CT is stored in HU (about +-3e4), MR in arbitrary units (at most about 1e7), PET in Bq/ml (about 1e8).
+MAX_ABS_VOXEL_VALUE = 1e12
 
 
 def file_ending_of(path: str | os.PathLike) -> str:
@@ -34,6 +39,43 @@ def file_ending_of(path: str | os.PathLike) -> str:
         if name.endswith(ending):
             return ending
     return ""
+
+
+# Formats whose header names a separate voxel-data file beside it (MetaImage .mhd -> .raw/.zraw, detached NRRD
+# .nhdr -> .raw/.raw.gz): the data file is part of its header's image, never an image or a case of its own.
+DETACHED_HEADER_ENDINGS = (".mhd", ".nhdr")
+HEADER_BYTES = 1 << 16
+
+
+def detached_data_file(header: Path) -> str | None:
+    """The name of the voxel-data file a .mhd/.nhdr header in the same folder points to, or None (voxels in
+    the header file itself, a list or pattern of files, another folder, an unreadable header)."""
+    ending = file_ending_of(header)
+    if ending not in DETACHED_HEADER_ENDINGS:
+        return None
+    try:
+        with open(header, "rb") as f:
+            text = f.read(HEADER_BYTES).decode("latin-1")
+    except OSError:
+        return None
+    separator, keys = ("=", ("elementdatafile",)) if ending == ".mhd" else (":", ("data file", "datafile"))
+    for line in text.splitlines():
+        key, found, value = line.partition(separator)
+        if found and key.strip().lower() in keys:
+            value = value.strip()
+            if value.upper() in ("LOCAL", "LIST") or "%" in value or " " in value:
+                return None
+            return value if Path(value).name == value else None
+    return None
+
+
+def detached_data_files(folder: str | os.PathLike) -> set[str]:
+    """Names of the voxel-data files that the .mhd/.nhdr headers of `folder` point to."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return set()
+    found = (detached_data_file(p) for p in folder.iterdir() if file_ending_of(p) in DETACHED_HEADER_ENDINGS)
+    return {name for name in found if name is not None}
 
 
 def geometry_of(image: sitk.Image) -> Geometry:
@@ -62,7 +104,8 @@ def read_sitk(path: str | os.PathLike) -> sitk.Image:
     the same files with the same message (an `ImageFileProblem` naming the file and the fix): a missing
     file or a broken link, an unreadable file, several components per voxel, a 2D image or a 4D series,
     voxel data cut short (SimpleITK reads a truncated NIfTI with zeros) and NaN/Inf voxels (SimpleITK
-    reads NIfTI ones as 0).
+    reads NIfTI ones as 0), and voxel magnitudes above `MAX_ABS_VOXEL_VALUE` (float32 arithmetic on them
+    would overflow to Inf and NaN further down).
     """
     path = Path(path)
     check_image_file_present(path)
@@ -179,6 +222,7 @@ def check_voxels(path: Path, image: sitk.Image) -> None:
     if is_nifti(path):
         check = check_nifti_voxels(path)
         if check is None:
+            check_magnitude(path, image)
             return
         if check.truncated:
             held = (
@@ -197,13 +241,35 @@ def check_voxels(path: Path, image: sitk.Image) -> None:
         values = sitk.GetArrayViewFromImage(image)
         num_nonfinite = int(values.size - np.count_nonzero(np.isfinite(values)))
     else:
-        return
+        num_nonfinite = 0
     if num_nonfinite:
         hidden = " (SimpleITK would read them as 0, silently)" if is_nifti(path) else ""
         raise ImageFileProblem(
             path,
             f"has {num_nonfinite} NaN/Inf voxels{hidden}",
             "replace them with the background value (e.g. 0) and re-save the file",
+        )
+    check_magnitude(path, image)
+
+
+# Pixel types whose values can exceed MAX_ABS_VOXEL_VALUE (32-bit and smaller integers stay below 4.3e9).
+WIDE_PIXEL_TYPES = (sitk.sitkFloat32, sitk.sitkFloat64, sitk.sitkInt64, sitk.sitkUInt64)
+
+
+def check_magnitude(path: Path, image: sitk.Image) -> None:
+    """Refuse voxel values beyond `MAX_ABS_VOXEL_VALUE` in magnitude (see its comment for the bound)."""
+    if image.GetPixelID() not in WIDE_PIXEL_TYPES:
+        return
+    values = sitk.GetArrayViewFromImage(image)
+    if not values.size:
+        return
+    peak = max(abs(float(values.min())), abs(float(values.max())))
+    if peak > MAX_ABS_VOXEL_VALUE:
+        raise ImageFileProblem(
+            path,
+            f"has voxel values up to {peak:.3g} in magnitude, beyond the {MAX_ABS_VOXEL_VALUE:.0e} autosr accepts "
+            "(it computes in float32, largest number 3.4e38, and squares and sums voxel values)",
+            "store the scan in its physical units or rescale it (e.g. divide by a power of ten) and re-save the file",
         )
 
 

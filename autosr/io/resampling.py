@@ -6,17 +6,39 @@ overshoot at sharp edges; callers that need a bounded result clip afterwards.
 When every destination voxel centre is a source voxel centre (the same grid, a crop or pad of it, or the
 same voxels with axes permuted and flipped, as between a scan and its canonical orientation), resampling is
 a pure re-indexing: `reindexing` detects it and the values are copied exactly, whatever the order.
+
+A destination grid beyond `MAX_RESAMPLED_VOXELS` is refused with one message before anything is allocated.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import SimpleITK as sitk
 
+from autosr.errors import AutosrError
 from autosr.io.geometry import Geometry
 from autosr.io.image_io import apply_geometry
 
 INTERPOLATORS = {0: sitk.sitkNearestNeighbor, 1: sitk.sitkLinear, 3: sitk.sitkBSpline}
+# The most voxels one resampled volume may hold: 2 Gi voxels, 8 GiB as float32. A 0.7 mm whole-body CT
+# (700 x 700 x 2500) holds 1.2 Gi; a grid beyond this comes from a wrong spacing or size in a header (a 1 mm
+# scan whose header says 10 m), and allocating it would fail deep inside ITK without naming anything.
+MAX_RESAMPLED_VOXELS = 2**31
+
+
+def check_voxel_budget(destination: Geometry, channels: int = 1) -> None:
+    """Refuse, before anything is allocated, a resampled volume beyond `MAX_RESAMPLED_VOXELS`."""
+    voxels = math.prod(destination.size_zyx) * channels
+    if voxels > MAX_RESAMPLED_VOXELS:
+        spacing = " x ".join(f"{s:g}" for s in destination.spacing_zyx)
+        size = " x ".join(str(s) for s in destination.size_zyx)
+        raise AutosrError(
+            f"resampling onto a grid of {size} voxels at {spacing} mm (z, y, x) would make {voxels:.3g} voxels, more "
+            f"than autosr's budget of {MAX_RESAMPLED_VOXELS:.3g} ({MAX_RESAMPLED_VOXELS * 4 / 1024**3:.0f} GiB as "
+            "float32); the spacing or size in the image's header is probably wrong (metres instead of mm?): check it"
+        )
 
 
 def resample_to_geometry(
@@ -34,6 +56,7 @@ def resample_to_geometry(
     if order not in INTERPOLATORS:
         raise ValueError(f"interpolation order must be one of {sorted(INTERPOLATORS)}, got {order}")
     array = np.asarray(array)
+    check_voxel_budget(destination, array.shape[0] if array.ndim == 4 else 1)
     if array.ndim == 4:
         return np.stack([resample_to_geometry(c, source, destination, order, default_value) for c in array], axis=0)
     if tuple(array.shape) != tuple(source.size_zyx):

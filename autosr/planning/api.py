@@ -1,7 +1,8 @@
 """The planning stage as a notebook calls it: `plan_dataset` verifies, fingerprints, plans and preprocesses.
 
 An existing plans.json is kept (it may hold the user's edits) unless `replan`; an existing fingerprint.json
-is reused unless the training cases changed. Preprocessing skips cases already done with the same plans, so
+is reused unless the training cases or their raw files changed (then it is measured again, and the user is
+told that kept plans were made from the old one). Preprocessing skips cases already done with the same plans, so
 re-running after an interruption or an edit does only the missing work. `autosr plan` (plan_command.py) is
 the command-line layer over it.
 """
@@ -10,7 +11,8 @@ from __future__ import annotations
 
 from autosr.errors import AutosrError
 from autosr.formats.plans import CONFIGURATION_NAMES, Plans
-from autosr.io.atomic import atomic_copy, atomic_write_json, read_json
+from autosr.io.atomic import atomic_copy, atomic_write_json
+from autosr.io.json_file import read_json_file
 from autosr.paths import AutosrPaths, ensure_writable_folder, path_under
 
 
@@ -45,7 +47,7 @@ def plan_dataset(
     """Verify, fingerprint, plan and (unless `preprocess` is False) preprocess a raw dataset."""
     from autosr.dataset.verify import verify_dataset
     from autosr.formats.dataset_spec import load_dataset_spec
-    from autosr.planning.fingerprint import extract_fingerprint
+    from autosr.planning.fingerprint import extract_fingerprint, outdated_because
     from autosr.planning.planner import plan_experiment
     from autosr.preprocessing.preprocess import preprocess_dataset
 
@@ -62,9 +64,18 @@ def plan_dataset(
     fingerprint_path = out_dir / "fingerprint.json"
     from autosr.formats.dataset_spec import discover_cases
 
-    case_ids = sorted(c for c, f in discover_cases(raw_dir, spec, "Tr").items() if f.target is not None)
-    fingerprint = read_json(fingerprint_path) if fingerprint_path.is_file() else None
-    if fingerprint is None or sorted(c["case_id"] for c in fingerprint["cases"]) != case_ids:
+    cases = {c: f for c, f in discover_cases(raw_dir, spec, "Tr").items() if f.target is not None}
+    fingerprint, why = None, None
+    if fingerprint_path.is_file():
+        try:
+            fingerprint = read_json_file(fingerprint_path, "")
+            why = outdated_because(fingerprint, cases)
+        except AutosrError:
+            why = "it cannot be read"
+    remeasured = fingerprint is None or why is not None
+    if remeasured:
+        if why is not None:
+            print(f"{fingerprint_path}: {why}; measuring the dataset again")
         fingerprint = extract_fingerprint(raw_dir, num_processes=num_processes, progress=progress)
         atomic_write_json(fingerprint, fingerprint_path)
     for warning in fingerprint.get("warnings", []):
@@ -85,6 +96,11 @@ def plan_dataset(
                 "(your edits to plans.json are then replaced)"
             )
         print(f"using the existing {plans_path} (--replan plans again)")
+        if remeasured:
+            print(
+                f"note: {plans_path.name} was made from the fingerprint as it was before; pass --replan to plan from "
+                "the new one (edits to plans.json are then replaced)"
+            )
     else:
         plans = plan_experiment(fingerprint, spec, gpu_memory_gb=gpu_memory_gb, configurations=configurations)
         plans.save(plans_path)

@@ -14,6 +14,9 @@ median). The misalignment itself is measured too: each pair is registered rigidl
 (`autosr.registration.misalignment`), the per-case displacement is stored as `misalignment`, the median as
 `median_misalignment_mm`, and cases beyond the threshold are named in `warnings` with the fix.
 
+Each case also records the raw files it was measured from (`source_files`); `outdated_because` says why a
+saved fingerprint no longer describes the dataset (other cases, or raw files replaced since).
+
 Every per-axis quantity (spacings, shapes, extents) is in the canonical (world) axis order of
 `autosr.io.orientation`, the order the networks see, whatever order the files store their axes in.
 """
@@ -30,10 +33,12 @@ from tqdm import tqdm
 
 from autosr.errors import AutosrError
 from autosr.formats.dataset_spec import CaseFiles, DatasetSpec, discover_cases, load_dataset_spec
+from autosr.formats.source_files import changed_source_files, record_source_files
 from autosr.imaging.foreground import crop_box, input_foreground, target_foreground
 from autosr.io import read_channels, read_image, resample_to_geometry
 from autosr.io.orientation import to_world_axes, working_grid
 from autosr.preprocessing.normalization import input_scheme_names
+from autosr.preprocessing.preprocess import case_source_files, dataset_folder_of
 from autosr.registration.misalignment import (
     MisalignmentEstimate,
     measure_pair_misalignment,
@@ -57,6 +62,7 @@ def cropped_shape(inputs: np.ndarray, input_geometry, target_geometry, schemes: 
 
 def _case_fingerprint(args: tuple[CaseFiles, str, list[str], int]) -> dict[str, Any]:
     case, modality, schemes, seed = args
+    source_files = record_source_files(case_source_files(case), dataset_folder_of(case))
     inputs, input_geometry = read_channels(case.channels)
     target, target_geometry = read_image(case.target)
     if case.mask is not None:
@@ -93,8 +99,34 @@ def _case_fingerprint(args: tuple[CaseFiles, str, list[str], int]) -> dict[str, 
         "target_background": float(np.median(target[outside])) if outside.any() else None,
         "input_target_correlation": correlation if np.isfinite(correlation) else None,
         "misalignment": misalignment.to_json(),
+        "source_files": source_files,
         "_samples": {"inputs": input_values, "target": target_values},
     }
+
+
+def outdated_because(fingerprint: Any, cases: dict[str, CaseFiles]) -> str | None:
+    """Why a saved fingerprint does not describe these training cases (those with a target) any more, or None:
+    cases added or removed, raw files changed since it was measured, or no record of them."""
+    records = fingerprint.get("cases") if isinstance(fingerprint, dict) else None
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        return "it cannot be read"
+    by_case = {r.get("case_id"): r for r in records}
+    if sorted(by_case) != sorted(cases):
+        return "the training cases changed"
+    changed, unrecorded = [], []
+    for case_id, case in cases.items():
+        found = changed_source_files(
+            by_case[case_id].get("source_files"), case_source_files(case), dataset_folder_of(case)
+        )
+        if found is None:
+            unrecorded.append(case_id)
+        changed.extend(found or [])
+    if changed:
+        shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+        return f"raw files changed since it was measured ({shown})"
+    if unrecorded:
+        return "it holds no record of the raw files it was measured from (made by an older autosr)"
+    return None
 
 
 def _median_or_none(values: list[float | None]) -> float | None:

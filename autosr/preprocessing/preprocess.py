@@ -11,8 +11,11 @@ or a new scan, and the network always sees anatomy the same way round.
 
 Properties (JSON, one per case) hold the original input (and target) geometries, the working grid, the
 crop box, the normalization parameters of every channel and of the target, the grid predictions are
-exported on (the input's own orientation at the planned spacing), and a hash of the plan entries that
-shaped the arrays (so a re-run skips cases preprocessed with the same plans and redoes the others).
+exported on (the input's own orientation at the planned spacing), a hash of the plan entries that
+shaped the arrays, and a record of the raw files they were made from (`autosr.formats.source_files`: size,
+time and content hash of each). A re-run skips the cases preprocessed with the same plans from the same raw
+files and intact arrays, and redoes the others, naming each one redone for a reason other than being new:
+raw files replaced since, arrays damaged (truncated, wrong type), no record of the raw files.
 """
 
 from __future__ import annotations
@@ -32,11 +35,12 @@ from tqdm import tqdm
 from autosr.errors import AutosrError
 from autosr.formats.dataset_spec import CaseFiles, discover_cases, load_dataset_spec
 from autosr.formats.plans import Plans
+from autosr.formats.source_files import changed_source_files, record_source_files
 from autosr.imaging.foreground import crop_box, input_foreground, target_foreground
 from autosr.io import Geometry, read_channels, read_image, resample_to_geometry
 from autosr.io.orientation import output_grid, working_grid
 from autosr.paths import ensure_writable_folder
-from autosr.preprocessing.case_store import case_paths, is_complete, save_case
+from autosr.preprocessing.case_store import array_problems, case_paths, is_complete, save_case
 from autosr.preprocessing.normalization import normalize_image, target_export_parameters
 
 PREPROCESSING_VERSION = 2  # bumped when the arrays a plan produces change (here: canonical orientation)
@@ -116,6 +120,8 @@ def preprocess_training_case(
     """(input (C,Z,Y,X), target (1,Z,Y,X), mask uint8 (1,Z,Y,X), properties) of one training case."""
     config = plans.configuration(config_name)
     orders = config.resampling
+    # recorded before reading: a file replaced while this case is preprocessed is seen as changed next time
+    source_files = record_source_files(case_source_files(case_files), dataset_folder_of(case_files))
     inputs, input_geometry = read_channels(case_files.channels)  # the reader refuses NaN/Inf and truncation
     target, target_geometry = read_image(case_files.target)
     if case_files.mask is not None:
@@ -142,8 +148,19 @@ def preprocess_training_case(
         "target_normalization": target_params,
         "export_normalization": target_export_parameters(plans.target_normalization),
         "has_mask": case_files.mask is not None,
+        "source_files": source_files,
     }
     return prepared.input, target_n[None], mask_c.astype(np.uint8), properties
+
+
+def case_source_files(case_files: CaseFiles) -> list[Path]:
+    """The raw files a training case is made from: its input channels, target and mask."""
+    return [Path(p) for p in [*case_files.channels, case_files.target, case_files.mask] if p is not None]
+
+
+def dataset_folder_of(case_files: CaseFiles) -> Path:
+    """The raw dataset folder a case's files lie in (`<dataset>/targetsTr/<case><ending>`)."""
+    return Path(case_files.target).parent.parent
 
 
 @dataclass
@@ -202,14 +219,48 @@ def _preprocess_one(job: tuple[CaseFiles, dict, str, str]) -> str:
     return case_files.case_id
 
 
-def _up_to_date(out_dir: Path, case_id: str, expected_hash: str) -> bool:
+NEW_CASE = "not preprocessed yet"
+OTHER_PLANS = "preprocessed with other plans"
+NO_RECORD = "no record of the raw files it was made from (preprocessed by an older autosr)"
+
+
+def why_redo(out_dir: Path, case_files: CaseFiles, expected_hash: str) -> str | None:
+    """Why a training case must be preprocessed (again) into `out_dir`, or None when it is up to date:
+    `NEW_CASE`, other plans, its raw files changed, no record of them, its arrays damaged."""
+    case_id = case_files.case_id
     if not is_complete(out_dir, case_id):
-        return False
+        return NEW_CASE
+    properties_path = case_paths(out_dir, case_id)["properties"]
     try:
-        with open(case_paths(out_dir, case_id)["properties"], encoding="utf-8") as f:
-            return json.load(f).get("preprocessing_hash") == expected_hash
-    except (OSError, json.JSONDecodeError):
-        return False
+        with open(properties_path, encoding="utf-8") as f:
+            properties = json.load(f)
+    except (OSError, ValueError, RecursionError):
+        return f"its properties file {properties_path.name} cannot be read"
+    if not isinstance(properties, dict) or properties.get("preprocessing_hash") != expected_hash:
+        return OTHER_PLANS
+    recorded = properties.get("source_files")
+    changed = changed_source_files(recorded, case_source_files(case_files), dataset_folder_of(case_files))
+    if changed is None:
+        return NO_RECORD
+    if changed:
+        return f"its raw files changed since it was preprocessed ({', '.join(changed)})"
+    problems = array_problems(out_dir, case_id)
+    if problems:
+        return f"its arrays are damaged: {problems[0]}"
+    return None
+
+
+def report_redone(identifier: str, reasons: dict[str, str | None]) -> None:
+    """Say which cases are preprocessed again and why: one line per case for a changed or damaged case, one
+    line in all for the cases of reasons shared by a whole dataset (new plans, an older autosr)."""
+    shared: dict[str, list[str]] = {}
+    for case_id, reason in reasons.items():
+        if reason in (OTHER_PLANS, NO_RECORD):
+            shared.setdefault(reason, []).append(case_id)
+        elif reason not in (None, NEW_CASE):
+            print(f"{identifier}/{case_id}: {reason}; preprocessing it again")
+    for reason, case_ids in shared.items():
+        print(f"{identifier}: {len(case_ids)} case(s) {reason}; preprocessing them again")
 
 
 def preprocess_dataset(
@@ -222,8 +273,9 @@ def preprocess_dataset(
 ) -> dict[str, int]:
     """Preprocess every training case for each configuration's data folder; returns {identifier: n done}.
 
-    Cases already preprocessed with the same plans are skipped; a killed run leaves only complete cases
-    (properties JSON written last), so running again finishes the job.
+    Cases already preprocessed with the same plans from the same raw files, with sound arrays, are skipped;
+    the others are redone and named (`why_redo`); a killed run leaves only complete cases (properties JSON
+    written last), so running again finishes the job.
     """
     raw_dataset_dir, preprocessed_dataset_dir = Path(raw_dataset_dir), Path(preprocessed_dataset_dir)
     spec = load_dataset_spec(raw_dataset_dir)
@@ -238,7 +290,9 @@ def preprocess_dataset(
         out_dir = preprocessed_dataset_dir / config.data_identifier
         ensure_writable_folder(out_dir, "AUTOSR_PREPROCESSED")
         expected = preprocessing_hash(plans, name)
-        todo = [c for c in cases if not _up_to_date(out_dir, c.case_id, expected)]
+        reasons = {c.case_id: why_redo(out_dir, c, expected) for c in cases}
+        report_redone(config.data_identifier, reasons)
+        todo = [c for c in cases if reasons[c.case_id] is not None]
         jobs = [(c, plans.raw, name, str(out_dir)) for c in todo]
         bar = dict(total=len(jobs), desc=f"preprocess {config.data_identifier}", unit="case", disable=not progress)
         if num_processes > 1 and len(jobs) > 1:

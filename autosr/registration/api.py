@@ -49,7 +49,15 @@ from autosr.imaging.bias_field import foreground_mask
 from autosr.io.atomic import atomic_copy, atomic_path, atomic_write_json, read_json
 from autosr.io.image_io import apply_geometry, geometry_of, read_sitk, write_sitk_image
 from autosr.io.locks import exclusive_lock
-from autosr.paths import DATASET_NAME_PATTERN, SAFE_NAME_RULE, dataset_id_of, ensure_writable_folder, name_problem
+from autosr.paths import (
+    SAFE_NAME_RULE,
+    dataset_folder_name,
+    dataset_id_of,
+    ensure_writable_folder,
+    is_dataset_name,
+    name_problem,
+    parse_dataset_name,
+)
 from autosr.registration.pairwise import (
     DEFAULT_SETTINGS,
     PairRegistration,
@@ -146,10 +154,10 @@ def registered_dataset_folder(source_dir: Path, dataset_id: int | None = None, n
     """
     root = source_dir.parent
     source_name = source_dir.name
-    match = DATASET_NAME_PATTERN.match(source_name)
-    base_name = match.group(2) if match else source_name
+    match = parse_dataset_name(source_name)
+    base_name = match[1] if match else source_name
     name = name or f"{base_name}{REGISTERED_NAME_SUFFIX}"
-    siblings = sorted(p for p in root.iterdir() if p.is_dir() and DATASET_NAME_PATTERN.match(p.name))
+    siblings = sorted(p for p in root.iterdir() if p.is_dir() and is_dataset_name(p.name))
     if dataset_id is None:
         for folder in siblings:
             if folder != source_dir and _registered_from(folder) == source_name:
@@ -160,11 +168,7 @@ def registered_dataset_folder(source_dir: Path, dataset_id: int | None = None, n
         if not free:
             raise AutosrError(f"{root}: every dataset id 0-999 is taken; pass --id with one to reuse")
         dataset_id = free[0]
-    if not 0 <= int(dataset_id) <= 999:
-        raise AutosrError(f"dataset id {dataset_id} is out of range; use a number from 0 to 999")
-    folder = root / f"Dataset{int(dataset_id):03d}_{name}"
-    if not DATASET_NAME_PATTERN.match(folder.name):
-        raise AutosrError(f"dataset name '{name}' may only hold letters, digits, '_' and '-'; choose another --name")
+    folder = root / dataset_folder_name(dataset_id, name)
     for other in siblings:
         if dataset_id_of(other.name) != int(dataset_id):
             continue
@@ -400,8 +404,8 @@ def _register_jobs(
 
 def _write_dataset_json(source_dir: Path, output_dir: Path, spec: DatasetSpec, summary: RegistrationSummary) -> None:
     content = read_json(source_dir / "dataset.json")
-    match = DATASET_NAME_PATTERN.match(output_dir.name)
-    content["name"] = match.group(2) if match else output_dir.name
+    match = parse_dataset_name(output_dir.name)
+    content["name"] = match[1] if match else output_dir.name
     registered = [o for o in summary.outcomes if o.status in ("registered", "done")]
     content["numTraining"] = sum(o.split == "Tr" for o in registered)
     content["registration"] = {

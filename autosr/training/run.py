@@ -6,6 +6,12 @@ own. Nothing already trained is overwritten: a fold with a checkpoint refuses to
 `continue_training` is set. One fold has one writer: the process training it holds `fold_<k>/.training.lock`
 (`autosr.io.locks`) from before its first check to its last write, so a second `autosr train` of the same fold
 stops at once with a message naming the first (a lock of a process that died is taken over).
+
+Before anything starts, every preprocessed case's arrays are checked (a truncated or foreign .npy is one
+message saying to run `autosr plan`), and each fold records the identity of the preprocessed cases it trains
+on (`preprocessed_data.json`: raw file contents and plans, see `case_store.case_identities`). Continuing a
+fold whose cases were preprocessed again since (their raw files replaced) is refused: its weights were
+fitted to data that no longer exists; starting a fold while other folds were trained on other data says so.
 """
 
 from __future__ import annotations
@@ -18,11 +24,12 @@ from autosr.device import choose_device
 from autosr.errors import AutosrError
 from autosr.formats.plans import Plans
 from autosr.formats.splits import cases_of_fold, load_or_create_splits, parse_fold
-from autosr.io.atomic import atomic_copy, read_json
+from autosr.io.atomic import atomic_copy, atomic_write_json, read_json
+from autosr.io.json_file import read_json_file
 from autosr.io.locks import HeldLock
 from autosr.model_layout import PLANNING_FILES, FoldFolder, ModelFolder
 from autosr.paths import AutosrPaths, ensure_writable_folder, path_under
-from autosr.preprocessing.case_store import list_cases
+from autosr.preprocessing.case_store import array_problems, case_identities, list_cases
 from autosr.training.data import default_num_workers
 from autosr.training.device import init_distributed
 from autosr.training.trainer import Trainer, TrainingContext
@@ -49,6 +56,63 @@ def _copy_planning_files(preprocessed_dir: Path, model_dir: Path) -> None:
                 )
             continue
         atomic_copy(source, dest)
+
+
+def _check_arrays(data_folder: Path, case_ids: list[str], dataset_name: str) -> None:
+    """Refuse to train on damaged preprocessed cases (truncated, foreign dtype, mismatched shapes)."""
+    damaged = {case_id: found for case_id in case_ids if (found := array_problems(data_folder, case_id))}
+    if damaged:
+        first = next(iter(damaged.values()))[0]
+        raise AutosrError(
+            f"{first}: {len(damaged)} preprocessed case(s) are damaged ({', '.join(sorted(damaged)[:5])}); run "
+            f"`autosr plan {dataset_name}` again: it checks every preprocessed case and redoes the damaged ones"
+        )
+
+
+def _recorded_identities(fold: FoldFolder) -> dict[str, str | None]:
+    """The case identities a fold recorded when it started ({} for a fold without a readable record)."""
+    if not fold.data_record_file.is_file():
+        return {}
+    try:
+        record = read_json_file(fold.data_record_file, "")
+    except AutosrError:
+        return {}
+    cases = record.get("cases") if isinstance(record, dict) else None
+    return cases if isinstance(cases, dict) else {}
+
+
+def _changed_cases(recorded: dict[str, str | None], current: dict[str, str | None]) -> list[str]:
+    """Cases whose identity is known on both sides and differs."""
+    return sorted(c for c, identity in recorded.items() if identity and current.get(c) and current[c] != identity)
+
+
+def _check_data_unchanged(
+    model: ModelFolder, fold: FoldFolder, current: dict[str, str | None], continue_training: bool, dataset_name: str
+) -> list[str]:
+    """Refuse to continue `fold` on preprocessed cases that changed since it started; warnings for other
+    trained folds whose cases changed (the folds of one model then disagree on the data)."""
+    if continue_training and any(fold.checkpoint(w).is_file() for w in ("latest", "final")):
+        changed = _changed_cases(_recorded_identities(fold), current)
+        if changed:
+            raise AutosrError(
+                f"{fold.path}: this fold was trained on preprocessed cases that have been preprocessed again since "
+                f"(from changed raw files, or with other plans): {', '.join(changed[:5])}{' ...' if len(changed) > 5 else ''}; its weights "
+                f"fit data that no longer exists: delete {fold.path} to train it again on the new data (and the "
+                f"model's other trained folds too, so that they agree), or restore the old raw files and run "
+                f"`autosr plan {dataset_name}`"
+            )
+    warnings = []
+    for number in model.folds_with_checkpoint("latest") + model.folds_with_checkpoint("final"):
+        other = model.fold(number)
+        if other.path == fold.path:
+            continue
+        changed = _changed_cases(_recorded_identities(other), current)
+        if changed and not any(other.path.name in w for w in warnings):
+            warnings.append(
+                f"warning: {other.path.name} was trained on cases preprocessed again since "
+                f"({', '.join(changed[:5])}{' ...' if len(changed) > 5 else ''}): retrain it so that the folds agree"
+            )
+    return warnings
 
 
 def _check_fold_folder(fold: FoldFolder, continue_training: bool) -> None:
@@ -125,6 +189,7 @@ def prepare_fold(request: FoldRequest, paths: AutosrPaths | None = None) -> Fold
         path_under(paths.require("results"), preprocessed_dir.name), request.trainer, plans.plans_name, configuration
     )
     fold_folder = model.fold(fold)
+    _check_arrays(data_folder, case_ids, preprocessed_dir.name)  # read only: before the lock makes the folder
     # before anything is written: a read-only results folder is one message now, not a traceback later
     ensure_writable_folder(fold_folder.path, "AUTOSR_RESULTS", create=False)
     lock = None
@@ -154,12 +219,22 @@ def _build_run(
     configuration, continue_training = request.configuration, request.continue_training
     fold_dir, model_dir = fold_folder.path, fold_folder.path.parent
     _check_fold_folder(fold_folder, continue_training)
+    identities = case_identities(data_folder, case_ids)
+    data_warnings = _check_data_unchanged(
+        ModelFolder.at(model_dir), fold_folder, identities, continue_training, preprocessed_dir.name
+    )
     splits = load_or_create_splits(preprocessed_dir, case_ids)
     train_cases, val_cases = cases_of_fold(splits, fold, case_ids)
 
     rank, world_size, device_obj = init_distributed(choose_device(request.device))
     if rank == 0:
         _copy_planning_files(preprocessed_dir, model_dir)
+        started = any(fold_folder.checkpoint(w).is_file() for w in ("latest", "final"))
+        if not (continue_training and started and fold_folder.data_record_file.is_file()):
+            cases = {c: identities[c] for c in [*train_cases, *val_cases]}
+            atomic_write_json({"data_folder": data_folder.name, "cases": cases}, fold_folder.data_record_file)
+        for warning in data_warnings:
+            print(warning)
     ctx = TrainingContext(
         plans=plans,
         configuration=configuration,
