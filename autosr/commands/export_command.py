@@ -29,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint", choices=CHECKPOINT_NAMES, default="final", help="which checkpoint of each fold (default: final)"
     )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing -o file (never without it)")
     add_path_arguments(parser)
 
 
@@ -44,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
         folds=args.folds,
         checkpoint=args.checkpoint,
         paths=paths_from_args(args),
+        overwrite=args.overwrite,
     )
     print(
         f"model package: {path} ({path.stat().st_size / 1024**2:.1f} MiB); install with `autosr install-model {path}`"

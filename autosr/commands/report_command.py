@@ -41,6 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also show an `autosr predict` output folder under TITLE: flagged scans, quality signals, pictures "
         "(repeatable)",
     )  # fmt: skip
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="replace an existing -o file even when it is not an autosr report (an autosr report is always refreshed)",
+    )  # fmt: skip
     add_path_arguments(parser)
 
 
@@ -56,11 +60,12 @@ def run(args: argparse.Namespace) -> int:
         from autosr.evaluation.prediction_report import write_prediction_report
 
         output = args.output or Path(next(iter(predictions.values()))) / "report.html"
-        print(f"report: {write_prediction_report(predictions, output, max(0, args.max_pictures))}")
+        print(f"report: {write_prediction_report(predictions, output, max(0, args.max_pictures), args.overwrite)}")
         return 0
     evaluations = dict(args.evaluation)
     path = write_report(
-        args.dataset, paths_from_args(args), args.output, max(0, args.max_pictures), evaluations, predictions
-    )
+        args.dataset, paths_from_args(args), args.output, max(0, args.max_pictures), evaluations, predictions,
+        args.overwrite,
+    )  # fmt: skip
     print(f"report: {path}")
     return 0

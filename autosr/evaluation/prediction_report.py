@@ -22,6 +22,7 @@ import pandas as pd
 
 from autosr.inference.scan_summary import SUMMARY_NAME, THRESHOLDS_NAME
 from autosr.io import atomic_path, read_image, read_json
+from autosr.io.outputs import OutputKind, check_output_file, has_marker
 
 DEFAULT_MAX_FLAGGED_PICTURES = 12
 SIGNAL_PREFIXES = ("spacing_", "extent_", "subject_volume", "intensity_scale", "intensity_distance",
@@ -30,6 +31,11 @@ PAGE_STYLE = """
 body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;margin:1em 0}
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}th{background:#eee}img{max-width:100%}
 """
+
+# Every report page says who wrote it, so rerunning `autosr report` refreshes its own page and refuses to
+# write over anything else (autosr.io.outputs).
+GENERATOR_META = "<meta name='generator' content='autosr report'>"
+REPORT_OUTPUT = OutputKind("HTML report", lambda path: has_marker(path, GENERATOR_META.encode()), regenerated=True)
 
 
 def _png(fig) -> str:
@@ -182,14 +188,16 @@ def write_prediction_report(
     folders: dict[str, str | os.PathLike],
     output: str | os.PathLike,
     max_pictures: int = DEFAULT_MAX_FLAGGED_PICTURES,
+    overwrite: bool = False,
 ) -> Path:
-    """A page of its own for prediction folders ({title: folder}); returns its path."""
+    """A page of its own for prediction folders ({title: folder}); returns its path. An existing `output`
+    is replaced when it is an autosr report, otherwise only with `overwrite` (autosr.io.outputs)."""
+    output = check_output_file(output, REPORT_OUTPUT, overwrite)
     body = "".join(prediction_section(folder, title, max_pictures) for title, folder in folders.items())
     page = (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>autosr predictions</title>"
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'>{GENERATOR_META}<title>autosr predictions</title>"
         f"<style>{PAGE_STYLE}</style></head><body><h1>autosr predictions</h1>{body}</body></html>"
     )
-    output = Path(output)
     with atomic_path(output) as tmp:
         tmp.write_text(page, encoding="utf-8")
     return output

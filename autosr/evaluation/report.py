@@ -17,9 +17,10 @@ from typing import Any
 import pandas as pd
 
 from autosr.evaluation.baseline import BASELINE_METHODS
-from autosr.evaluation.prediction_report import prediction_section
+from autosr.evaluation.prediction_report import GENERATOR_META, REPORT_OUTPUT, prediction_section
 from autosr.evaluation.summary import BASELINE, MODEL, SUMMARY_METRICS
 from autosr.io import atomic_path, read_json
+from autosr.io.outputs import check_output_file
 from autosr.model_layout import CROSSVAL_FOLDER, ENSEMBLES_FOLDER, model_folders
 from autosr.paths import AutosrPaths
 
@@ -129,14 +130,16 @@ def write_report(
     max_pictures: int = DEFAULT_MAX_PICTURES,
     evaluations: dict[str, str | os.PathLike] | None = None,
     predictions: dict[str, str | os.PathLike] | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """Write the HTML report (default `$AUTOSR_RESULTS/<dataset>/report.html`) and return its path.
+    """Write the HTML report (default `$AUTOSR_RESULTS/<dataset>/report.html`) and return its path. An existing
+    `output` is replaced when it is an autosr report, otherwise only with `overwrite` (autosr.io.outputs).
 
     `evaluations`: {title: folder written by `autosr evaluate`} shown first, e.g. a held-out test set.
     `predictions`: {title: folder written by `autosr predict`}: its quality flags (prediction_report.py)."""
     dataset_name = paths.dataset_name(dataset)
     results_dir = paths.results_dataset(dataset_name)
-    out = Path(output) if output else results_dir / "report.html"
+    out = check_output_file(Path(output) if output else results_dir / "report.html", REPORT_OUTPUT, overwrite)
     body = [f"<h1>autosr results: {html.escape(dataset_name)}</h1>"]
     best_path = results_dir / "best.json"
     if best_path.is_file():
@@ -172,7 +175,7 @@ def write_report(
     if ensembles.is_dir():
         for folder in sorted(p for p in ensembles.iterdir() if p.is_dir()):
             body.append(_section(folder.name, folder, None, max_pictures))
-    page = f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>autosr {html.escape(dataset_name)}</title><style>{STYLE}</style></head><body>{''.join(body)}</body></html>"
+    page = f"<!DOCTYPE html><html><head><meta charset='utf-8'>{GENERATOR_META}<title>autosr {html.escape(dataset_name)}</title><style>{STYLE}</style></head><body>{''.join(body)}</body></html>"
     with atomic_path(out) as tmp:
         tmp.write_text(page, encoding="utf-8")
     return out

@@ -13,11 +13,13 @@ checksums agree.
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from autosr.errors import AutosrError
+from autosr.io.outputs import OutputKind
 from autosr.model_layout import ModelFolder
 from autosr.paths import DATASET_NAME_RULE, SAFE_NAME_RULE, is_dataset_name, name_problem
 
@@ -25,6 +27,19 @@ MANIFEST_NAME = "autosr_model.json"
 MODEL_CARD_NAME = "README.md"
 PACKAGE_FORMAT = "autosr-model-package"
 FORMAT_VERSION = 1
+
+
+def is_model_package(path: Path) -> bool:
+    """A zip holding a package manifest: a package autosr wrote (checked no further: this only decides what an
+    `-o` may replace)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return MANIFEST_NAME in archive.namelist()
+
+
+# A package is an artefact handed to others: an existing one is replaced only with --overwrite.
+PACKAGE_OUTPUT = OutputKind("model package", is_model_package, regenerated=False)
 
 
 @dataclass

@@ -28,6 +28,7 @@ from autosr.formats.dataset_spec import load_dataset_spec
 from autosr.formats.plans import Plans
 from autosr.inference.folder import FolderSummary, discover_prediction_cases
 from autosr.inference.model_folder import require_checkpoints
+from autosr.inference.scan_summary import refuse_foreign_images
 from autosr.inference.settings import FolderSettings, ModelSource, PredictionSettings
 from autosr.io import Geometry, file_ending_of, read_image, write_image
 from autosr.paths import AutosrPaths, ensure_writable_folder
@@ -53,6 +54,7 @@ def predict(
     paths = paths or AutosrPaths.resolve()
     with model.opened(paths) as opened:
         check_before_loading(opened.model_dir, input_dir, opened.folds, opened.checkpoint)
+        refuse_foreign_images(output_dir, load_dataset_spec(opened.model_dir).file_ending)
         ensure_writable_folder(Path(output_dir), fix="choose another -o, or fix the folder's permissions")
         prepare_qc_reference(opened.model_dir, paths, folder.progress)
         predictor = Predictor.from_trained(opened.model_dir, opened.folds, opened.checkpoint, prediction)

@@ -30,10 +30,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +45,11 @@ from autosr.inference.qc import QCReference, ScanSignals, input_signals, uncerta
 from autosr.inference.scan_summary import THRESHOLDS_NAME, write_row
 from autosr.inference.scan_worker import ScanWorker
 from autosr.inference.settings import FolderSettings
+from autosr.inference.worker_pool import WorkerPool, failed_future, is_broken_pool, run_now
 from autosr.io import write_image
 from autosr.io.atomic import atomic_path, atomic_write_json
 from autosr.preprocessing.preprocess import PreprocessedScan
+from autosr.worker_guard import exit_when_process_ends
 
 NetworkStep = Callable[[np.ndarray, bool], tuple[np.ndarray, "np.ndarray | None"]]
 NO_REFERENCE = "not checked: the model folder has no qc_reference.json (create it with `autosr qc-reference`)"
@@ -113,11 +114,12 @@ class Finished:
 _STATE: dict[str, Any] = {}  # per worker process: the ScanWorker and QCSettings, set once by `_init_worker`
 
 
-def _init_worker(worker: ScanWorker, qc: QCSettings, threads: int) -> None:
+def _init_worker(worker: ScanWorker, qc: QCSettings, threads: int, main_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides what an interrupt stops
     import SimpleITK as sitk
     import torch
 
+    exit_when_process_ends(main_pid)  # no worker outlives a killed run
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
     torch.set_num_threads(1)
     _STATE.update(worker=worker, qc=qc)
@@ -171,54 +173,59 @@ def finish_scan(worker: ScanWorker, qc: QCSettings, job: FinishJob) -> Finished:
     return Finished(job.case_id, seconds, flag)
 
 
+class StepFailed(AutosrError):
+    """A scan's step failed in a worker process: the failure as one message (any exception a library raises
+    is turned into this before it crosses to the main process, so an exception that cannot be pickled never
+    breaks the pool)."""
+
+    def __reduce__(self):
+        return (type(self), (str(self),))
+
+
+def _in_worker(step: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return step(*args)
+    except Exception as e:  # noqa: BLE001 - becomes the scan's failure, named in its summary row
+        raise StepFailed(describe_failure(e)) from None
+
+
 def _prepare_in_worker(case: InputCase) -> Prepared:
-    return prepare_scan(_STATE["worker"], case)
+    return _in_worker(prepare_scan, _STATE["worker"], case)
 
 
 def _finish_in_worker(job: FinishJob) -> Finished:
-    return finish_scan(_STATE["worker"], _STATE["qc"], job)
+    return _in_worker(finish_scan, _STATE["worker"], _STATE["qc"], job)
 
 
-class _InlineExecutor(Executor):
-    """`num_workers=0`: every step runs in the main process when submitted."""
-
-    def __init__(self, worker: ScanWorker, qc: QCSettings):
-        _STATE.update(worker=worker, qc=qc)
-
-    def submit(self, fn, /, *args) -> Future:
-        return _run_now(fn, *args)
+def describe_failure(error: BaseException) -> str:
+    if isinstance(error, AutosrError):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
 
 
-def _start_context():
-    """forkserver where it exists (a clean server process with autosr imported once; workers fork from it in
-    milliseconds), else spawn. Never plain fork: the main process holds CUDA and OpenMP threads."""
-    if "forkserver" in get_all_start_methods():
-        context = get_context("forkserver")
-        context.set_forkserver_preload([__name__])
-        return context
-    return get_context("spawn")
-
-
-def _executor(worker: ScanWorker, qc: QCSettings, num_workers: int) -> Executor:
-    if num_workers == 0:
-        return _InlineExecutor(worker, qc)
-    threads = max(1, (os.cpu_count() or 1) // (num_workers + 1))
-    return ProcessPoolExecutor(
-        max_workers=num_workers,
-        mp_context=_start_context(),
-        initializer=_init_worker,
-        initargs=(worker, qc, threads),
+def worker_died(step: str) -> StepFailed:
+    """The failure of the scan whose step killed a worker process even when it ran alone."""
+    return StepFailed(
+        f"the worker process {step} this scan died (killed by the system: out of memory? or a crash in a "
+        "library), also when the scan was tried again alone; the other scans went on. Check this scan (its "
+        "size, its file), then run the same command again to retry it (with fewer --num-workers if memory is "
+        "short)"
     )
 
 
-def _run_now(fn, *args) -> Future:
-    """`fn(*args)` in this thread, its result (or exception) in a completed Future."""
-    future: Future = Future()
-    try:
-        future.set_result(fn(*args))
-    except Exception as e:  # noqa: BLE001 - delivered through the future
-        future.set_exception(e)
-    return future
+# --- the main loop -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Step:
+    """One scan's prepare or finish step in flight: what to run again should its worker die."""
+
+    case_id: str
+    kind: str  # "preparing" or "writing"
+    function: Callable[[Any], Any]
+    argument: Any
+    future: Future
+    case: InputCase | None = None  # prepare steps
 
 
 class _PoolStarter:
@@ -229,39 +236,196 @@ class _PoolStarter:
     first scan itself, so the start-up is hidden behind real work instead of added to the run.
     """
 
-    def __init__(self, pool: Executor, cases: list[InputCase]):
-        self.cases = cases
-        self.futures: list[Future] = []
+    def __init__(self, pool: WorkerPool, cases: list[InputCase]):
+        self.steps = [_Step(c.case_id, "preparing", _prepare_in_worker, c, Future(), c) for c in cases]
         self._pool = pool
         self._thread = threading.Thread(target=self._submit, name="autosr-pool-start", daemon=True)
         self._thread.start()
 
     def _submit(self) -> None:
-        for case in self.cases:
-            try:
-                self.futures.append(self._pool.submit(_prepare_in_worker, case))
-            except Exception as e:  # noqa: BLE001 - a pool that cannot start fails these cases, reported per case
-                failed: Future = Future()
-                failed.set_exception(e)
-                self.futures.append(failed)
+        for step in self.steps:
+            step.future = self._pool.submit(step.function, step.argument)
 
-    def join(self) -> list[tuple[InputCase, Future]]:
+    def join(self) -> list[_Step]:
         self._thread.join()
-        return list(zip(self.cases, self.futures))
+        return self.steps
 
 
-def describe_failure(error: BaseException) -> str:
-    if isinstance(error, AutosrError):
-        return str(error)
-    if type(error).__name__ == "BrokenProcessPool":
-        return (
-            "a worker process died (out of memory?); run the same command again to resume, with fewer "
-            "--num-workers if it happens again"
+class _FolderRun:
+    """The bookkeeping of one folder run: scans waiting, preparing (in workers), on the network (here), and
+    writing (in workers); failures recorded per scan; a dead worker's scans tried again alone."""
+
+    def __init__(self, todo: list[InputCase], output_dir: Path, file_ending: str, pool: WorkerPool, job: _RunJob):
+        from tqdm import tqdm
+
+        self.cases = deque(todo)
+        self.output_dir, self.file_ending, self.pool, self.job = output_dir, file_ending, pool, job
+        self.depth = max(1, pool.num_workers)
+        self.preparing: deque[_Step] = deque()
+        self.writing: deque[_Step] = deque()
+        self.starter: _PoolStarter | None = None
+        self.bar = tqdm(
+            total=len(todo), desc="predict", unit="case", disable=not job.settings.progress, file=sys.stderr
         )
-    return f"{type(error).__name__}: {error}"
+        self.timings = {"preprocess_s": 0.0, "network_s": 0.0, "export_s": 0.0}
+
+    # --- failures -----------------------------------------------------------------------------------------
+    def fail(self, case_id: str, error: BaseException) -> None:
+        reason = describe_failure(error)
+        self.job.summary.failed[case_id] = reason
+        row = {"case": case_id, "status": "failed", "flag": True, "reason": reason, "part": self.job.qc.part}
+        write_row(self.output_dir, row)
+        self.bar.write(f"autosr predict: {case_id} failed: {reason}")
+        self.bar.update(1)
+
+    def result(self, step: _Step) -> Any:
+        """The step's result, or its own failure; a dead worker is handled first (`recover`)."""
+        if is_broken_pool(_error_of(step.future, wait=True)):
+            self.recover()
+        return step.future.result()
+
+    def recover(self) -> None:
+        """A worker died, and with it every step in flight. Start fresh workers and run each of those steps
+        again alone, oldest first: a step that kills a worker again is its scan's failure; the others go on."""
+        if self.starter is not None:
+            self.preparing.extend(self.starter.join())
+            self.starter = None
+        self.bar.write(f"autosr predict: {self.pool.replace()}")
+        for step in (*self.preparing, *self.writing):
+            if not step.future.done():
+                step.future.cancel()
+            if step.future.done() and not step.future.cancelled() and not is_broken_pool(_error_of(step.future)):
+                continue  # finished before the worker died
+            step.future = self.pool.submit(step.function, step.argument)
+            if is_broken_pool(_error_of(step.future, wait=True)):
+                step.future = failed_future(worker_died(step.kind))
+                self.bar.write(f"autosr predict: {self.pool.replace()}")
+
+    # --- the steps ----------------------------------------------------------------------------------------
+    def submit_prepare(self, case: InputCase) -> None:
+        self.preparing.append(
+            _Step(case.case_id, "preparing", _prepare_in_worker, case, self.pool.submit(_prepare_in_worker, case), case)
+        )
+
+    def collect(self, pending_limit: int | None) -> None:
+        """Record finished writes, oldest first; with a `pending_limit`, wait until fewer are pending."""
+        while self.writing and (
+            self.writing[0].future.done() or (pending_limit is not None and len(self.writing) >= pending_limit)
+        ):
+            step = self.writing[0]
+            try:
+                done: Finished = self.result(step)
+            except Exception as e:  # noqa: BLE001 - one bad scan must not stop a run over thousands
+                self.writing.popleft()
+                self.fail(step.case_id, e)
+                continue
+            self.writing.popleft()
+            self.job.summary.predicted.append(step.case_id)
+            self.timings["export_s"] += done.seconds
+            if done.flag:
+                self.job.summary.flagged.append(step.case_id)
+            self.bar.update(1)
+
+    def run(self) -> None:
+        if self.pool.num_workers > 0 and self.cases:  # the first scan here while the workers start
+            first = self.cases.popleft()
+            self.starter = _PoolStarter(
+                self.pool, [self.cases.popleft() for _ in range(min(self.depth, len(self.cases)))]
+            )
+            self.preparing.append(
+                _Step(first.case_id, "preparing", _prepare_in_worker, first, run_now(_prepare_scan_here, first), first)
+            )
+        while self.cases or self.preparing or self.starter is not None:
+            if self.starter is not None and not self.preparing:
+                self.preparing.extend(self.starter.join())
+                self.starter = None
+            while self.starter is None and self.cases and len(self.preparing) <= self.depth:
+                self.submit_prepare(self.cases.popleft())  # the next scans prepare meanwhile
+            if not self.preparing:
+                continue
+            self.predict_next()
+        self.collect(1)
+
+    def predict_next(self) -> None:
+        """The oldest prepared scan through the network, then to a worker for writing."""
+        step = self.preparing[0]
+        try:
+            prepared: Prepared = self.result(step)
+            self.timings["preprocess_s"] += prepared.seconds
+            began = time.perf_counter()
+            samples: list[np.ndarray] = []
+            extra = {"samples": samples} if self.job.settings.save_samples else {}
+            prediction, spread = self.job.network_step(prepared.scan.input, self.job.settings.uncertainty, **extra)
+            network_s = time.perf_counter() - began
+            self.timings["network_s"] += network_s
+        except Exception as e:  # noqa: BLE001 - recorded, the run goes on
+            self.preparing.popleft()
+            self.fail(step.case_id, e)
+            self.collect(None)
+            return
+        self.preparing.popleft()
+        case, ending, out = step.case, self.file_ending, self.output_dir
+        job = FinishJob(
+            case.case_id,
+            prediction,
+            spread,
+            prepared.scan,
+            prepared.signals,
+            output_file(out, case.case_id, ending),
+            uncertainty_file(out, case.case_id, ending) if self.job.settings.uncertainty else None,
+            self.job.settings.on_input_grid,
+            prepared.seconds,
+            network_s,
+            str(case.channel_files[0]),
+            samples,
+            [sample_file(out, case.case_id, i, ending) for i in range(len(samples))],
+        )
+        del prepared, prediction, spread, samples
+        if self.starter is not None:  # after the first scan's network step: the workers have had their time
+            self.preparing.extend(self.starter.join())
+            self.starter = None
+        self.collect(self.depth)
+        self.writing.append(
+            _Step(case.case_id, "writing", _finish_in_worker, job, self.pool.submit(_finish_in_worker, job))
+        )
+        self.bar.set_postfix_str(f"{case.case_id} network {network_s:.1f}s", refresh=False)
+        self.collect(None)
+
+    def interrupted(self) -> None:
+        """Ctrl-C (or a bug): stop preparing, let what went through the network be written, then stop."""
+        if self.starter is not None:
+            self.preparing.extend(self.starter.join())
+        for step in self.preparing:
+            step.future.cancel()
+        for step in self.writing:
+            try:
+                step.future.result()
+                self.job.summary.predicted.append(step.case_id)
+            except Exception:  # noqa: BLE001, S112 - the case stays unfinished and is redone next time
+                continue
 
 
-# --- the main loop -------------------------------------------------------------------------------------------
+def _prepare_scan_here(case: InputCase) -> Prepared:
+    return prepare_scan(_STATE["worker"], case)
+
+
+def _error_of(future: Future, wait: bool = False) -> BaseException | None:
+    """The future's exception once it is done (waiting for it with `wait`), else None."""
+    if not wait and not future.done():
+        return None
+    if future.cancelled():
+        return None
+    return future.exception()
+
+
+@dataclass
+class _RunJob:
+    """What every step of a folder run shares: its settings, the network step, the QC settings, the summary."""
+
+    settings: FolderSettings
+    network_step: NetworkStep
+    qc: QCSettings
+    summary: FolderSummary
 
 
 def run_folder(
@@ -281,110 +445,23 @@ def run_folder(
     fill (a generative model's samples), and they are written to `output_dir/samples/` beside the prediction.
     Of `settings`, this uses what is written per scan and how (uncertainty, samples, grid, workers, progress).
     """
-    from tqdm import tqdm
-
-    uncertainty, on_input_grid, save_samples = settings.uncertainty, settings.on_input_grid, settings.save_samples
-    num_workers, progress = resolve_num_workers(settings.num_workers), settings.progress
-    output_dir = Path(output_dir)
-    depth = max(1, num_workers)
-    cases = deque(todo)
-    preparing: deque[tuple[InputCase, Future]] = deque()
-    finishing: deque[tuple[str, Future]] = deque()
-    bar = tqdm(total=len(todo), desc="predict", unit="case", disable=not progress, file=sys.stderr)
-    timings = {"preprocess_s": 0.0, "network_s": 0.0, "export_s": 0.0}
+    num_workers = resolve_num_workers(settings.num_workers)
+    threads = max(1, (os.cpu_count() or 1) // (num_workers + 1))
+    pool = WorkerPool(
+        num_workers, _init_worker, (worker, qc, threads), lambda: _STATE.update(worker=worker, qc=qc), [__name__]
+    )
+    _STATE.update(worker=worker, qc=qc)  # the first scan is prepared here while the workers start
+    run = _FolderRun(todo, Path(output_dir), file_ending, pool, _RunJob(settings, network_step, qc, summary))
     start = time.perf_counter()
-
-    def fail(case_id: str, error: BaseException) -> None:
-        reason = describe_failure(error)
-        summary.failed[case_id] = reason
-        write_row(output_dir, {"case": case_id, "status": "failed", "flag": True, "reason": reason, "part": qc.part})
-        bar.write(f"autosr predict: {case_id} failed: {reason}")
-
-    def collect(pending_limit: int | None) -> None:
-        """Record finished exports, oldest first; with a `pending_limit`, wait until fewer are pending."""
-        while finishing and (finishing[0][1].done() or (pending_limit is not None and len(finishing) >= pending_limit)):
-            case_id, future = finishing.popleft()
-            try:
-                done = future.result()
-                summary.predicted.append(case_id)
-                timings["export_s"] += done.seconds
-                if done.flag:
-                    summary.flagged.append(case_id)
-            except Exception as e:  # noqa: BLE001 - one bad scan must not stop a run over thousands
-                fail(case_id, e)
-            bar.update(1)
-
-    pool = _executor(worker, qc, num_workers)
-    starter: _PoolStarter | None = None
-    if num_workers > 0 and cases:  # the first scan here while the workers start (see _PoolStarter)
-        first = cases.popleft()
-        starter = _PoolStarter(pool, [cases.popleft() for _ in range(min(depth, len(cases)))])
-        preparing.append((first, _run_now(prepare_scan, worker, first)))
     try:
-        while cases or preparing or starter is not None:
-            if starter is not None and not preparing:
-                preparing.extend(starter.join())
-                starter = None
-            while starter is None and cases and len(preparing) <= depth:  # the next scans prepare meanwhile
-                case = cases.popleft()
-                preparing.append((case, pool.submit(_prepare_in_worker, case)))
-            case, future = preparing.popleft()
-            try:
-                prepared: Prepared = future.result()
-                timings["preprocess_s"] += prepared.seconds
-                began = time.perf_counter()
-                samples: list[np.ndarray] = []
-                extra = {"samples": samples} if save_samples else {}
-                prediction, spread = network_step(prepared.scan.input, uncertainty, **extra)
-                network_s = time.perf_counter() - began
-                timings["network_s"] += network_s
-            except Exception as e:  # noqa: BLE001 - recorded, the run goes on
-                fail(case.case_id, e)
-                bar.update(1)
-                collect(None)
-                continue
-            job = FinishJob(
-                case.case_id,
-                prediction,
-                spread,
-                prepared.scan,
-                prepared.signals,
-                output_file(output_dir, case.case_id, file_ending),
-                uncertainty_file(output_dir, case.case_id, file_ending) if uncertainty else None,
-                on_input_grid,
-                prepared.seconds,
-                network_s,
-                str(case.channel_files[0]),
-                samples,
-                [sample_file(output_dir, case.case_id, i, file_ending) for i in range(len(samples))],
-            )
-            del prepared, prediction, spread, samples
-            if starter is not None:  # after the first scan's network step: the workers have had their time
-                preparing.extend(starter.join())
-                starter = None
-            collect(depth)
-            finishing.append((case.case_id, pool.submit(_finish_in_worker, job)))
-            bar.set_postfix_str(f"{case.case_id} network {network_s:.1f}s", refresh=False)
-            collect(None)
-        collect(1)
+        run.run()
     except BaseException:
-        # interrupted (or a bug): stop preparing, write what went through the network, then stop
-        if starter is not None:
-            preparing.extend(starter.join())
-        for _, future in preparing:
-            future.cancel()
-        for case_id, future in finishing:
-            try:
-                future.result()
-                summary.predicted.append(case_id)
-            except Exception:  # noqa: BLE001, S112 - the case stays unfinished and is redone next time
-                continue
+        run.interrupted()
         raise
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        bar.close()
-    timings["wall_s"] = time.perf_counter() - start
-    summary.timings = timings
+        pool.shutdown()
+        run.bar.close()
+    summary.timings = {**run.timings, "wall_s": time.perf_counter() - start}
     return summary
 
 
@@ -402,13 +479,14 @@ def predict_folder(
     """
     from autosr.inference.folder import discover_prediction_cases, ignored_input_files, is_finished, select_part
     from autosr.inference.qc import reference_is_current, uncertainty_key
-    from autosr.inference.scan_summary import write_summary
+    from autosr.inference.scan_summary import refuse_foreign_images, write_summary
     from autosr.preprocessing.preprocess import preprocessing_hash
 
     if settings.save_samples and getattr(predictor, "sampler", None) is None:
         raise AutosrError("--save-samples is for generative models (e.g. DiffusionTrainer); this is a regression model")
     ending = predictor.file_ending
     cases = discover_prediction_cases(input_dir, ending, predictor.num_input_channels)
+    refuse_foreign_images(output_dir, ending)
     mine = set(select_part([c.case_id for c in cases], settings.num_parts, settings.part_id))
     summary = FolderSummary(ignored=ignored_input_files(input_dir, ending))
     todo: list[InputCase] = []

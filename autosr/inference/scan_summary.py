@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from autosr.errors import AutosrError
 from autosr.io import read_json
 from autosr.io.atomic import atomic_path, atomic_write_json, is_temporary
 
@@ -33,6 +34,34 @@ SIGNAL_ORDER = ("shape_", "spacing_", "extent_", "subject_volume", "intensity_",
 
 def row_file(output_dir: str | os.PathLike, case_id: str) -> Path:
     return Path(output_dir) / QC_FOLDER / f"{case_id}.json"
+
+
+def foreign_images(output_dir: str | os.PathLike, file_ending: str) -> list[str]:
+    """Image files `<name><file_ending>` in the folder that `autosr predict` did not write: every prediction it
+    writes has its row (written before it), so an image without one came from elsewhere (references, scans,
+    another tool's output). A run must not take them for finished predictions, nor replace them."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p.name
+        for p in folder.iterdir()
+        if p.is_file()
+        and p.name.endswith(file_ending)
+        and not is_temporary(p)
+        and not row_file(folder, p.name[: -len(file_ending)]).is_file()
+    )
+
+
+def refuse_foreign_images(output_dir: str | os.PathLike, file_ending: str) -> None:
+    """One error when the prediction folder holds images `autosr predict` did not write (`foreign_images`)."""
+    if foreign := foreign_images(output_dir, file_ending):
+        shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+        raise AutosrError(
+            f"-o {output_dir}: holds {len(foreign)} image file(s) that autosr predict did not write ({shown}): they "
+            "would be taken for finished predictions, or replaced; choose another -o (a new folder, or one an "
+            "earlier `autosr predict` wrote)"
+        )
 
 
 def _finite(value: Any) -> Any:

@@ -31,12 +31,13 @@ from autosr.checkpoint import load_checkpoint, save_torch
 from autosr.errors import AutosrError
 from autosr.formats.dataset_spec import load_dataset_spec
 from autosr.formats.package_archive import sha256_of
-from autosr.formats.package_manifest import MANIFEST_NAME, MODEL_CARD_NAME, Manifest
+from autosr.formats.package_manifest import MANIFEST_NAME, MODEL_CARD_NAME, PACKAGE_OUTPUT, Manifest
 from autosr.formats.plans import Plans
 from autosr.inference.model_folder import locate_model_folder, require_checkpoints
 from autosr.inference.qc import QC_REFERENCE_NAME, QCReference
 from autosr.io import atomic_path, read_json
 from autosr.io.atomic import atomic_copy, zip_problem
+from autosr.io.outputs import check_output_file
 from autosr.io.temporaries import private_folder
 from autosr.model_layout import PLANNING_FILES, ModelFolder
 from autosr.packaging.model_card import model_card
@@ -112,12 +113,15 @@ def export_model(
     paths: AutosrPaths | None = None,
     num_processes: int = 1,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> Path:
-    """Write the model package of a trained model to `output` (a .zip, written atomically); returns its path."""
+    """Write the model package of a trained model to `output` (a .zip, written atomically); returns its path.
+    An existing `output` is replaced only with `overwrite` (autosr.io.outputs)."""
     paths = paths or AutosrPaths.resolve()
     output = Path(output)
     if output.suffix.lower() != ".zip":
         raise AutosrError(f"{output}: a model package is a .zip file; name it e.g. model.zip")
+    check_output_file(output, PACKAGE_OUTPUT, overwrite)
     model_dir = locate_model_folder(paths, dataset, configuration, trainer, plans_name)
     dataset_name = model_dir.parent.name
     checkpoints = require_checkpoints(model_dir, list(folds), checkpoint)

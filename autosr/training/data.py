@@ -31,7 +31,7 @@ from autosr.errors import AutosrError
 from autosr.imaging.foreground import border_values
 from autosr.preprocessing.case_store import load_case
 from autosr.training.augmentation import sample_size, training_transforms
-from autosr.training.worker_guard import exit_when_parent_dies
+from autosr.worker_guard import exit_when_parent_dies
 
 # Share of each batch centred inside the mask: the remaining 2/3 still see background and borders, so
 # the network learns to leave the background alone. Standard choice, not tuned here.
