@@ -27,8 +27,17 @@ setup(
         "matplotlib>=3.7",
     ],
     extras_require={
-        "test": ["pytest>=7", "ruff==0.17.6", "scikit-image>=0.21", "import-linter>=2.1"],
+        # pybids and the BIDS validator (a PyPI wheel that runs offline) so the tests of `predict --bids` run in CI
+        "test": [
+            "pytest>=7",
+            "ruff==0.17.6",
+            "scikit-image>=0.21",
+            "import-linter>=2.1",
+            "pybids>=0.16",
+            "bids-validator-deno>=2.0",
+        ],
         "demo": ["nilearn>=0.10"],
+        "bids": ["pybids>=0.16"],  # `autosr predict --bids` (documentation/bids.md)
     },
     entry_points={"console_scripts": ["autosr=autosr.cli:main"]},
 )

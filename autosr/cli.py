@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("autosr.commands.plan_command", "verify, fingerprint, plan and preprocess a dataset"),
     "train": ("autosr.commands.train_command", "train one fold of one configuration"),
     "predict": ("autosr.commands.predict_command", "predict a folder of scans with a trained model"),
+    "provenance": ("autosr.commands.provenance_command", "say which model package made a predicted file"),
     "qc-reference": ("autosr.commands.qc_reference_command", "measure the training cases for per-scan quality flags"),
     "ensemble": ("autosr.commands.ensemble_command", "average predictions of several configurations"),
     "evaluate": ("autosr.commands.evaluate_command", "score predictions against references"),

@@ -299,6 +299,20 @@ def predict_input_inside_output(world: World) -> list[str]:
     return predict(world)
 
 
+def predict_bids(change: Callable[[Path], None] = lambda bids: None, filter_text: str = "ses=3T,suffix=T1w"):
+    """`predict --bids` over a two-subject, two-session dataset of the test scans, after `change(bids_dir)`."""
+
+    def setup(world: World) -> list[str]:
+        from bids_world import make_bids_dataset
+
+        bids = make_bids_dataset(world.root / "bids", sorted(world.inputs.glob("*_0000.nii.gz")))
+        change(bids)
+        return ["predict", "--bids", str(bids), "--bids-filter", filter_text, "-m", str(world.model), "-f", "0",
+                "--device", "cpu"]  # fmt: skip
+
+    return setup
+
+
 def predict_into_read_only(world: World) -> list[str]:
     read_only(world.root / "out")
     return predict(world)
@@ -509,7 +523,10 @@ class Case:
 
 # what every predict run writes besides predictions: the per-scan summary rows (failed scans get one too),
 # the thresholds used, and the model's quality reference (measured once from the raw training cases)
-RUN_RECORDS = ("out/qc", "out/qc/*", "out/qc_thresholds.json", "out/summary.csv", "results/*/*/qc_reference.json")
+# and each prediction's provenance sidecar (out/<case>.json)
+RUN_RECORDS = (
+    "out/qc", "out/qc/*", "out/qc_thresholds.json", "out/summary.csv", "out/*.json", "results/*/*/qc_reference.json"
+)  # fmt: skip
 PREDICTED = ("out", "out/phantom_007.nii.gz", *RUN_RECORDS)  # predict writes the good case and nothing else
 
 CASES = [
@@ -596,6 +613,18 @@ CASES = [
          2, ("'phantom 001_0000.nii.gz'", "a space", "rename")),
     # --- predict: folders and options
     Case("predict-output-is-input", "model", predict_into_input, 2, ("-o", "is the input folder", "choose another -o")),
+    # --- predict --bids: the dataset, the filter, the sidecars (nothing written before the error)
+    Case("bids-no-dataset-description", "model", predict_bids(lambda b: (b / "dataset_description.json").unlink()),
+         2, ("bids: no dataset_description.json", "not the root of a BIDS dataset", "give the folder that holds")),
+    Case("bids-filter-matches-nothing", "model", predict_bids(filter_text="ses=1p5T,suffix=T1w"),
+         2, ("no .nii.gz scan matches", "'session': '1p5T'", "sessions 3T, 7T", "change --bids-filter")),
+    Case("bids-filter-syntax", "model", predict_bids(filter_text="ses=3T,T1w"),
+         2, ("--bids-filter", "'T1w' is not entity=value", "'session=3T,suffix=T1w'")),
+    Case("bids-filter-unknown-entity", "model", predict_bids(filter_text="sesion=3T"),
+         2, ("--bids-filter: unknown BIDS entity sesion", "session")),
+    Case("bids-broken-sidecar", "model",
+         predict_bids(lambda b: (b / "sub-02/ses-3T/anat/sub-02_ses-3T_T1w.json").write_text("{\"Manufacturer\": ")),
+         2, ("sub-02_ses-3T_T1w.json", "fix the JSON of this BIDS sidecar")),
     Case("predict-input-inside-output", "model", predict_input_inside_output,
          2, ("-i", "inside the output folder", "choose another -o"), ("out",)),
     Case("predict-read-only-output", "model", predict_into_read_only,

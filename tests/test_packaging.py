@@ -120,6 +120,7 @@ def test_export_install_predict_is_bit_identical_to_the_model_folder(trained_pha
                 "fingerprint.json",
                 "splits.json",
                 "qc_reference.json",
+                "training_provenance.json",
                 "fold_0/checkpoint_final.pt",
                 "fold_1/checkpoint_final.pt",
                 "fold_0/validation/summary.json",

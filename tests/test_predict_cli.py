@@ -70,7 +70,8 @@ def test_interrupted_folder_prediction_resumes_without_redoing_cases(tmp_path):
     with pytest.raises(KeyboardInterrupt):  # in worker processes: the two predicted cases are still written
         predictor.predict_folder(tmp_path / "in", out, FolderSettings(progress=False, num_workers=1))
     done = sorted(p.name for p in out.iterdir() if p.is_file() and p.name != "summary.csv")
-    assert done == ["case0.nii.gz", "case1.nii.gz"]  # nothing half-written beside them
+    # nothing half-written beside them; each prediction with its provenance sidecar
+    assert done == ["case0.json", "case0.nii.gz", "case1.json", "case1.nii.gz"]
     assert sorted(p.name for p in (out / "qc").glob("*.json")) == ["case0.json", "case1.json"]
     stamps = {name: os.stat(out / name).st_mtime_ns for name in done}
 

@@ -4,9 +4,11 @@ over `autosr.inference.api.predict`).
     autosr predict -i new_scans/ -o predictions/ -d 902 -c 3d_fullres -f 0 1 2 3 4
     autosr predict -i new_scans/ -o predictions/ -m $AUTOSR_RESULTS/Dataset902_Brain/Trainer__autosrPlans__3d_fullres
     autosr predict -i new_scans/ -o predictions/ --model brain_3d_fullres.zip      # a package from export-model
+    autosr predict --bids study/ --bids-filter 'ses=3T,suffix=T1w' --model brain.zip  # study/derivatives/autosr/
 
 Besides the predictions, OUT/summary.csv holds one row per scan: timings, input geometry, the quality signals
-and a `flag` with its reason (autosr/inference/qc.py).
+and a `flag` with its reason (autosr/inference/qc.py), and each prediction has a provenance sidecar
+`<case>.json` (autosr/inference/provenance.py; `autosr provenance FILE` prints it).
 
 The exit code is 0 when every case was predicted (or already done), 1 when some failed (they are listed
 at the end), 2 for a problem that stopped the run before any case (no model, no input files).
@@ -19,18 +21,40 @@ import sys
 
 from autosr.commands.arguments import add_path_arguments, default_of, paths_from_args
 from autosr.commands.model_arguments import add_ensemble_arguments, add_model_arguments, model_source_from_args
+from autosr.errors import AutosrError
 from autosr.inference.api import predict
 from autosr.inference.sampling import DEFAULT_SAMPLING_STEPS
 from autosr.inference.settings import FolderSettings, PredictionSettings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-i", "--input", required=True, help="folder of <case>_<XXXX><ending> input files")
-    parser.add_argument("-o", "--output", required=True, help="folder the predictions are written to")
+    parser.add_argument(
+        "-i", "--input",
+        help="folder of <case>_<XXXX><ending> input files, or of DICOM series (one scan per series); or use --bids",
+    )  # fmt: skip
+    parser.add_argument(
+        "-o", "--output",
+        help="folder the predictions are written to (required with -i; with --bids default BIDS_DIR/derivatives/autosr)",
+    )  # fmt: skip
+    add_bids_arguments(parser)
     add_model_arguments(parser, package=True)
     add_prediction_arguments(parser)
     add_folder_arguments(parser)
     add_path_arguments(parser)
+
+
+def add_bids_arguments(parser: argparse.ArgumentParser) -> None:
+    """A BIDS dataset in, a BIDS derivatives dataset out (autosr/inference/bids_outputs.py)."""
+    parser.add_argument(
+        "--bids", metavar="BIDS_DIR",
+        help="predict the anatomical scans of this BIDS dataset (needs pybids: pip install 'autosr[bids]') into a BIDS "
+        "derivatives dataset with provenance sidecars (instead of -i)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--bids-filter", metavar="ENTITY=VALUE,...",
+        help="which scans of --bids: BIDS entities, e.g. 'session=3T,suffix=T1w' or 'ses=3T,acq=mprage' (default: "
+        "every anat image in the model's file ending)",
+    )  # fmt: skip
 
 
 def add_prediction_arguments(parser: argparse.ArgumentParser) -> None:
@@ -126,13 +150,34 @@ def folder_settings(args: argparse.Namespace) -> FolderSettings:
 
 
 def run(args: argparse.Namespace) -> int:
-    summary = predict(
-        args.input,
-        args.output,
-        model_source_from_args(args),
-        prediction_settings(args),
-        folder_settings(args),
-        paths_from_args(args),
-    )
+    if args.bids is not None:
+        if args.input is not None:
+            raise AutosrError("give either -i (a folder of scans) or --bids (a BIDS dataset), not both")
+        from autosr.inference.bids_outputs import BidsQuery, predict_bids
+
+        summary = predict_bids(
+            args.bids,
+            model_source_from_args(args),
+            BidsQuery.parse(args.bids_filter),
+            args.output,
+            prediction_settings(args),
+            folder_settings(args),
+            paths_from_args(args),
+        )
+    else:
+        if args.input is None or args.output is None:
+            raise AutosrError(
+                "name the scans and where the predictions go: -i INPUT_FOLDER -o OUTPUT_FOLDER (or --bids)"
+            )
+        if args.bids_filter is not None:
+            raise AutosrError("--bids-filter selects scans of a BIDS dataset: use it with --bids")
+        summary = predict(
+            args.input,
+            args.output,
+            model_source_from_args(args),
+            prediction_settings(args),
+            folder_settings(args),
+            paths_from_args(args),
+        )
     print(f"autosr predict: {summary.describe()}", file=sys.stderr if summary.failed else sys.stdout)
     return 0 if summary.ok else 1

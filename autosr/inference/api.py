@@ -58,6 +58,7 @@ def predict(
         ensure_writable_folder(Path(output_dir), fix="choose another -o, or fix the folder's permissions")
         prepare_qc_reference(opened.model_dir, paths, folder.progress)
         predictor = Predictor.from_trained(opened.model_dir, opened.folds, opened.checkpoint, prediction)
+        predictor.package = Path(model.package) if model.package is not None else None
         return predictor.predict_folder(input_dir, output_dir, folder)
 
 

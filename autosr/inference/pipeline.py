@@ -41,6 +41,7 @@ import numpy as np
 from autosr.device import num_workers_from_environment
 from autosr.errors import AutosrError
 from autosr.inference.folder import FolderSummary, InputCase, output_file, sample_file, uncertainty_file
+from autosr.inference.provenance import model_record, scan_record, write_sidecar
 from autosr.inference.qc import QCReference, ScanSignals, input_signals, uncertainty_signals
 from autosr.inference.scan_summary import THRESHOLDS_NAME, write_row
 from autosr.inference.scan_worker import ScanWorker
@@ -76,6 +77,8 @@ class QCSettings:
     uncertainty_key: str | None
     part: str
     no_reference_reason: str = NO_REFERENCE
+    # the run's provenance record (inference/provenance.py: model_record); each prediction gets its sidecar
+    provenance: dict[str, Any] | None = None
 
 
 @dataclass
@@ -100,6 +103,7 @@ class FinishJob:
     input_file: str
     samples: list[np.ndarray] = field(default_factory=list)  # a generative model's samples (--save-samples)
     sample_paths: list[Path] = field(default_factory=list)
+    input_files: list[str] = field(default_factory=list)  # every channel file (the provenance record)
 
 
 @dataclass
@@ -153,6 +157,8 @@ def finish_scan(worker: ScanWorker, qc: QCSettings, job: FinishJob) -> Finished:
         write_image(exported, sample_geometry, path)
     if job.uncertainty_path is not None and spread is not None:
         write_image(spread, geometry, job.uncertainty_path)
+    if qc.provenance is not None:  # before the prediction: a present prediction always has its record
+        write_scan_sidecar(qc.provenance, job, flag, reason)
     with atomic_path(job.output_path) as tmp:
         write_image(array, geometry, tmp)
         seconds = time.perf_counter() - start
@@ -171,6 +177,22 @@ def finish_scan(worker: ScanWorker, qc: QCSettings, job: FinishJob) -> Finished:
         }
         write_row(job.output_path.parent, row)
     return Finished(job.case_id, seconds, flag)
+
+
+def write_scan_sidecar(model: dict[str, Any], job: FinishJob, flag: bool | None, reason: str) -> None:
+    """The scan's provenance record (`<case>.json` beside the prediction)."""
+    uncertainty = job.uncertainty_path if job.uncertainty is not None else None
+    record = scan_record(
+        model,
+        job.case_id,
+        job.output_path,
+        job.input_files or [job.input_file],
+        uncertainty,
+        job.on_input_grid,
+        flag,
+        reason,
+    )
+    write_sidecar(job.output_path, record)
 
 
 class StepFailed(AutosrError):
@@ -380,6 +402,7 @@ class _FolderRun:
             samples,
             [sample_file(out, case.case_id, i, ending) for i in range(len(samples))],
         )
+        job.input_files = [str(p) for p in case.channel_files]
         del prepared, prediction, spread, samples
         if self.starter is not None:  # after the first scan's network step: the workers have had their time
             self.preparing.extend(self.starter.join())
@@ -513,7 +536,7 @@ def predict_folder(
             folds, predictor.checkpoint_name, predictor.mirror_axes, predictor.settings.step_fraction,
             getattr(predictor, "sampling_key", None),
         )  # fmt: skip
-    qc = QCSettings(qc_reference.data if qc_reference else None, key, settings.part, reason)
+    qc = QCSettings(qc_reference.data if qc_reference else None, key, settings.part, reason, model_record(predictor))
     if qc_reference is not None:  # what the flags were measured against, for the report (same for every part)
         atomic_write_json(
             {

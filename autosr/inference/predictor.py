@@ -110,6 +110,7 @@ class Predictor:
         self.model_dir: Path | None = None
         self.folds: tuple[int, ...] | None = None
         self.checkpoint_name: str | None = None
+        self.package: Path | None = None  # the model package it was unpacked from (its hash goes into provenance)
 
     # --- construction --------------------------------------------------------------------------------
     @classmethod

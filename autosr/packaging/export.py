@@ -34,13 +34,15 @@ from autosr.formats.package_archive import sha256_of
 from autosr.formats.package_manifest import MANIFEST_NAME, MODEL_CARD_NAME, PACKAGE_OUTPUT, Manifest
 from autosr.formats.plans import Plans
 from autosr.inference.model_folder import locate_model_folder, require_checkpoints
+from autosr.inference.provenance import TRAINING_RECORD_NAME
 from autosr.inference.qc import QC_REFERENCE_NAME, QCReference
 from autosr.io import atomic_path, read_json
-from autosr.io.atomic import atomic_copy, zip_problem
+from autosr.io.atomic import atomic_copy, atomic_write_json, zip_problem
 from autosr.io.outputs import check_output_file
 from autosr.io.temporaries import private_folder
 from autosr.model_layout import PLANNING_FILES, ModelFolder
 from autosr.packaging.model_card import model_card
+from autosr.packaging.training_record import training_record
 from autosr.paths import DEFAULT_PLANS_NAME, DEFAULT_TRAINER, AutosrPaths
 
 SUMMARY_FILE = "summary.json"  # the scores of a validation or cross-validation folder
@@ -160,6 +162,10 @@ def export_model(
             files[name] = staging / name
             files[name].parent.mkdir(parents=True, exist_ok=True)
             save_torch(reduced, files[name])
+            trainer = reduced.get("trainer", trainer)
+        files[TRAINING_RECORD_NAME] = staging / TRAINING_RECORD_NAME  # how the model was trained (provenance)
+        record = training_record(files, dataset_name, model_dir.name, epochs, trainer)
+        atomic_write_json(record, files[TRAINING_RECORD_NAME])
         manifest = Manifest(
             dataset_name=dataset_name,
             model_folder=model_dir.name,
