@@ -26,10 +26,11 @@ import numpy as np
 from autosr.errors import AutosrError
 from autosr.formats.dataset_spec import load_dataset_spec
 from autosr.formats.plans import Plans
+from autosr.inference.dicom_input import finish_series_run, series_as_images
 from autosr.inference.folder import FolderSummary, discover_prediction_cases
 from autosr.inference.model_folder import require_checkpoints
 from autosr.inference.scan_summary import refuse_foreign_images
-from autosr.inference.settings import FolderSettings, ModelSource, PredictionSettings
+from autosr.inference.settings import FolderSettings, ModelSource, OpenedModel, PredictionSettings
 from autosr.io import Geometry, file_ending_of, read_image, write_image
 from autosr.paths import AutosrPaths, ensure_writable_folder
 
@@ -47,19 +48,42 @@ def predict(
     the folder as `folder` says (default `FolderSettings()`). `paths` locate a dataset's model folder and,
     for the quality flags, its raw training cases (default: the AUTOSR_* environment variables).
     """
-    from autosr.inference.predictor import Predictor
-
     folder = folder or FolderSettings()
     check_folders(input_dir, output_dir)
     paths = paths or AutosrPaths.resolve()
     with model.opened(paths) as opened:
-        check_before_loading(opened.model_dir, input_dir, opened.folds, opened.checkpoint)
-        refuse_foreign_images(output_dir, load_dataset_spec(opened.model_dir).file_ending)
-        ensure_writable_folder(Path(output_dir), fix="choose another -o, or fix the folder's permissions")
-        prepare_qc_reference(opened.model_dir, paths, folder.progress)
-        predictor = Predictor.from_trained(opened.model_dir, opened.folds, opened.checkpoint, prediction)
-        predictor.package = Path(model.package) if model.package is not None else None
-        return predictor.predict_folder(input_dir, output_dir, folder)
+        spec_file = opened.model_dir / "dataset.json"
+        ending = load_dataset_spec(opened.model_dir).file_ending if spec_file.is_file() else ".nii.gz"
+        with series_as_images(input_dir, output_dir, ending, folder) as staged:  # a folder of DICOM series
+            if staged is None:
+                return _predict_opened(opened, model, input_dir, output_dir, prediction, folder, paths)
+            summary = FolderSummary(skipped=list(staged.skipped))
+            if not staged.empty:
+                run = _predict_opened(opened, model, staged.input_dir, output_dir, prediction, staged.folder, paths)
+                run.skipped = sorted(summary.skipped + run.skipped)
+                summary = run
+            finish_series_run(output_dir, staged, summary)
+            return summary
+
+
+def _predict_opened(
+    opened: OpenedModel,
+    model: ModelSource,
+    input_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    prediction: PredictionSettings | None,
+    folder: FolderSettings,
+    paths: AutosrPaths,
+) -> FolderSummary:
+    from autosr.inference.predictor import Predictor
+
+    check_before_loading(opened.model_dir, input_dir, opened.folds, opened.checkpoint)
+    refuse_foreign_images(output_dir, load_dataset_spec(opened.model_dir).file_ending)
+    ensure_writable_folder(Path(output_dir), fix="choose another -o, or fix the folder's permissions")
+    prepare_qc_reference(opened.model_dir, paths, folder.progress)
+    predictor = Predictor.from_trained(opened.model_dir, opened.folds, opened.checkpoint, prediction)
+    predictor.package = Path(model.package) if model.package is not None else None
+    return predictor.predict_folder(input_dir, output_dir, folder)
 
 
 def check_folders(input_dir: str | os.PathLike, output_dir: str | os.PathLike) -> None:
