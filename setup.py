@@ -15,6 +15,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["autosr", "autosr.*"]),
+    # the report's viewer: NiiVue's single-file build and the licences it ships under (documentation/evaluation.md)
+    package_data={"autosr.evaluation": ["viewer_assets/niivue.umd.js", "viewer_assets/LICENSES.txt"]},
     install_requires=[
         "torch>=2.1",
         "SimpleITK>=2.2",

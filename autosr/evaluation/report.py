@@ -19,6 +19,7 @@ import pandas as pd
 from autosr.evaluation.baseline import BASELINE_METHODS
 from autosr.evaluation.prediction_report import GENERATOR_META, REPORT_OUTPUT, prediction_section
 from autosr.evaluation.summary import BASELINE, MODEL, SUMMARY_METRICS
+from autosr.evaluation.viewer import evaluated_case_volumes, page_head, viewer_section
 from autosr.io import atomic_path, read_json
 from autosr.io.outputs import check_output_file
 from autosr.model_layout import CROSSVAL_FOLDER, ENSEMBLES_FOLDER, model_folders
@@ -71,7 +72,7 @@ def _structure_section(summary: dict[str, Any], results: Path) -> str:
     return structure_section_html(summary, results)
 
 
-def _section(title: str, folder: Path, model_dir: Path | None, max_pictures: int) -> str:
+def _section(title: str, folder: Path, model_dir: Path | None, max_pictures: int, report: Path | None = None) -> str:
     results = folder / CROSSVAL_FOLDER if (folder / CROSSVAL_FOLDER).is_dir() else folder
     parts = [f"<h2>{html.escape(title)}</h2>"]
     if not (results / "summary.json").is_file():
@@ -120,6 +121,11 @@ def _section(title: str, folder: Path, model_dir: Path | None, max_pictures: int
                 f"<h3>Worst {len(pictures)} cases by SSIM</h3>"
                 + "".join(f"<p>{p.stem}</p>{_img(p, p.stem)}" for p in pictures)
             )
+        if report is not None and not model_rows.empty:  # the worst case, interactive (evaluation/viewer.py)
+            worst = str(model_rows["case"].iloc[0])
+            volumes = evaluated_case_volumes(summary, worst)
+            if "prediction" in volumes:
+                parts.append(viewer_section(report, f"{title}-{worst}", volumes, f"Worst case {worst}, interactive"))
     return "\n".join(parts)
 
 
@@ -166,7 +172,7 @@ def write_report(
     else:
         body.append("<p>No <code>best.json</code> yet: run <code>autosr find-best DATASET</code>.</p>")
     for title, folder in (evaluations or {}).items():
-        body.append(_section(title, Path(folder), None, max_pictures))
+        body.append(_section(title, Path(folder), None, max_pictures, out))
     for title, folder in (predictions or {}).items():
         body.append(prediction_section(folder, title))
     for model in model_folders(results_dir):
@@ -175,7 +181,8 @@ def write_report(
     if ensembles.is_dir():
         for folder in sorted(p for p in ensembles.iterdir() if p.is_dir()):
             body.append(_section(folder.name, folder, None, max_pictures))
-    page = f"<!DOCTYPE html><html><head><meta charset='utf-8'>{GENERATOR_META}<title>autosr {html.escape(dataset_name)}</title><style>{STYLE}</style></head><body>{''.join(body)}</body></html>"
+    head = page_head(out) if any('class="autosr-viewer"' in part for part in body) else ""
+    page = f"<!DOCTYPE html><html><head><meta charset='utf-8'>{GENERATOR_META}<title>autosr {html.escape(dataset_name)}</title><style>{STYLE}</style>{head}</head><body>{''.join(body)}</body></html>"
     with atomic_path(out) as tmp:
         tmp.write_text(page, encoding="utf-8")
     return out
