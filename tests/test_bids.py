@@ -50,6 +50,8 @@ def test_bids_in_derivatives_out_validator_clean_and_resumable(trained_phantom, 
     assert sidecar["Seed"] == 0 and sidecar["Sampling"]["generative"] is False
     assert "QualityFlag" in sidecar and sidecar["ExpectedError"]["mae"] > 0
     assert sidecar["autosr"]["inputs"] == [str(bids / "sub-02/ses-3T/anat/sub-02_ses-3T_T1w.nii.gz")]
+    assert sidecar["autosr"]["prediction_file"] == "sub-02_ses-3T_desc-autosr_T1w.nii.gz"
+    assert sidecar["autosr"]["uncertainty_file"] == "sub-02_ses-3T_desc-autosrStd_T1w.nii.gz"
     assert len((out / "summary.csv").read_text().splitlines()) == 3  # a header and the two scans
 
     issues = validate(out)

@@ -100,3 +100,18 @@ def test_a_mixed_series_is_refused_with_its_folder(tmp_path):
     (series,) = find_series(tmp_path / "in")
     with pytest.raises(AutosrError, match=r"DICOM series scan \(.*scan\) mixes slices of 2 sizes"):
         read_series(series)
+
+
+def test_series_geometry_and_voxels_are_exactly_the_niftis(tmp_path):
+    rng = np.random.default_rng(0)
+    image = sitk.GetImageFromArray(rng.integers(-1000, 3000, size=(7, 9, 11)).astype(np.int16))
+    image.SetSpacing((0.75, 0.5, 1.25))
+    image.SetOrigin((-12.5, 3.25, 7.0))
+    image.SetDirection((0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0))  # rotated 90 degrees in plane
+    write_series(image, tmp_path / "in" / "scan")
+    (series,) = find_series(tmp_path / "in")
+    read = read_series(series)
+    assert series.case_id == "scan" and len(series.files) == 7
+    assert read.GetSpacing() == image.GetSpacing() and read.GetOrigin() == image.GetOrigin()
+    assert read.GetDirection() == image.GetDirection()
+    assert np.array_equal(sitk.GetArrayFromImage(read), sitk.GetArrayFromImage(image))

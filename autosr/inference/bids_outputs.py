@@ -189,6 +189,18 @@ def find_scans(bids_dir: Path, query: BidsQuery, file_ending: str, output_dir: P
     return scans
 
 
+def check_output_place(bids_dir: Path, output_dir: Path) -> None:
+    """Inside the dataset, derivatives belong under derivatives/: anywhere else the query would find the
+    predictions as raw scans and predict them again (and the raw dataset would stop being valid BIDS)."""
+    root, out = bids_dir.resolve(), output_dir.resolve()
+    if out == root or (root in out.parents and root / "derivatives" not in out.parents):
+        raise AutosrError(
+            f"-o {output_dir} lies inside the BIDS dataset {bids_dir} but not under its derivatives/ folder: the "
+            f"predictions would be read as raw scans; use -o {bids_dir / 'derivatives' / DERIVATIVE_NAME} (the "
+            "default) or a folder outside the dataset"
+        )
+
+
 def derivative_stem(stem: str, desc: str) -> str:
     """`sub-01_ses-3T_T1w` -> `sub-01_ses-3T_desc-<desc>_T1w`: the source's entities, `desc-` last before the
     suffix (BIDS entity order), replacing a `desc-` the source had."""
@@ -276,6 +288,8 @@ def publish(scan: BidsScan, staged: Path, staged_uncertainty: Path) -> None:
     """Move one staged prediction to its derivative names: sidecars first, the uncertainty map, the image last."""
     record = read_json_file(sidecar_path(staged), "delete the staged prediction and run again")
     record["inputs"] = [str(scan.source)]  # the dataset's file, not the working folder's link to it
+    record["prediction_file"] = scan.output.name  # the published names, not the working folder's
+    record["uncertainty_file"] = scan.uncertainty.name if staged_uncertainty.is_file() else None
     scan.output.parent.mkdir(parents=True, exist_ok=True)
     if staged_uncertainty.is_file():
         atomic_write_json(derivative_sidecar(scan, record, uncertainty=True), sidecar_path(scan.uncertainty))
@@ -310,6 +324,7 @@ def predict_bids(
     bids_dir = Path(bids_dir)
     source_description = check_bids_dataset(bids_dir)
     output_dir = Path(output_dir) if output_dir is not None else bids_dir / "derivatives" / DERIVATIVE_NAME
+    check_output_place(bids_dir, output_dir)
     with model.opened(paths) as opened:
         spec = load_dataset_spec(opened.model_dir)
         if Plans.load(opened.model_dir / "plans.json").num_input_channels != 1:

@@ -39,6 +39,7 @@ PROVENANCE_VERSION = 1
 # written into a model package's model folder by `autosr export-model` (autosr/packaging/training_record.py)
 TRAINING_RECORD_NAME = "training_provenance.json"
 VALIDATION_SUMMARY = "summary.json"
+HEADLINE_METRICS = ("mae", "psnr", "ssim")  # what `autosr provenance` prints (--json: all of them)
 MODEL_METHOD = "model"  # the method name of the model's rows in a validation summary (evaluation/summary.py)
 
 
@@ -210,7 +211,9 @@ def describe_provenance(record: dict[str, Any]) -> str:
     lines.append(f"  quality flag: {qc.get('flag')} ({qc.get('reason')})")
     error = record.get("expected_error")
     if error:
-        shown = ", ".join(f"{k}={v:.4g}" for k, v in error["metrics"].items())
+        metrics = error["metrics"]
+        headline = [k for k in HEADLINE_METRICS if k in metrics] or list(metrics)
+        shown = ", ".join(f"{k}={metrics[k]:.4g}" for k in headline)
         lines.append(f"  expected error (validation, folds {error['folds']}): {shown}")
     else:
         lines.append("  expected error: unknown (the model folder holds no fold validation summary)")
