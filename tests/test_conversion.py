@@ -217,10 +217,7 @@ def test_thick_slice_datasets_through_the_cli(autosr_roots):
 
 # --- thick slices from real high-resolution scans ------------------------------------------------------
 
-OBLIQUE = tuple(
-    np.linalg.qr(np.array([[0.9, 0.3, 0.1], [-0.2, 1.0, 0.2], [0.1, -0.3, 1.0]]))[0].ravel()
-    * [1, 1, 1, 1, 1, 1, 1, 1, 1]
-)
+OBLIQUE = tuple(np.linalg.qr(np.array([[0.9, 0.3, 0.1], [-0.2, 1.0, 0.2], [0.1, -0.3, 1.0]]))[0].ravel())
 
 
 def write_scans(folder: Path, geometry: Geometry, count: int = 2) -> list[np.ndarray]:
