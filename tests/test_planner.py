@@ -215,3 +215,29 @@ def test_2d_batch_cap_counts_the_planes_of_a_small_dataset():
         fingerprint((2.0, 2.0, 2.0), shape, num_cases=6, input_spacing_zyx=(6.0, 2.0, 2.0)), SPEC, gpu_memory_gb=8
     )
     assert plans.configuration("2d").batch_size > old_rule
+
+
+def test_ct_resolution_enhancement_keeps_the_full_intensity_range():
+    """Thick-slice CT: clip at the dataset's min/max (bone edges are the detail to restore); CT contrast
+    synthesis keeps the 0.5/99.5 percentile clip."""
+    ct = parse_dataset_spec(
+        {
+            "name": "X",
+            "channel_names": {"0": "CT"},
+            "target_name": "CT",
+            "target_modality": "CT",
+            "file_ending": ".nii.gz",
+        }
+    )
+    stats = {"p00_5": -1000.0, "p99_5": 1200.0, "mean": 0.0, "std": 400.0, "median": 0.0, "min": -1024.0, "max": 3000.0}
+
+    def planned(input_spacing):
+        fp = fingerprint((1.0, 1.0, 1.0), (40, 64, 64), num_cases=6, input_spacing_zyx=input_spacing)
+        fp["intensity_statistics"] = {"input_channels": {"0": stats}, "target": stats}
+        return plan_experiment(fp, ct, configurations=["2d"]).raw["normalization"]
+
+    enhance, same = planned((3.0, 1.0, 1.0)), planned(None)
+    for entry in (*enhance["input"], enhance["target"]):
+        assert (entry["clip_low"], entry["clip_high"]) == (-1024.0, 3000.0)
+    for entry in (*same["input"], same["target"]):
+        assert (entry["clip_low"], entry["clip_high"]) == (-1000.0, 1200.0)

@@ -22,7 +22,8 @@
    finer than the input on some axis): without a cascade it would predict coarser than the input it was
    given (documentation/planning.md).
 5. Normalization per input channel and for the target from the modality/channel names, with dataset.json
-   `normalization` overrides ({"0": "zscore", "target": "ct"}).
+   `normalization` overrides ({"0": "zscore", "target": "ct"}). For resolution enhancement the `ct` scheme
+   clips at the dataset's minimum and maximum instead of its 0.5/99.5 percentiles (the full range).
 6. Network: batch normalization (tile-invariant predictions, `DEFAULT_NORM`); residual learning (the
    network predicts the correction to its resampled input) for the `2d` configuration of a resolution
    enhancement task, where it measured level or better.
@@ -280,9 +281,15 @@ def _patch_coverage(config: dict[str, Any]) -> float:
     return float(np.prod([min(p, s) for p, s in zip(patch, shape)]) / np.prod(shape))
 
 
-def normalization_entries(fingerprint: dict, spec: DatasetSpec) -> dict[str, Any]:
-    """Scheme and dataset-level parameters per input channel and for the target."""
+def normalization_entries(fingerprint: dict, spec: DatasetSpec, full_range: bool = False) -> dict[str, Any]:
+    """Scheme and dataset-level parameters per input channel and for the target.
+
+    `full_range` (resolution enhancement): the `ct` scheme clips at the dataset's minimum and maximum, not
+    its 0.5/99.5 percentiles. Thin bone and air edges are what the thick slices blurred; the percentile clip
+    flattens the brightest bone, so neither the input's nor the target's detail there can be learned
+    (documentation/benchmark.md, "Super-resolution on real anatomy")."""
     stats = fingerprint["intensity_statistics"]
+    low_key, high_key = ("min", "max") if full_range else ("p00_5", "p99_5")
 
     def entry(scheme_name: str, channel_stats: dict[str, float], is_target: bool) -> dict[str, Any]:
         if scheme_name not in NORMALIZATION_SCHEMES:
@@ -293,8 +300,8 @@ def normalization_entries(fingerprint: dict, spec: DatasetSpec) -> dict[str, Any
         e: dict[str, Any] = {"scheme": scheme_name}
         if scheme_name == "ct":
             e.update(
-                clip_low=channel_stats["p00_5"],
-                clip_high=channel_stats["p99_5"],
+                clip_low=channel_stats.get(low_key, channel_stats["p00_5"]),
+                clip_high=channel_stats.get(high_key, channel_stats["p99_5"]),
                 mean=channel_stats["mean"],
                 std=max(channel_stats["std"], 1e-8),
             )
@@ -362,7 +369,7 @@ def plan_experiment(
         "target_name": spec.target_name,
         "target_modality": spec.target_modality,
         "anisotropy_rule_applied": anisotropic,
-        "normalization": normalization_entries(fingerprint, spec),
+        "normalization": normalization_entries(fingerprint, spec, is_resolution_enhancement(fingerprint, spacing)),
         "configurations": planned,
     }
     problems = validate_plans_dict(copy.deepcopy(raw))
