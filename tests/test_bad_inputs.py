@@ -345,6 +345,12 @@ def convert_over_symlink(world: World) -> list[str]:
     return ["convert", "phantom", "123", "--name", "Linked", "--overwrite", "--num-train", "5", "--num-test", "0"]
 
 
+def thick_slices(world: World, *options: str, source: Path | None = None) -> list[str]:
+    """`convert thick-slices` of the phantom's targets (32^3 at 1 mm) into a new dataset."""
+    source = source or world.dataset / "targetsTr"
+    return ["convert", "thick-slices", str(source), "--id", "321", "--name", "Thick", *options]
+
+
 def far_away_input(path: Path) -> None:
     """A tiny input half a metre from its target: no placement of headers or centres of mass overlaps them."""
     image = sitk.GetImageFromArray(np.random.default_rng(0).uniform(1, 100, (3, 3, 3)).astype(np.float32))
@@ -756,6 +762,22 @@ CASES = [
     Case("convert-id-taken", "raw",
          lambda w: ["convert", "phantom", "999", "--name", "Other", "--num-train", "5", "--num-test", "0"],
          2, ("dataset id 999 is taken by", "Dataset999_Phantom", "choose another id")),
+    # --- convert thick-slices: every source is checked before anything is written
+    Case("convert-thick-factor-one", "raw", lambda w: thick_slices(w, "--factor", "1"),
+         2, ("--factor 1", "at least 2")),
+    Case("convert-thick-gap-fills-slice", "raw", lambda w: thick_slices(w, "--factor", "4", "--gap", "4"),
+         2, ("phantom_", "--gap 4 mm leaves no slice", "choose a smaller gap")),
+    Case("convert-thick-too-few-slices", "raw", lambda w: thick_slices(w, "--factor", "12"),
+         2, ("phantom_", "fewer than 3 thick slices", "choose a smaller factor")),
+    Case("convert-thick-too-many-slabs", "raw", lambda w: thick_slices(w, "--slabs", "5"),
+         2, ("phantom_", "cannot be cut into 5 slabs", "lower --slabs")),
+    Case("convert-thick-no-reference-isotropic", "raw", lambda w: thick_slices(w, "--no-reference", "--factor", "3"),
+         2, ("phantom_", "not --factor 3", "--no-reference needs thick-slice scans")),
+    Case("convert-thick-all-cases-test", "raw", lambda w: thick_slices(w, "--num-test", "6"),
+         2, ("--num-test 6", "leaves no training case", "lower --num-test")),
+    Case("convert-thick-empty-source", "raw",
+         lambda w: ((w.root / "empty").mkdir(), thick_slices(w, source=w.root / "empty"))[1],
+         2, ("empty", "holds no image", "folder of high-resolution scans"), ("empty",)),
     Case("evaluate-reference-folder-twice", "preds",
          lambda w: ["evaluate", str(w.refs), str(w.refs), "--no-pictures", "-np", "1", "-o", str(w.root / "ev")],
          2, ("refs", "is the reference folder", "give the folder of the predictions")),

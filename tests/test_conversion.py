@@ -213,3 +213,108 @@ def test_thick_slice_datasets_through_the_cli(autosr_roots):
     )
     brain = make_synthetic_brain_dataset(autosr_roots.raw, 7, settings=thick, num_processes=1)
     assert read_image(brain / "imagesTr" / "brain_000_0000.nii.gz")[1].spacing_zyx == (18.0, 6.0, 6.0)
+
+
+# --- thick slices from real high-resolution scans ------------------------------------------------------
+
+OBLIQUE = tuple(np.linalg.qr(np.array([[0.9, 0.3, 0.1], [-0.2, 1.0, 0.2], [0.1, -0.3, 1.0]]))[0].ravel())
+
+
+def write_scans(folder: Path, geometry: Geometry, count: int = 2) -> list[np.ndarray]:
+    folder.mkdir(parents=True)
+    arrays = [blob(geometry, seed) for seed in range(count)]
+    for index, array in enumerate(arrays):
+        write_image(array, geometry, folder / f"subject{index}.nii.gz")
+    return arrays
+
+
+def corners(geometry: Geometry) -> np.ndarray:
+    return np.sort(geometry.world_corners(), axis=0)
+
+
+def test_thick_slices_keep_the_target_and_tile_its_field_of_view(tmp_path, autosr_roots, capsys):
+    """Target = the source slab untouched (values and grid); input = box averages of 3 slices on a grid whose
+    thick voxels cover the target's field of view edge to edge (oblique direction, odd spacings)."""
+    scan = Geometry((0.9, 1.1, 0.8), (12.5, -40.0, 7.25), OBLIQUE, (16, 16, 12))
+    array = write_scans(tmp_path / "src", scan, count=3)[0]  # 3 scans x 2 slabs: enough cases for 5 folds
+    code = main(["convert", "thick-slices", str(tmp_path / "src"), "--id", "310", "--name", "Thick",
+                 "--factor", "3", "--axis", "1", "--slabs", "2"])  # fmt: skip
+    assert code == 0
+    folder = autosr_roots.raw / "Dataset310_Thick"
+    assert verify_dataset(folder).ok
+    spec = json.loads((folder / "dataset.json").read_text())
+    assert spec["slice_profile"] == {
+        "profile": "box", "axis": 1, "factor": 3, "slice_spacing_mm": pytest.approx(3.3), "width_mm": pytest.approx(3.3),
+        "gap_mm": 0.0, "self_supervised": False,
+    }  # fmt: skip
+    for index, rows in enumerate((slice(0, 8), slice(8, 16))):  # slabs cut along axis 0
+        target, target_geometry = read_image(folder / "targetsTr" / f"subject0_slab{index}.nii.gz")
+        image, image_geometry = read_image(folder / "imagesTr" / f"subject0_slab{index}_0000.nii.gz")
+        expected = array[rows, :15]  # 16 slices along axis 1: 15 usable at factor 3
+        np.testing.assert_array_equal(target, expected)
+        start = scan.index_to_world(np.array([0, 0, rows.start]))[0]
+        np.testing.assert_allclose(target_geometry.origin_xyz, start, atol=1e-4)
+        np.testing.assert_allclose(target_geometry.direction, scan.direction, atol=1e-6)
+        assert image_geometry.spacing_zyx == pytest.approx((0.9, 3.3, 0.8), abs=1e-6)
+        assert image.shape == (8, 5, 12)
+        np.testing.assert_allclose(corners(image_geometry), corners(target_geometry), atol=1e-4)
+        box = expected.reshape(8, 5, 3, 12).mean(axis=2)
+        np.testing.assert_allclose(image, box, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "profile, gap, fwhm, expected",
+    [
+        ("box", 0.0, None, [1 / 3, 1 / 3, 1 / 3]),
+        ("box", 1.0, None, [0.25, 0.5, 0.25]),  # 2 mm slices 3 mm apart: half of each outer voxel
+        ("gaussian", 0.0, 1e-3, [0.0, 1.0, 0.0]),  # a very narrow Gaussian samples the centre voxel
+    ],
+)
+def test_slice_profiles_weight_the_fine_voxels(profile, gap, fwhm, expected):
+    from autosr.dataset_conversion.thick_slices import ThickSliceSettings, profile_weights
+
+    settings = ThickSliceSettings(factor=3, profile=profile, gap_mm=gap, fwhm_mm=fwhm)
+    weights = profile_weights(settings, 1.0, 9)
+    assert weights.shape == (3, 9)
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0)
+    np.testing.assert_allclose(weights[1, 3:6], expected, atol=1e-6)
+    assert weights[1, :3].sum() + weights[1, 6:].sum() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_gaussian_profile_reaches_into_neighbouring_slices():
+    from autosr.dataset_conversion.thick_slices import ThickSliceSettings, profile_weights
+
+    weights = profile_weights(ThickSliceSettings(factor=4, profile="gaussian"), 1.0, 16)
+    middle = weights[1]  # FWHM 4 mm, centred between fine voxels 5 and 6
+    np.testing.assert_allclose(middle[5], middle[6])
+    assert middle[3] > 0.01 and middle[8] > 0.01  # beyond the 4 voxels of its own slab
+    assert middle[5] > middle[4] > middle[3]
+
+
+def test_self_supervised_pairs_turn_a_fine_axis_into_the_thick_one(tmp_path, autosr_roots):
+    """A scan thick along z (3 mm, 1 mm in-plane), constant along z: each in-plane axis exchanged with z gives a
+    1 mm target equal to the scan turned, and its input is that target's thick slices along z."""
+    scan = Geometry((3.0, 1.0, 1.0), (5.0, 6.0, 7.0), (1, 0, 0, 0, 1, 0, 0, 0, 1), (4, 12, 9))
+    rng = np.random.default_rng(3)
+    plane = rng.uniform(10, 100, (12, 9)).astype(np.float32)
+    (tmp_path / "src").mkdir()
+    for index in range(3):  # 3 scans x 2 in-plane axes: enough cases for 5 folds
+        name = "thick" if index == 0 else f"other{index}"
+        write_image(np.broadcast_to(plane + index, (4, 12, 9)).copy(), scan, tmp_path / "src" / f"{name}.nii.gz")
+    code = main(["convert", "thick-slices", str(tmp_path / "src"), "--id", "311", "--name", "Self",
+                 "--factor", "3", "--axis", "0", "--no-reference"])  # fmt: skip
+    assert code == 0
+    folder = autosr_roots.raw / "Dataset311_Self"
+    assert verify_dataset(folder).ok
+    assert json.loads((folder / "dataset.json").read_text())["slice_profile"]["self_supervised"] is True
+    target, target_geometry = read_image(folder / "targetsTr" / "thick_axis2.nii.gz")  # x exchanged with z
+    assert target_geometry.spacing_zyx == (1.0, 1.0, 1.0)
+    assert target.shape == (9, 12, 12)  # 9 x voxels -> z; 4 thick z slices -> 12 fine x voxels
+    np.testing.assert_allclose(target, np.repeat(plane.T[:, :, None], 12, axis=2), rtol=1e-5)  # target[x, y, z]
+    scan_corner = np.asarray(scan.origin_xyz) - 0.5 * np.asarray(scan.spacing_xyz)
+    target_corner = np.asarray(target_geometry.origin_xyz) - 0.5 * np.asarray(target_geometry.spacing_xyz)
+    np.testing.assert_allclose(target_corner, scan_corner, atol=1e-5)
+    image, image_geometry = read_image(folder / "imagesTr" / "thick_axis2_0000.nii.gz")
+    assert image_geometry.spacing_zyx == (3.0, 1.0, 1.0) and image.shape == (3, 12, 12)
+    np.testing.assert_allclose(image, target.reshape(3, 3, 12, 12).mean(axis=1), rtol=1e-5)
+    assert (folder / "targetsTr" / "thick_axis1.nii.gz").is_file()  # y exchanged with z: the second pair

@@ -198,3 +198,46 @@ def test_residual_learning_is_planned_for_2d_resolution_enhancement_only():
     for name in ("2d", "3d_fullres"):
         assert contrast.configuration(name).network["residual"] is False
         assert contrast.configuration(name).network["norm"] == "batch"
+
+
+def test_2d_batch_cap_counts_the_planes_of_a_small_dataset():
+    """Six real thick-slice slabs (116 x 41 x 81 at 2 mm, 6 mm slices along z): 2d slices along y and x.
+    The cap is 5% of the training planes (6 x (41 + 81) = 732, so 36), not 3D voxels over a padded plane."""
+    from autosr.planning.planner import MAX_BATCH_COVERAGE, batch_coverage_cap
+
+    shape, patch = [116, 41, 81], [128, 96]  # the patch is larger than either plane (padded)
+    assert batch_coverage_cap(patch, shape, 6, [1, 2]) == int(MAX_BATCH_COVERAGE * 6 * (41 + 81))
+    old_rule = int(MAX_BATCH_COVERAGE * np.prod(shape) * 6 / np.prod(patch))
+    assert old_rule == 9 and batch_coverage_cap(patch, shape, 6, [1, 2]) == 36
+    assert batch_coverage_cap([64, 64], [10, 256, 256], 4, [0]) == int(MAX_BATCH_COVERAGE * 4 * 10 * 16)  # 16 tiles
+    assert batch_coverage_cap([8, 8, 8], [16, 16, 16], 1, None) == 2  # 3D unchanged: voxels over patch voxels
+    plans = plan_experiment(
+        fingerprint((2.0, 2.0, 2.0), shape, num_cases=6, input_spacing_zyx=(6.0, 2.0, 2.0)), SPEC, gpu_memory_gb=8
+    )
+    assert plans.configuration("2d").batch_size > old_rule
+
+
+def test_ct_resolution_enhancement_keeps_the_full_intensity_range():
+    """Thick-slice CT: clip at the dataset's min/max (bone edges are the detail to restore); CT contrast
+    synthesis keeps the 0.5/99.5 percentile clip."""
+    ct = parse_dataset_spec(
+        {
+            "name": "X",
+            "channel_names": {"0": "CT"},
+            "target_name": "CT",
+            "target_modality": "CT",
+            "file_ending": ".nii.gz",
+        }
+    )
+    stats = {"p00_5": -1000.0, "p99_5": 1200.0, "mean": 0.0, "std": 400.0, "median": 0.0, "min": -1024.0, "max": 3000.0}
+
+    def planned(input_spacing):
+        fp = fingerprint((1.0, 1.0, 1.0), (40, 64, 64), num_cases=6, input_spacing_zyx=input_spacing)
+        fp["intensity_statistics"] = {"input_channels": {"0": stats}, "target": stats}
+        return plan_experiment(fp, ct, configurations=["2d"]).raw["normalization"]
+
+    enhance, same = planned((3.0, 1.0, 1.0)), planned(None)
+    for entry in (*enhance["input"], enhance["target"]):
+        assert (entry["clip_low"], entry["clip_high"]) == (-1024.0, 3000.0)
+    for entry in (*same["input"], same["target"]):
+        assert (entry["clip_low"], entry["clip_high"]) == (-1000.0, 1200.0)

@@ -1,8 +1,9 @@
 """`autosr convert <kind> ...`: build a raw dataset from a public layout, or generate a synthetic one.
 
 Kinds: `bids` (paired sessions/acquisitions of a BIDS tree), `synthrad` (SynthRAD MR/CBCT -> CT),
-`synthetic-brain` (MNI152-based low-field -> high-field brains, needs the `demo` extra) and `phantom`
-(procedural ellipsoid heads for smoke tests). Each writes `$AUTOSR_RAW/DatasetXXX_Name/`.
+`synthetic-brain` (MNI152-based low-field -> high-field brains, needs the `demo` extra), `phantom`
+(procedural ellipsoid heads for smoke tests) and `thick-slices` (thick slices simulated from real
+high-resolution scans, or self-supervised pairs from thick scans). Each writes `$AUTOSR_RAW/DatasetXXX_Name/`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from autosr.commands.arguments import add_path_arguments, default_of, paths_from
 from autosr.dataset_conversion.bids import BidsPairSelection
 from autosr.dataset_conversion.phantom import PhantomSettings
 from autosr.dataset_conversion.synthetic_brain import CONTRASTS, SyntheticBrainSettings
+from autosr.dataset_conversion.thick_slices import PROFILES, ThickSliceSettings
 
 
 def _add_common(parser: argparse.ArgumentParser, default_name: str | None) -> None:
@@ -151,6 +153,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_seed(phantom, PhantomSettings)
     _add_common(phantom, "Phantom")
 
+    thick = kinds.add_parser(
+        "thick-slices",
+        help="real high-resolution scans -> thick-slice inputs with a slice profile (or self-supervised pairs)",
+    )
+    thick.add_argument("source", help="folder of high-resolution scans (one case per scan and slab)")
+    thick.add_argument("--id", type=int, required=True, help="dataset id (0-999)")
+    factor = default_of(ThickSliceSettings, "factor")
+    thick.add_argument("--factor", type=int, default=factor, help=f"target slices per thick slice (default {factor})")
+    thick.add_argument(
+        "--axis", type=int, default=default_of(ThickSliceSettings, "axis"),
+        help="array axis of the thick slices: 0 z (default), 1 y, 2 x",
+    )  # fmt: skip
+    thick.add_argument("--profile", choices=PROFILES, default="box", help="slice profile (default box)")
+    thick.add_argument("--fwhm", type=float, help="Gaussian profile FWHM in mm (default: slice spacing minus gap)")
+    thick.add_argument("--gap", type=float, default=0.0, help="gap between slices in mm (default 0)")
+    thick.add_argument("--slabs", type=int, default=1, help="cases per scan: slabs cut along the first other axis")
+    thick.add_argument("--num-test", type=int, default=0, help="the last N cases (sorted) become test cases")
+    thick.add_argument(
+        "--no-reference", action="store_true",
+        help="the sources are thick-slice scans (thick along --axis by --factor): build self-supervised pairs "
+        "from their own in-plane resolution",
+    )  # fmt: skip
+    thick.add_argument("--target-modality", default="MR", help="MR (default), CT or other")
+    thick.add_argument("--file-ending", default=".nii.gz", help="file ending of the written dataset")
+    _add_common(thick, None)
+
 
 def run(args: argparse.Namespace) -> int:
     raw_root = paths_from_args(args).require("raw")
@@ -190,6 +218,15 @@ def run(args: argparse.Namespace) -> int:
         folder = make_synthetic_brain_dataset(
             raw_root, args.id, args.name, settings, args.num_processes, args.overwrite
         )
+    elif args.kind == "thick-slices":
+        from autosr.dataset_conversion.thick_slices import convert_thick_slices
+
+        settings = ThickSliceSettings(
+            factor=args.factor, axis=args.axis, profile=args.profile, fwhm_mm=args.fwhm, gap_mm=args.gap,
+            slabs=args.slabs, num_test=args.num_test, no_reference=args.no_reference,
+            target_modality=args.target_modality, file_ending=args.file_ending,
+        )  # fmt: skip
+        folder = convert_thick_slices(args.source, raw_root, args.id, args.name, settings, args.overwrite)
     else:
         from autosr.dataset_conversion.phantom import make_phantom_dataset
         from autosr.dataset_conversion.raw_writer import new_dataset_folder

@@ -13,7 +13,8 @@
    total stride; while the memory model says a batch of 2 exceeds the budget, the axis whose patch is
    largest relative to the median shape shrinks by one stride unit (topology recomputed each time). When
    the patch is the whole median shape, the batch grows while it fits, but a batch never covers more than
-   `MAX_BATCH_COVERAGE` of all training voxels; at least `MIN_BATCH_SIZE`.
+   `MAX_BATCH_COVERAGE` of all training voxels (2d: of all training planes along its slicing axes);
+   at least `MIN_BATCH_SIZE`.
 4. Configurations: `3d_fullres`, `2d` (patches are slices of the same preprocessed data, along the axes
    in `slice_axes`: `two_d_slice_axes`) and `3d_lowres` when the full-resolution patch covers less than
    `LOWRES_TRIGGER_COVERAGE` of the median volume: its spacing grows by `LOWRES_SPACING_STEP` until the
@@ -21,7 +22,8 @@
    finer than the input on some axis): without a cascade it would predict coarser than the input it was
    given (documentation/planning.md).
 5. Normalization per input channel and for the target from the modality/channel names, with dataset.json
-   `normalization` overrides ({"0": "zscore", "target": "ct"}).
+   `normalization` overrides ({"0": "zscore", "target": "ct"}). For resolution enhancement the `ct` scheme
+   clips at the dataset's minimum and maximum instead of its 0.5/99.5 percentiles (the full range).
 6. Network: batch normalization (tile-invariant predictions, `DEFAULT_NORM`); residual learning (the
    network predicts the correction to its resampled input) for the `2d` configuration of a resolution
    enhancement task, where it measured level or better.
@@ -201,11 +203,10 @@ def choose_batch_size(
     budget_bytes: float,
     in_channels: int,
     dims: int,
+    slice_axes: list[int] | None = None,
 ) -> int:
     """Batch 2, grown while it fits when the patch spans the whole median shape, capped by dataset coverage."""
-    volume_voxels = float(np.prod(median_shape)) * max(num_cases, 1)
-    patch_voxels = float(np.prod(patch))
-    cap = max(MIN_BATCH_SIZE, int(MAX_BATCH_COVERAGE * volume_voxels / patch_voxels))
+    cap = batch_coverage_cap(patch, median_shape, num_cases, slice_axes if dims == 2 else None)
     median_plane = median_shape[-dims:]
     whole = all(p >= m for p, m in zip(patch, median_plane))
     batch = MIN_BATCH_SIZE
@@ -213,6 +214,27 @@ def choose_batch_size(
         while batch < cap and estimate_training_bytes(network, patch, batch + 1, in_channels) <= budget_bytes:
             batch += 1
     return batch
+
+
+def batch_coverage_cap(
+    patch: list[int], median_shape: list[int], num_cases: int, slice_axes: list[int] | None = None
+) -> int:
+    """The most patches a batch may hold: `MAX_BATCH_COVERAGE` of what the training data offers.
+
+    3D: the data's voxels over the patch's. 2D (`slice_axes` given): the data offers its planes, along every
+    slicing axis, each worth as many patches as fit in it but at least one: a patch larger than the plane
+    (padded) still draws one whole plane. Dividing 3D voxels by a padded 2D patch, as before, counted planes
+    along one axis only and shrank them by the padding: batch 2 on small real datasets (documentation/
+    planning.md, "Batch size")."""
+    if slice_axes is None:
+        volume_voxels = float(np.prod(median_shape)) * max(num_cases, 1)
+        return max(MIN_BATCH_SIZE, int(MAX_BATCH_COVERAGE * volume_voxels / float(np.prod(patch))))
+    patches = 0.0
+    for axis in slice_axes:
+        plane = [median_shape[a] for a in range(3) if a != axis]
+        per_plane = max(1.0, float(np.prod(plane)) / float(np.prod(patch)))
+        patches += median_shape[axis] * max(num_cases, 1) * per_plane
+    return max(MIN_BATCH_SIZE, int(MAX_BATCH_COVERAGE * patches))
 
 
 def plan_configuration(
@@ -234,7 +256,7 @@ def plan_configuration(
     # 3D on thick slices 0.6 dB worse; contrast synthesis 0.3 dB worse
     network["residual"] = dims == 2 and is_resolution_enhancement(fingerprint, spacing)
     batch = choose_batch_size(
-        network, patch, median_shape, fingerprint["num_training_cases"], budget_bytes, in_channels, dims
+        network, patch, median_shape, fingerprint["num_training_cases"], budget_bytes, in_channels, dims, slice_axes
     )
     order = 1 if anisotropic else 3
     data_name = "3d_lowres" if name == "3d_lowres" else "3d_fullres"
@@ -259,9 +281,15 @@ def _patch_coverage(config: dict[str, Any]) -> float:
     return float(np.prod([min(p, s) for p, s in zip(patch, shape)]) / np.prod(shape))
 
 
-def normalization_entries(fingerprint: dict, spec: DatasetSpec) -> dict[str, Any]:
-    """Scheme and dataset-level parameters per input channel and for the target."""
+def normalization_entries(fingerprint: dict, spec: DatasetSpec, full_range: bool = False) -> dict[str, Any]:
+    """Scheme and dataset-level parameters per input channel and for the target.
+
+    `full_range` (resolution enhancement): the `ct` scheme clips at the dataset's minimum and maximum, not
+    its 0.5/99.5 percentiles. Thin bone and air edges are what the thick slices blurred; the percentile clip
+    flattens the brightest bone, so neither the input's nor the target's detail there can be learned
+    (documentation/benchmark.md, "Super-resolution on real anatomy")."""
     stats = fingerprint["intensity_statistics"]
+    low_key, high_key = ("min", "max") if full_range else ("p00_5", "p99_5")
 
     def entry(scheme_name: str, channel_stats: dict[str, float], is_target: bool) -> dict[str, Any]:
         if scheme_name not in NORMALIZATION_SCHEMES:
@@ -272,8 +300,8 @@ def normalization_entries(fingerprint: dict, spec: DatasetSpec) -> dict[str, Any
         e: dict[str, Any] = {"scheme": scheme_name}
         if scheme_name == "ct":
             e.update(
-                clip_low=channel_stats["p00_5"],
-                clip_high=channel_stats["p99_5"],
+                clip_low=channel_stats.get(low_key, channel_stats["p00_5"]),
+                clip_high=channel_stats.get(high_key, channel_stats["p99_5"]),
                 mean=channel_stats["mean"],
                 std=max(channel_stats["std"], 1e-8),
             )
@@ -341,7 +369,7 @@ def plan_experiment(
         "target_name": spec.target_name,
         "target_modality": spec.target_modality,
         "anisotropy_rule_applied": anisotropic,
-        "normalization": normalization_entries(fingerprint, spec),
+        "normalization": normalization_entries(fingerprint, spec, is_resolution_enhancement(fingerprint, spacing)),
         "configurations": planned,
     }
     problems = validate_plans_dict(copy.deepcopy(raw))
