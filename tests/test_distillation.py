@@ -97,10 +97,15 @@ def test_distill_predict_export_install(model, tmp_path, capsys):
     assert one_pass.num_members == 1 and mirrored.num_members == 4  # 2d: two mirrored axes
     tta = _predict(model, tmp_path / "student_tta", *flags, "-f", "distilled", "--tta")
     assert any(not np.array_equal(tta[n][0], student[n][0]) for n in student)
-    # --uncertainty: the spread of the student's mirrorings
+    # --uncertainty: the spread of the student's mirrorings, flagged against the student's own reference
+    assert main(["qc-reference", *flags, "-f", "distilled", "--uncertainty", "--device", "cpu"]) == 0
+    reference = json.loads((model["model_dir"] / "qc_reference.json").read_text())
+    key = "folds=distilled;checkpoint=final;mirror=0,1;step=0.5"
+    assert key in reference["uncertainty"]
     _predict(model, tmp_path / "student_unc", *flags, "-f", "distilled", "--uncertainty")
     spread, _ = read_image(tmp_path / "student_unc" / "uncertainty" / "phantom_006.nii.gz")
     assert spread.max() > 0
+    assert json.loads((tmp_path / "student_unc" / "qc_thresholds.json").read_text())["uncertainty_key"] == key
 
     package = tmp_path / "model.zip"
     assert main(["export-model", "-d", "999", "-c", "2d", "-f", "0", "1", "-o", str(package), *model["flags"]]) == 0
