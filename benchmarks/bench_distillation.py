@@ -150,6 +150,36 @@ def evaluate(predictor, raw: Path, out: Path) -> dict[str, Any]:
     }
 
 
+def uncertainty_check(predictor, sets: dict[str, Path], out: Path) -> dict[str, Any]:
+    """Does the spread follow the error? Per held-out scan of both kinds: MAE and the mean uncertainty inside the
+    mask (both in target units, on the target grid); their Spearman rank correlation over all scans."""
+    from bench_variants import score
+    from scipy.stats import spearmanr
+
+    from autosr.io import read_image, resample_to_geometry
+
+    rows = []
+    for held_out in ("paired", "shifted"):
+        raw = sets[held_out]
+        for image in sorted((raw / "imagesTs").glob("*_0000.nii.gz")):
+            case = image.name[: -len("_0000.nii.gz")]
+            folder = out / held_out
+            (folder / "uncertainty").mkdir(parents=True, exist_ok=True)
+            predictor.predict_case([image], folder / f"{case}.nii.gz", folder / "uncertainty" / f"{case}.nii.gz")
+            mae = next(r["mae"] for r in score(folder / f"{case}.nii.gz", raw, case) if r["method"] == "model")
+            reference_geometry = read_image(raw / "targetsTs" / f"{case}.nii.gz")[1]
+            mask = read_image(raw / "masksTs" / f"{case}.nii.gz")[0] > 0
+            spread, geometry = read_image(folder / "uncertainty" / f"{case}.nii.gz")
+            spread = resample_to_geometry(spread, geometry, reference_geometry, order=1)
+            rows.append({"set": held_out, "case": case, "mae": mae, "mean_spread": float(spread[mask].mean())})
+    rho = spearmanr([r["mae"] for r in rows], [r["mean_spread"] for r in rows])[0]
+    means = {
+        s: {k: float(np.mean([r[k] for r in rows if r["set"] == s])) for k in ("mae", "mean_spread")}
+        for s in ("paired", "shifted")
+    }
+    return {"spearman_mae_vs_spread": float(rho), "means": means, "cases": rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kind", choices=sorted(IDS), required=True)
@@ -157,6 +187,10 @@ def main() -> None:
     parser.add_argument("--fold-iters", type=int, default=200)
     parser.add_argument("--student-iters", type=int, default=400)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--uncertainty-only", action="store_true",
+        help="only the uncertainty check (spread vs error per scan) of the ensemble and the student with --tta",
+    )  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(1)
     from autosr.inference.predictor import Predictor
@@ -176,6 +210,23 @@ def main() -> None:
         for n, u in students.items()
     }
     cpu = PredictionSettings(device="cpu", tile_batch_size=1)
+    if args.uncertainty_only:
+        mirrored = PredictionSettings(device="cpu", tile_batch_size=1, mirror_student=True)
+        checks = {
+            "ensemble 5 folds x 8 mirrorings": Predictor.from_trained(model_dir, (0, 1, 2, 3, 4), settings=cpu),
+            "student x 8 mirrorings": Predictor.from_trained(kept["student"], ("distilled",), settings=mirrored),
+        }
+        results = {}
+        for name, predictor in checks.items():
+            results[name] = uncertainty_check(predictor, sets, args.workdir / "uncertainty" / name.replace(" ", "_"))
+            r = results[name]
+            print(
+                f"{args.kind} {name:34s}: spearman(mae, spread) {r['spearman_mae_vs_spread']:+.2f}; "
+                + "; ".join(f"{k}: mae {v['mae']:.1f} spread {v['mean_spread']:.1f}" for k, v in r["means"].items()),
+                flush=True,
+            )
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        return
     methods = {
         "ensemble 5 folds x 8 mirrorings": lambda: Predictor.from_trained(model_dir, (0, 1, 2, 3, 4), settings=cpu),
         "fold 0 x 8 mirrorings": lambda: Predictor.from_trained(model_dir, (0,), settings=cpu),
