@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "register": ("autosr.commands.register_command", "co-register inputs to targets into a registered copy"),
     "plan": ("autosr.commands.plan_command", "verify, fingerprint, plan and preprocess a dataset"),
     "train": ("autosr.commands.train_command", "train one fold of one configuration"),
+    "distill": ("autosr.commands.distill_command", "train one student network on the fold ensemble's predictions"),
     "predict": ("autosr.commands.predict_command", "predict a folder of scans with a trained model"),
     "provenance": ("autosr.commands.provenance_command", "say which model package made a predicted file"),
     "qc-reference": ("autosr.commands.qc_reference_command", "measure the training cases for per-scan quality flags"),

@@ -4,6 +4,11 @@
         <Trainer>__<plans>__<configuration>/           ModelFolder
             plans.json, dataset.json, fingerprint.json   copies, so a model folder predicts on its own
             fold_<k>/                                    FoldFolder (k = 0..4, or "all")
+            fold_distilled/                              the student distilled from the folds (`autosr distill`):
+                checkpoint_*.pt, training_log.txt, ...     like a fold's, plus
+                teacher.json                             the teacher checkpoints' SHA-256 it was trained from
+            distillation_cache/                          the teacher's predictions it learns from: teacher.json
+                                                         (the teacher's checkpoints) and cases/ (preprocessed cases)
                 checkpoint_final.pt, checkpoint_best.pt, checkpoint_latest.pt
                 training_log.txt, progress.png
                 .training.lock                           held by the one process training the fold
@@ -31,6 +36,9 @@ PLANNING_FILES = ("plans.json", "dataset.json", "fingerprint.json")
 CROSSVAL_FOLDER = "crossval_results"
 VALIDATION_FOLDER = "validation"
 ENSEMBLES_FOLDER = "ensembles"
+# the fold-like member `autosr distill` trains: `predict -f distilled` uses it alone
+DISTILLED_FOLD = "distilled"
+TEACHER_CACHE_FOLDER = "distillation_cache"
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,11 @@ class FoldFolder:
     def lock_file(self) -> Path:
         """Held (autosr.io.locks) by the process training this fold, and removed when it stops."""
         return self.path / ".training.lock"
+
+    @property
+    def teacher_record_file(self) -> Path:
+        """`teacher.json` of the distilled fold: which teacher checkpoints (SHA-256) its targets came from."""
+        return self.path / "teacher.json"
 
 
 @dataclass(frozen=True)
@@ -125,6 +138,16 @@ class ModelFolder:
 
     def fold(self, fold: int | str) -> FoldFolder:
         return FoldFolder(self.path / f"fold_{fold}")
+
+    @property
+    def distilled(self) -> FoldFolder:
+        """`fold_distilled/`: the student network distilled from the folds."""
+        return self.fold(DISTILLED_FOLD)
+
+    @property
+    def teacher_cache_dir(self) -> Path:
+        """`distillation_cache/`: the teacher ensemble's predictions, stored as preprocessed cases."""
+        return self.path / TEACHER_CACHE_FOLDER
 
     def folds_with_validation(self, num_folds: int) -> list[int]:
         """Folds 0..num_folds-1 whose validation folder exists."""

@@ -567,6 +567,11 @@ CASES = [
     Case("predict-dangling-symlink", "model",
          predict_after(lambda w: dangling_link(w.inputs / "phantom_006_0000.nii.gz")),
          1, ("phantom_006", "broken symbolic link", "moved_away.nii.gz"), PREDICTED),
+    # --- the distilled student (autosr distill)
+    Case("predict-distilled-before-distill", "model", lambda w: predict(w, "-f", "distilled"),
+         2, ("fold_distilled", "checkpoint_final.pt", "autosr distill")),
+    Case("predict-distilled-with-folds", "model", lambda w: predict(w, "-f", "0", "distilled"),
+         2, ("-f 0 distilled", "predicts alone", "without the numbered folds")),
     # --- the dataset: hidden cases, leakage, dataset.json types, empty or constant images, names
     Case("verify-hidden-case-id", "raw", verify_after(lambda w: rename_case(w.dataset, "phantom_002", ".phantom_002")),
          2, (".phantom_002_0000.nii.gz", "starts with '.'", "rename it")),

@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 
 from autosr.commands.arguments import default_of
+from autosr.errors import AutosrError
 from autosr.inference.settings import ModelSource, PredictionSettings
+from autosr.inference.student import fold_name
 from autosr.model_layout import CHECKPOINT_NAMES
 
 
@@ -24,8 +26,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, package: bool = False) 
         )  # fmt: skip
     in_package = "; with --model, the package's" if package else ""
     parser.add_argument(
-        "-f", "--folds", nargs="+", type=int, default=default_of(ModelSource, "folds"),
-        help=f"folds to ensemble (default: 0 1 2 3 4{in_package})",
+        "-f", "--folds", nargs="+", type=_fold_argument, default=default_of(ModelSource, "folds"),
+        help=f"folds to ensemble (default: 0 1 2 3 4{in_package}), or 'distilled': the student of `autosr distill`, "
+        "alone and without mirroring",
     )  # fmt: skip
     trainer, plans = default_of(ModelSource, "trainer"), default_of(ModelSource, "plans_name")
     parser.add_argument("--trainer", default=trainer, help=f"trainer name in the model folder (default: {trainer})")
@@ -34,6 +37,14 @@ def add_model_arguments(parser: argparse.ArgumentParser, package: bool = False) 
         "--checkpoint", choices=CHECKPOINT_NAMES, default=default_of(ModelSource, "checkpoint"),
         help=f"which checkpoint of each fold (default: final{in_package})",
     )  # fmt: skip
+
+
+def _fold_argument(text: str) -> int | str:
+    """`fold_name` for argparse: a bad fold is a usage error naming what a fold may be."""
+    try:
+        return fold_name(text)
+    except AutosrError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def model_source_from_args(args: argparse.Namespace) -> ModelSource:
@@ -58,6 +69,10 @@ def add_ensemble_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"sliding-window step as a fraction of the patch (default: {step}; smaller = more overlap, slower)",
     )  # fmt: skip
     parser.add_argument("--no-tta", action="store_true", help="no test-time mirroring (about 2**axes times faster)")
+    parser.add_argument(
+        "--tta", action="store_true",
+        help="test-time mirroring for the distilled student too (-f distilled predicts without it by default)",
+    )  # fmt: skip
     parser.add_argument(
         "--device", default=default_of(PredictionSettings, "device"),
         help="cuda, cuda:1, mps or cpu (default: cuda, else mps, else cpu)",

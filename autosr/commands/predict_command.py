@@ -128,6 +128,7 @@ def prediction_settings(args: argparse.Namespace) -> PredictionSettings:
         step_fraction=args.step_size,
         tile_batch_size=args.tile_batch_size,
         use_mirroring=not args.no_tta,
+        mirror_student=args.tta,
         background_fill=not args.keep_background,
         compile_networks=args.compile,
         device=args.device,

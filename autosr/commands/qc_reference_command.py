@@ -35,7 +35,9 @@ def run(args: argparse.Namespace) -> int:
 
     paths = paths_from_args(args)
     with model_source_from_args(args).opened(paths) as model:
-        prediction = PredictionSettings(step_fraction=args.step_size, use_mirroring=not args.no_tta, device=args.device)
+        prediction = PredictionSettings(
+            step_fraction=args.step_size, use_mirroring=not args.no_tta, mirror_student=args.tta, device=args.device
+        )
         path = qc_reference(
             model.model_dir,
             paths.raw_dataset(model.model_dir.parent.name),

@@ -77,6 +77,10 @@ class PhantomSettings:
     # input axes acquired as thick slices that average the signal over their thickness (acquisition.py),
     # e.g. input_spacing_zyx=(4, 1, 1) with thick_axes=(0,)
     thick_axes: tuple[int, ...] = ()
+    # the input's scanner: peak slope of its linear bias field per axis, and the Rician noise level; another
+    # scanner's scans (a shifted distribution, benchmarks/bench_distillation.py) differ in these
+    bias_amplitude: float = 0.12
+    noise_sigma: float = 20.0
 
     def __post_init__(self) -> None:
         if self.num_train < 1 or self.num_test < 0:
@@ -109,14 +113,14 @@ def make_phantom_case(
         target[~maps["head"]] = 0.0
     fine_input = _paint(maps, INPUT_MR, 0.0)
     grids = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape_zyx], indexing="ij")
-    bias = 1.0 + sum(rng.uniform(-0.12, 0.12) * g for g in grids)
+    bias = 1.0 + sum(rng.uniform(-settings.bias_amplitude, settings.bias_amplitude) * g for g in grids)
     fine_input = ndimage.gaussian_filter(fine_input * bias, 1.2)
     if thick_axes:
         coarse, input_geometry = acquire(fine_input, target_geometry, input_spacing_zyx, thick_axes)
     else:
         input_geometry = grid_covering(target_geometry, input_spacing_zyx)
         coarse = resample_to_geometry(fine_input, target_geometry, input_geometry, order=1)
-    noise_sigma = 20.0
+    noise_sigma = settings.noise_sigma
     coarse = np.sqrt(
         (coarse + rng.normal(0, noise_sigma, coarse.shape)) ** 2 + rng.normal(0, noise_sigma, coarse.shape) ** 2
     )

@@ -31,6 +31,7 @@ from autosr.inference.folder import FolderSummary, discover_prediction_cases
 from autosr.inference.model_folder import require_checkpoints
 from autosr.inference.scan_summary import refuse_foreign_images
 from autosr.inference.settings import FolderSettings, ModelSource, OpenedModel, PredictionSettings
+from autosr.inference.student import with_student_mirroring
 from autosr.io import Geometry, file_ending_of, read_image, write_image
 from autosr.paths import AutosrPaths, ensure_writable_folder
 
@@ -81,6 +82,7 @@ def _predict_opened(
     refuse_foreign_images(output_dir, load_dataset_spec(opened.model_dir).file_ending)
     ensure_writable_folder(Path(output_dir), fix="choose another -o, or fix the folder's permissions")
     prepare_qc_reference(opened.model_dir, paths, folder.progress)
+    prediction = with_student_mirroring(opened.folds, prediction or PredictionSettings(), folder.uncertainty)
     predictor = Predictor.from_trained(opened.model_dir, opened.folds, opened.checkpoint, prediction)
     predictor.package = Path(model.package) if model.package is not None else None
     return predictor.predict_folder(input_dir, output_dir, folder)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from autosr.errors import AutosrError
-from autosr.model_layout import CHECKPOINT_NAMES, ModelFolder
+from autosr.model_layout import CHECKPOINT_NAMES, DISTILLED_FOLD, ModelFolder
 from autosr.paths import DEFAULT_PLANS_NAME, DEFAULT_TRAINER, AutosrPaths
 
 
@@ -47,7 +47,9 @@ def locate_model_folder(
     )
 
 
-def require_checkpoints(model_dir: str | os.PathLike, folds: Sequence[int], checkpoint: str) -> dict[int, Path]:
+def require_checkpoints(
+    model_dir: str | os.PathLike, folds: Sequence[int | str], checkpoint: str
+) -> dict[int | str, Path]:
     """The checkpoint file of every requested fold; all missing ones are named in one error."""
     if checkpoint not in CHECKPOINT_NAMES:
         raise AutosrError(f"unknown checkpoint '{checkpoint}' (choose one of {', '.join(CHECKPOINT_NAMES)})")
@@ -68,6 +70,8 @@ def require_checkpoints(model_dir: str | os.PathLike, folds: Sequence[int], chec
             if available
             else "train the folds first (`autosr train DATASET CONFIG FOLD`)"
         )
+        if DISTILLED_FOLD in missing:
+            hint = "distill the student first (`autosr distill DATASET -c CONFIG`), or predict with the folds (-f 0 1 2 3 4)"
         if checkpoint == "final":
             hint += "; an unfinished training has checkpoint_best.pt/checkpoint_latest.pt (--checkpoint best)"
         raise AutosrError(f"missing checkpoint{'s' if len(missing) > 1 else ''} {names}: {hint}")

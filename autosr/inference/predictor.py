@@ -40,6 +40,7 @@ from autosr.inference.sampling import SamplerSpec, minimum_volume_shape, sample_
 from autosr.inference.scan_worker import ScanWorker
 from autosr.inference.settings import ALL_FOLDS, DEFAULT_CHECKPOINT, FolderSettings, PredictionSettings
 from autosr.inference.sliding_window import predict_sliding_window
+from autosr.inference.student import is_student
 from autosr.io import Geometry, write_image
 from autosr.network.build import total_stride
 from autosr.preprocessing.preprocess import PreprocessedScan, preprocess_arrays
@@ -155,6 +156,8 @@ class Predictor:
                 ) from e
             networks.append(network)
         mirror_axes = first.get("mirror_axes", plans.configuration(configuration).raw.get("mirror_axes"))
+        if is_student(files) and not (settings and settings.mirror_student):
+            mirror_axes = ()  # the student learned the mirrored average (autosr/inference/student.py)
         predictor = cls(networks, plans, configuration, spec, settings, mirror_axes, patch_size, sampler)
         predictor.model_dir, predictor.folds, predictor.checkpoint_name = model_dir, tuple(files), checkpoint
         return predictor

@@ -38,6 +38,7 @@ from autosr.inference.qc import (
     uncertainty_signals,
 )
 from autosr.inference.settings import ALL_FOLDS, DEFAULT_CHECKPOINT, PredictionSettings
+from autosr.inference.student import with_student_mirroring
 from autosr.preprocessing.preprocess import preprocess_for_inference, preprocessing_hash
 
 
@@ -143,6 +144,7 @@ def qc_reference(
 
     reference = ensure_reference(model_dir, raw_dataset_dir, num_processes, progress, rebuild)
     if uncertainty:
+        prediction = with_student_mirroring(folds, prediction or PredictionSettings(), uncertainty=True)
         predictor = Predictor.from_trained(model_dir, list(folds), checkpoint, prediction)
         add_uncertainty(reference, predictor, raw_dataset_dir, progress)
     return reference.save(model_dir)

@@ -26,6 +26,7 @@ from pathlib import Path
 from autosr.errors import AutosrError
 from autosr.formats.package_manifest import Manifest
 from autosr.inference.sliding_window import DEFAULT_STEP_FRACTION
+from autosr.inference.student import checked_folds
 from autosr.model_layout import CHECKPOINT_NAMES
 from autosr.paths import DEFAULT_PLANS_NAME, DEFAULT_TRAINER, AutosrPaths
 
@@ -46,6 +47,8 @@ class PredictionSettings:
     tile_batch_size: int | None = None
     # test-time mirroring over the axes training mirrored (2**axes passes per tile)
     use_mirroring: bool = True
+    # the distilled student (-f distilled) mirrors too; off by default (autosr/inference/student.py)
+    mirror_student: bool = False
     # outside the subject region (the input foreground grown by a margin) the training targets' background
     # level; False keeps the raw network output there
     background_fill: bool = True
@@ -136,12 +139,12 @@ class ModelSource:
     plans_name: str = DEFAULT_PLANS_NAME
     model_dir: str | os.PathLike | None = None
     package: str | os.PathLike | None = None
-    folds: tuple[int, ...] | None = None
+    folds: tuple[int | str, ...] | None = None  # numbers, or ("distilled",): the student
     checkpoint: str | None = None
 
     def __post_init__(self) -> None:
         if self.folds is not None:
-            object.__setattr__(self, "folds", tuple(int(f) for f in self.folds))
+            object.__setattr__(self, "folds", checked_folds(self.folds))
         if self.package is not None and (
             self.model_dir is not None or self.dataset is not None or self.configuration is not None
         ):

@@ -7,6 +7,8 @@ What goes in (documentation/model_packages.md):
   `autosr find-best` made them, each exported fold's `validation/summary.json`): what the figures rest on;
 - qc_reference.json: the thresholds of the per-scan quality flags (built from the raw training cases when
   the raw dataset is reachable and the model folder has no current one);
+- the distilled student's final checkpoint (`fold_distilled/`, from `autosr distill`) when there is one, reduced
+  the same way;
 - one checkpoint per exported fold, reduced to what prediction reads (`PREDICTION_CHECKPOINT_KEYS`: the
   weights, the network plan, the mirror axes, names and epochs; no optimizer state, no discriminator), loaded
   with `weights_only=True` and saved as plain tensors;
@@ -163,6 +165,12 @@ def export_model(
             files[name].parent.mkdir(parents=True, exist_ok=True)
             save_torch(reduced, files[name])
             trainer = reduced.get("trainer", trainer)
+        student = model.distilled.checkpoint("final")
+        if student.is_file():  # the distilled student travels with its teacher (`predict -f distilled`)
+            name = student.relative_to(model_dir).as_posix()
+            files[name] = staging / name
+            files[name].parent.mkdir(parents=True, exist_ok=True)
+            save_torch(prediction_checkpoint(load_checkpoint(student)), files[name])
         files[TRAINING_RECORD_NAME] = staging / TRAINING_RECORD_NAME  # how the model was trained (provenance)
         record = training_record(files, dataset_name, model_dir.name, epochs, trainer)
         atomic_write_json(record, files[TRAINING_RECORD_NAME])

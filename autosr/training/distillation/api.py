@@ -1,0 +1,129 @@
+"""`distill`: train one student network on the fold ensemble's predictions (`autosr distill`).
+
+    from autosr.training.distillation.api import DistillationRequest, distill
+
+    distill(DistillationRequest(dataset=902, configuration="3d_fullres", unpaired_dir="unpaired_3t/"))
+    # then: autosr predict -i scans/ -o out/ -d 902 -c 3d_fullres -f distilled
+
+The teacher (folds 0-4 of the model folder, each with its test-time mirroring) predicts every preprocessed
+training case and, with `unpaired_dir`, every scan of that folder (through prediction's preprocessing) once,
+into `distillation_cache/` (teacher.py); the student (the planned network or a half-width one) then trains on
+(input, teacher prediction) with the default training loop into `fold_distilled/` (student.py). One process
+distills a model at a time (the distilled fold's lock covers the cache too); a stopped run resumes with
+`continue_training` (cases already cached are not predicted again, the student continues from its latest
+checkpoint). Why and when to use the student: documentation/inference.md, "The distilled student".
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from autosr.checkpoint import load_checkpoint
+from autosr.device import choose_device
+from autosr.errors import AutosrError
+from autosr.formats.dataset_spec import load_dataset_spec
+from autosr.formats.plans import Plans
+from autosr.inference.model_folder import locate_model_folder, require_checkpoints
+from autosr.inference.settings import ALL_FOLDS, DEFAULT_CHECKPOINT
+from autosr.io.locks import HeldLock
+from autosr.model_layout import ModelFolder
+from autosr.paths import DEFAULT_PLANS_NAME, DEFAULT_TRAINER, AutosrPaths, ensure_writable_folder, path_under
+from autosr.preprocessing.case_store import list_cases
+from autosr.training.data import default_num_workers
+from autosr.training.distillation.student import STUDENT_PLANS, StudentSpec, build_student, check_student_folder
+from autosr.training.distillation.teacher import TeacherSpec, fill_cache, teacher_record, training_jobs, unpaired_jobs
+
+
+@dataclass(frozen=True)
+class DistillationRequest:
+    """One distillation, as `autosr distill` or a notebook asks for it.
+
+    `folds`/`checkpoint`: the teacher; `trainer`/`plans_name`: which model folder; `unpaired_dir`: a folder of
+    `<case>_<XXXX><ending>` scans without targets the teacher also labels; `student_plan`: one of `STUDENT_PLANS`;
+    `epochs`/`iters_per_epoch`/`num_workers`/`device`: the student's training budget, as `autosr train` takes them
+    (None: the trainer's fixed schedule, the machine's worker count, CUDA/MPS/CPU)."""
+
+    dataset: str | int
+    configuration: str
+    folds: tuple[int, ...] = ALL_FOLDS
+    checkpoint: str = DEFAULT_CHECKPOINT
+    trainer: str = DEFAULT_TRAINER
+    plans_name: str = DEFAULT_PLANS_NAME
+    unpaired_dir: str | os.PathLike | None = None
+    student_plan: str = "planned"
+    epochs: int | None = None
+    iters_per_epoch: int | None = None
+    num_workers: int | None = None
+    device: str | None = None
+    continue_training: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "folds", tuple(int(f) for f in self.folds))
+        except (TypeError, ValueError):
+            raise AutosrError(f"-f {self.folds}: the teacher's folds are numbers (0-4)") from None
+        if not self.folds:
+            raise AutosrError("no teacher folds: pass -f 0 1 2 3 4 (or the folds that were trained)")
+        if self.student_plan not in STUDENT_PLANS:
+            raise AutosrError(f"--student-plan {self.student_plan}: unknown (valid: {', '.join(STUDENT_PLANS)})")
+        for flag, value in (("--epochs", self.epochs), ("--iters-per-epoch", self.iters_per_epoch)):
+            if value is not None and value < 1:
+                raise AutosrError(f"{flag} must be at least 1, got {value}")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise AutosrError(f"--num-workers must be 0 or more, got {self.num_workers}")
+
+
+def _training_cases(paths: AutosrPaths, model_dir: Path, plans: Plans, configuration: str) -> tuple[Path, list[str]]:
+    """The preprocessed folder of the model's configuration and its cases (the teacher's training cases)."""
+    preprocessed_dir = paths.preprocessed_dataset(model_dir.parent.name)
+    data_folder = path_under(preprocessed_dir, plans.configuration(configuration).data_identifier)
+    case_ids = list_cases(data_folder)
+    if not case_ids:
+        raise AutosrError(
+            f"{data_folder}: no preprocessed cases for configuration '{configuration}'; the student learns from the "
+            f"teacher's predictions of them: run `autosr plan {model_dir.parent.name}` (with preprocessing) first"
+        )
+    return data_folder, case_ids
+
+
+def distill(request: DistillationRequest, paths: AutosrPaths | None = None) -> Path:
+    """Fill the teacher cache and train (or resume) the student; returns `fold_distilled/`."""
+    paths = paths or AutosrPaths.resolve()
+    model_dir = locate_model_folder(paths, request.dataset, request.configuration, request.trainer, request.plans_name)
+    model = ModelFolder.at(model_dir)
+    files = require_checkpoints(model_dir, list(request.folds), request.checkpoint)
+    plans = Plans.load(model.plans_file)
+    configuration = request.configuration
+    data_folder, case_ids = _training_cases(paths, model_dir, plans, configuration)
+    jobs = training_jobs(data_folder, case_ids)
+    if request.unpaired_dir is not None:
+        spec = load_dataset_spec(model_dir)
+        jobs += unpaired_jobs(Path(request.unpaired_dir), plans, configuration, spec.file_ending)
+    fold = model.distilled
+    ensure_writable_folder(fold.path, "AUTOSR_RESULTS", create=False)
+    lock = HeldLock(fold.lock_file, f"the distilled student of {model.path}")
+    try:
+        teacher = TeacherSpec(model_dir, request.folds, request.checkpoint)
+        record = teacher_record(teacher)
+        check_student_folder(fold, request.continue_training, record)
+        device = choose_device(request.device)
+        cache_dir = fill_cache(teacher, jobs, request.device, request.progress)
+        teacher_mirror = load_checkpoint(next(iter(files.values()))).get("mirror_axes")
+        student = StudentSpec(request.student_plan, None if teacher_mirror is None else tuple(teacher_mirror))
+        budget = {
+            "num_epochs": request.epochs,
+            "iters_per_epoch": request.iters_per_epoch,
+            "num_workers": default_num_workers() if request.num_workers is None else request.num_workers,
+        }
+        runner, finished = build_student(
+            plans, configuration, fold, cache_dir, [j.case_id for j in jobs], student, device, budget,
+            request.continue_training, record,
+        )  # fmt: skip
+        if not finished:
+            runner.fit()
+    finally:
+        lock.release()
+    return fold.path
