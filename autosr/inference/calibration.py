@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from autosr.io import read_json
+from autosr.io import Geometry, read_json
 from autosr.io.atomic import atomic_write_json
 
 CALIBRATION_NAME = "calibration.json"
@@ -206,3 +206,32 @@ def _read(path: Path) -> dict[str, Any] | None:
     if not isinstance(data, dict) or data.get("version") != CALIBRATION_VERSION or "ensembles" not in data:
         return None
     return data
+
+
+INTERVAL_FOLDER = "intervals"
+
+
+def write_interval(
+    calibration: dict[str, Any], prediction: np.ndarray, spread: np.ndarray, geometry: Geometry, output_path: Path
+) -> dict[str, float]:
+    """For a folder run with `--uncertainty` and a calibrated ensemble: write the half width of the nominal
+    interval beside the prediction (`OUT/intervals/<case><ending>`, target units) and return the summary.csv
+    columns `expected_error` (the scan's) and `interval_half_width` (its mean over the subject, the voxels
+    with a non-zero spread)."""
+    from autosr.io import write_image
+
+    loaded = Calibration.from_json(calibration)
+    expected = loaded.expected_error(prediction, edge_strength(prediction, geometry.spacing_zyx), spread)
+    half_width = loaded.half_width(expected)
+    subject = spread > 0
+    if not subject.any():
+        subject = np.ones(spread.shape, dtype=bool)
+    half_width[~subject] = 0.0
+    path = Path(output_path).parent / INTERVAL_FOLDER / Path(output_path).name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_image(half_width, geometry, path)
+    return {
+        "expected_error": loaded.scan_expected_error(expected[subject], spread[subject]),
+        "interval_half_width": float(half_width[subject].mean()),
+        "interval_coverage_nominal": loaded.nominal_coverage,
+    }

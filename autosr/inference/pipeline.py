@@ -40,6 +40,7 @@ import numpy as np
 
 from autosr.device import num_workers_from_environment
 from autosr.errors import AutosrError
+from autosr.inference.calibration import load_calibration, write_interval
 from autosr.inference.folder import FolderSummary, InputCase, output_file, sample_file, uncertainty_file
 from autosr.inference.qc import QCReference, ScanSignals, input_signals, uncertainty_signals
 from autosr.inference.scan_summary import THRESHOLDS_NAME, write_row
@@ -76,6 +77,8 @@ class QCSettings:
     uncertainty_key: str | None
     part: str
     no_reference_reason: str = NO_REFERENCE
+    # the ensemble's calibration (calibration.json, as JSON) when the run writes the uncertainty and one exists
+    calibration: dict[str, Any] | None = None
 
 
 @dataclass
@@ -153,6 +156,8 @@ def finish_scan(worker: ScanWorker, qc: QCSettings, job: FinishJob) -> Finished:
         write_image(exported, sample_geometry, path)
     if job.uncertainty_path is not None and spread is not None:
         write_image(spread, geometry, job.uncertainty_path)
+        if qc.calibration is not None:
+            values.update(write_interval(qc.calibration, array, spread, geometry, job.output_path))
     with atomic_path(job.output_path) as tmp:
         write_image(array, geometry, tmp)
         seconds = time.perf_counter() - start
@@ -514,6 +519,9 @@ def predict_folder(
             getattr(predictor, "sampling_key", None),
         )  # fmt: skip
     qc = QCSettings(qc_reference.data if qc_reference else None, key, settings.part, reason)
+    if key is not None and model_dir is not None:
+        calibration = load_calibration(model_dir, key)
+        qc.calibration = calibration.to_json() if calibration is not None else None
     if qc_reference is not None:  # what the flags were measured against, for the report (same for every part)
         atomic_write_json(
             {
