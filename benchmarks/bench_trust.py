@@ -1,14 +1,14 @@
 """Does autosr say when a synthetic scan is wrong? `autosr stress-test` on two small datasets.
 
-    python benchmarks/bench_trust.py [--workdir DIR] [--datasets phantom brain] [--folds 0 1 2]
-        [--epochs 8] [--iters 20] [--max-cases 3] [--prepare-only] [--out results.json]
+    python benchmarks/bench_trust.py [--workdir DIR] [--datasets phantom brain] [--folds 0 1 2 3 4]
+        [--epochs 8] [--iters 20] [--max-cases 3] [--no-tta DATASET ...] [--prepare-only] [--out results.json]
 
 Per dataset: generate it (`make_phantom_dataset`: 12+4 ellipsoid heads on a 40^3 grid at 1 mm;
 `make_synthetic_brain_dataset`: 12+4 low-field -> high-field brains at 2 mm, the MNI152 template of the
 `demo` extra), plan the 2d configuration sized for a CPU as the quick demo does (features halved and capped
 at 32, batch at most 8), train `--folds` for `--epochs` x `--iters` iterations each, then run the stress test
 (`run_stress_test`, what `autosr stress-test` calls) on at most `--max-cases` held-out test scans, with
-test-time mirroring. Every stage that is already done in `--workdir` is reused (delete it to start over).
+test-time mirroring unless `--no-tta` names the dataset. Every stage that is already done in `--workdir` is reused (delete it to start over).
 Writes the stress test's folders under WORKDIR/stress/<dataset>/ and the headline figures of both datasets
 to `--out`; documentation/benchmark.md ("Trust") quotes them.
 """
@@ -67,7 +67,7 @@ def train(kind: str, paths, folds: list[int], epochs: int, iters: int) -> Path:
     return model.path
 
 
-def stress(kind: str, paths, model_dir: Path, folds: list[int], max_cases: int, workdir: Path) -> dict:
+def stress(kind: str, paths, model_dir: Path, folds: list[int], max_cases: int, workdir: Path, tta: bool) -> dict:
     """Run the stress test of `kind`'s model; returns stress.json's content."""
     from autosr.evaluation.stress.api import StressSettings, run_stress_test
     from autosr.inference.settings import ModelSource, PredictionSettings
@@ -79,7 +79,7 @@ def stress(kind: str, paths, model_dir: Path, folds: list[int], max_cases: int, 
         paths.raw / f"Dataset{dataset_id:03d}_{name}",
         ModelSource(model_dir=model_dir, folds=tuple(folds)),
         out,
-        PredictionSettings(device="cpu"),
+        PredictionSettings(device="cpu", use_mirroring=tta),
         StressSettings(max_cases=max_cases),
     )
     result["benchmark_seconds"] = round(time.perf_counter() - t0, 1)
@@ -90,10 +90,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", default="bench_trust_work")
     parser.add_argument("--datasets", nargs="+", choices=sorted(DATASETS), default=["phantom", "brain"])
-    parser.add_argument("--folds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--folds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--max-cases", type=int, default=3)
+    parser.add_argument(
+        "--no-tta", nargs="*", default=[], choices=sorted(DATASETS), help="datasets stressed without mirroring"
+    )
     parser.add_argument("--prepare-only", action="store_true", help="generate and train, no stress test")
     parser.add_argument("--out", default=None, help="write the headline figures here (JSON)")
     args = parser.parse_args()
@@ -113,7 +116,8 @@ def main() -> None:
         model_dir = train(kind, paths, args.folds, args.epochs, args.iters)
         if args.prepare_only:
             continue
-        results[kind] = stress(kind, paths, model_dir, args.folds, args.max_cases, workdir)
+        tta = kind not in args.no_tta
+        results[kind] = stress(kind, paths, model_dir, args.folds, args.max_cases, workdir, tta)
         print(json.dumps({kind: {k: v for k, v in results[kind].items() if not isinstance(v, (dict, list))}}, indent=1))
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=1), encoding="utf-8")

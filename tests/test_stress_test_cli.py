@@ -1,5 +1,6 @@
-"""`autosr stress-test` end to end on the tiny trained phantom, and its calibration used by `autosr predict
---uncertainty` (expected error and interval columns, interval maps) and carried by `autosr export-model`."""
+"""`autosr stress-test` end to end on the tiny trained phantom, its section in `autosr report`, and its
+calibration used by `autosr predict --uncertainty` (expected error and interval columns, interval maps) and
+carried by `autosr export-model`."""
 
 from __future__ import annotations
 
@@ -47,6 +48,10 @@ def test_stress_test_runs_end_to_end_and_its_calibration_reaches_predictions(tra
         p.name for p in (out / "pictures").iterdir()
     }
     assert (model_dir / CALIBRATION_NAME).is_file()
+    report = tmp_path / "report.html"
+    assert main(["report", "999", "--stress-test", "Phantom", str(out), "-o", str(report), *flags]) == 0
+    page = report.read_text()
+    assert "Phantom: stress test" in page and "contrast ratio" in page and page.count("data:image/png") >= 4
 
     inputs = tmp_path / "raw" / "Dataset999_Phantom" / "imagesTs"
     predictions = tmp_path / "predictions"
