@@ -32,22 +32,27 @@ def save_stress_pictures(
     folder.mkdir(parents=True, exist_ok=True)
     names = []
 
-    fig, ax = plt.subplots(figsize=(4.5, 4))
-    table = summary["calibration"]
-    spread = [r["mean_uncertainty"] for r in table]
-    error = [r["mean_abs_error"] for r in table]
-    ax.plot(spread, error, "o-", label="clean held-out voxels, by spread decile")
-    top = max(max(spread), max(error))
-    ax.plot([0, top], [0, top], "k--", lw=0.8, label="spread = error")
-    ax.set_xlabel("mean ensemble spread (target units)")
-    ax.set_ylabel("mean |error| (target units)")
-    ax.set_title(f"Spearman {summary['uncertainty_error_spearman'] or float('nan'):.2f}")
-    ax.legend(fontsize=7)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4))
+    panels = (
+        ("calibration", "expected error (calibrated, target units)", summary["uncertainty_error_spearman"]),
+        ("spread_calibration", "ensemble spread (target units)", summary["spread_error_spearman"]),
+    )
+    for ax, (key, label, rho) in zip(axes, panels):
+        uncertainty = [r["mean_uncertainty"] for r in summary[key]]
+        error = [r["mean_abs_error"] for r in summary[key]]
+        ax.plot(uncertainty, error, "o-", label="clean held-out voxels, per decile")
+        top = max(max(uncertainty), max(error))
+        ax.plot([0, top], [0, top], "k--", lw=0.8, label="equal")
+        ax.set_xlabel(label)
+        ax.set_ylabel("mean |error| (target units)")
+        ax.set_title(f"Spearman {rho if rho is not None else float('nan'):.2f}")
+        ax.legend(fontsize=7)
     names.append(_save(fig, folder / "calibration.png"))
 
     fig, ax = plt.subplots(figsize=(4.5, 4))
     fractions = np.asarray(curves["fractions"])
-    ax.plot(fractions, curves["by_uncertainty"], label="remove most uncertain first")
+    ax.plot(fractions, curves["by_uncertainty"], label="largest expected error first")
+    ax.plot(fractions, curves["by_spread"], label="largest ensemble spread first")
     ax.plot(fractions, curves["oracle"], label="oracle (largest errors first)")
     ax.axhline(curves["random"], color="k", ls="--", lw=0.8, label="random order")
     ax.set_xlabel("fraction of voxels removed")
