@@ -93,7 +93,10 @@ def evaluation_cases(raw_dataset_dir: Path, max_cases: int | None) -> tuple[list
         usable = [c for _, c in sorted(cases.items()) if c.target is not None and not c.missing_channels]
         if usable:
             return usable[:max_cases] if max_cases else usable, split
-    raise AutosrError(f"{raw_dataset_dir}: no case with input and target in imagesTs/targetsTs or imagesTr/targetsTr")
+    raise AutosrError(
+        f"{raw_dataset_dir}: no case with input and target in imagesTs/targetsTs or imagesTr/targetsTr; a stress "
+        "test compares predictions with known targets: put the held-out cases' targets into targetsTs/"
+    )
 
 
 def variants_of(target: np.ndarray, mask: np.ndarray, geometry: Geometry, seed: int) -> list[Variant]:
