@@ -8,12 +8,15 @@ say when its output is wrong?
 
 On the held-out cases (imagesTs with targetsTs; the training cases when there are none: then the folds
 have seen them and every figure is optimistic) each scan is predicted by the fold ensemble with its spread
-(folds x mirrorings, `Predictor.predict_preprocessed`) clean, after each acquisition change of
-`perturbations.ACQUISITION_CHANGES`, with paired lesions (input and target) and with input-only lesions
-(`lesions.py`). Per scan (`stress.csv`): the error, how well the spread ranks it (Spearman, sparsification),
-the calibrated interval's coverage and the expected error, the quality flag and a continuous flag score.
-Per lesion (`lesions.csv`): its contrast ratio, Dice and the spread inside it. `stress.json` holds the
-means and the AUROCs of the per-scan scores for the scans whose error is worse than the worst clean scan's.
+(folds x mirrorings, `Predictor.predict_preprocessed`): clean, after each acquisition change of
+`perturbations.ACQUISITION_CHANGES`, and with lesions (`lesions.py`). The lesioned prediction is scored twice:
+against the target with the same lesions (paired) and against the target without them (input-only: a model
+sees only its input, so it is the same prediction). Per scan (`stress.csv`): the error, how well the spread
+and the calibrated expected error rank it (Spearman, sparsification), the interval's coverage, the scan's
+expected error, the quality flag and its score (`flag_score.py`; the model folder's quality reference is
+measured from the raw training cases first when it has none, as `autosr predict` does). Per lesion
+(`lesions.csv`): its contrast ratio, Dice and the spread inside it. `stress.json` holds the means and the
+AUROCs of the per-scan scores for the scans whose error is worse than the worst clean scan's.
 
 The interval and the expected error come from `autosr.inference.calibration`, fitted on the clean scans:
 each case is scored with the calibration of the *other* cases (leave one case out, so its coverage is
@@ -68,8 +71,8 @@ class StressSettings:
 
 @dataclass
 class Variant:
-    """One stressed version of a case: its name, kind, the input perturbation, the lesions and whether
-    they are in the target too."""
+    """One stressed version of a case: its name, its kind (paired lesions are in input and truth,
+    input-only ones in the input alone), the input perturbation and the lesions."""
 
     name: str
     kind: str  # clean | acquisition | lesion | input_only_lesion
