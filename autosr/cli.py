@@ -34,6 +34,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "find-best": ("autosr.commands.find_best_command", "rank configurations and ensembles by cross-validation"),
     "export-model": ("autosr.commands.export_command", "write a trained model's package (zip with model card)"),
     "install-model": ("autosr.commands.install_command", "check a model package and install it under AUTOSR_RESULTS"),
+    "stress-test": (
+        "autosr.commands.stress_test_command",
+        "perturb and lesion held-out scans: does the uncertainty predict the error",
+    ),
     "report": ("autosr.commands.report_command", "write an offline HTML report of a dataset's results"),
     "demo": ("autosr.commands.demo_command", "generate a synthetic brain dataset and run the whole pipeline on it"),
 }

@@ -786,6 +786,14 @@ CASES = [
     Case("evaluate-reference-folder-twice", "preds",
          lambda w: ["evaluate", str(w.refs), str(w.refs), "--no-pictures", "-np", "1", "-o", str(w.root / "ev")],
          2, ("refs", "is the reference folder", "give the folder of the predictions")),
+    Case("stress-test-max-cases-zero", "raw",
+         lambda w: ["stress-test", "999", "-c", "2d", "-o", str(w.root / "st"), "--max-cases", "0"],
+         2, ("--max-cases must be at least 1", "got 0")),
+    Case("stress-test-no-targets", "raw",
+         lambda w: ([shutil.rmtree(w.dataset / f) for f in ("targetsTr", "targetsTs")],
+                    ["stress-test", "999", "-c", "2d", "-o", str(w.root / "st"), "--device", "cpu"])[1],
+         2, ("Dataset999_Phantom", "no case with input and target", "put the held-out cases' targets into targetsTs/"),
+         ("st", "raw/*/targets*")),
 ]  # fmt: skip
 
 

@@ -42,6 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(repeatable)",
     )  # fmt: skip
     parser.add_argument(
+        "--stress-test", nargs=2, action="append", metavar=("TITLE", "FOLDER"), default=[],
+        help="also show an `autosr stress-test` output folder under TITLE: lesions, calibration, AUROC (repeatable)",
+    )  # fmt: skip
+    parser.add_argument(
         "--overwrite", action="store_true",
         help="replace an existing -o file even when it is not an autosr report (an autosr report is always refreshed)",
     )  # fmt: skip
@@ -65,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     evaluations = dict(args.evaluation)
     path = write_report(
         args.dataset, paths_from_args(args), args.output, max(0, args.max_pictures), evaluations, predictions,
-        args.overwrite,
+        args.overwrite, dict(args.stress_test),
     )  # fmt: skip
     print(f"report: {path}")
     return 0

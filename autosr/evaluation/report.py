@@ -18,6 +18,7 @@ import pandas as pd
 
 from autosr.evaluation.baseline import BASELINE_METHODS
 from autosr.evaluation.prediction_report import GENERATOR_META, REPORT_OUTPUT, prediction_section
+from autosr.evaluation.stress.report_section import stress_section_html
 from autosr.evaluation.summary import BASELINE, MODEL, SUMMARY_METRICS
 from autosr.evaluation.viewer import evaluated_case_volumes, page_head, viewer_section
 from autosr.io import atomic_path, read_json
@@ -137,12 +138,14 @@ def write_report(
     evaluations: dict[str, str | os.PathLike] | None = None,
     predictions: dict[str, str | os.PathLike] | None = None,
     overwrite: bool = False,
+    stress_tests: dict[str, str | os.PathLike] | None = None,
 ) -> Path:
     """Write the HTML report (default `$AUTOSR_RESULTS/<dataset>/report.html`) and return its path. An existing
     `output` is replaced when it is an autosr report, otherwise only with `overwrite` (autosr.io.outputs).
 
     `evaluations`: {title: folder written by `autosr evaluate`} shown first, e.g. a held-out test set.
-    `predictions`: {title: folder written by `autosr predict`}: its quality flags (prediction_report.py)."""
+    `predictions`: {title: folder written by `autosr predict`}: its quality flags (prediction_report.py).
+    `stress_tests`: {title: folder written by `autosr stress-test`} (stress/report_section.py)."""
     dataset_name = paths.dataset_name(dataset)
     results_dir = paths.results_dataset(dataset_name)
     out = check_output_file(Path(output) if output else results_dir / "report.html", REPORT_OUTPUT, overwrite)
@@ -175,6 +178,8 @@ def write_report(
         body.append(_section(title, Path(folder), None, max_pictures, out))
     for title, folder in (predictions or {}).items():
         body.append(prediction_section(folder, title))
+    for title, folder in (stress_tests or {}).items():
+        body.append(stress_section_html(folder, title))
     for model in model_folders(results_dir):
         body.append(_section(model.name, model.path, model.path, max_pictures))
     ensembles = results_dir / ENSEMBLES_FOLDER

@@ -269,6 +269,7 @@ def derivative_sidecar(scan: BidsScan, record: dict[str, Any], uncertainty: bool
         "QualityFlag": qc.get("flag"),
         "QualityFlagReason": qc.get("reason"),
         "ExpectedError": error["metrics"] if error else None,
+        "ExpectedErrorOfThisScan": (record.get("calibrated_error") or {}).get("expected_error"),
         "autosr": record,
     }
 

@@ -40,6 +40,7 @@ import numpy as np
 
 from autosr.device import num_workers_from_environment
 from autosr.errors import AutosrError
+from autosr.inference.calibration import load_calibration, write_interval
 from autosr.inference.folder import FolderSummary, InputCase, output_file, sample_file, uncertainty_file
 from autosr.inference.provenance import model_record, scan_record, write_sidecar
 from autosr.inference.qc import QCReference, ScanSignals, input_signals, uncertainty_signals
@@ -79,6 +80,8 @@ class QCSettings:
     no_reference_reason: str = NO_REFERENCE
     # the run's provenance record (inference/provenance.py: model_record); each prediction gets its sidecar
     provenance: dict[str, Any] | None = None
+    # the ensemble's calibration (calibration.json, as JSON) when the run writes the uncertainty and one exists
+    calibration: dict[str, Any] | None = None
 
 
 @dataclass
@@ -155,10 +158,14 @@ def finish_scan(worker: ScanWorker, qc: QCSettings, job: FinishJob) -> Finished:
     for sample, path in zip(job.samples, job.sample_paths):
         exported, sample_geometry, _ = worker.export(sample, scan.properties, job.on_input_grid, None, scan.foreground)
         write_image(exported, sample_geometry, path)
+    calibrated = None
     if job.uncertainty_path is not None and spread is not None:
         write_image(spread, geometry, job.uncertainty_path)
+        if qc.calibration is not None:
+            calibrated = write_interval(qc.calibration, array, spread, geometry, job.output_path)
+            values.update(calibrated)
     if qc.provenance is not None:  # before the prediction: a present prediction always has its record
-        write_scan_sidecar(qc.provenance, job, flag, reason)
+        write_scan_sidecar(qc.provenance, job, flag, reason, calibrated)
     with atomic_path(job.output_path) as tmp:
         write_image(array, geometry, tmp)
         seconds = time.perf_counter() - start
@@ -179,8 +186,11 @@ def finish_scan(worker: ScanWorker, qc: QCSettings, job: FinishJob) -> Finished:
     return Finished(job.case_id, seconds, flag)
 
 
-def write_scan_sidecar(model: dict[str, Any], job: FinishJob, flag: bool | None, reason: str) -> None:
-    """The scan's provenance record (`<case>.json` beside the prediction)."""
+def write_scan_sidecar(
+    model: dict[str, Any], job: FinishJob, flag: bool | None, reason: str, calibrated: dict[str, float] | None = None
+) -> None:
+    """The scan's provenance record (`<case>.json` beside the prediction), with this scan's calibrated expected
+    error and interval (inference/calibration.py) when the run wrote them."""
     uncertainty = job.uncertainty_path if job.uncertainty is not None else None
     record = scan_record(
         model,
@@ -191,6 +201,7 @@ def write_scan_sidecar(model: dict[str, Any], job: FinishJob, flag: bool | None,
         job.on_input_grid,
         flag,
         reason,
+        calibrated,
     )
     write_sidecar(job.output_path, record)
 
@@ -537,6 +548,9 @@ def predict_folder(
             getattr(predictor, "sampling_key", None),
         )  # fmt: skip
     qc = QCSettings(qc_reference.data if qc_reference else None, key, settings.part, reason, model_record(predictor))
+    if key is not None and model_dir is not None:
+        calibration = load_calibration(model_dir, key)
+        qc.calibration = calibration.to_json() if calibration is not None else None
     if qc_reference is not None:  # what the flags were measured against, for the report (same for every part)
         atomic_write_json(
             {

@@ -29,6 +29,7 @@ from typing import Any
 
 from autosr import __version__
 from autosr.errors import AutosrError
+from autosr.inference.calibration import INTERVAL_FOLDER
 from autosr.io.atomic import atomic_write_json
 from autosr.io.image_io import file_ending_of
 from autosr.io.json_file import read_json_file
@@ -143,9 +144,12 @@ def scan_record(
     on_input_grid: bool,
     flag: bool | None,
     reason: str,
+    calibrated: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """One scan's record: the run's `model_record` plus the files, the grid and the quality flag."""
-    return {
+    """One scan's record: the run's `model_record` plus the files, the grid and the quality flag; with
+    `calibrated` (the summary.csv columns of inference/calibration.write_interval) also this scan's own
+    expected error, which the model-wide `expected_error` (pooled fold validation scores) cannot give."""
+    record = {
         **model,
         "case": case_id,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -157,6 +161,12 @@ def scan_record(
         "grid": "input" if on_input_grid else "planned spacing over the input's extent",
         "qc": {"flag": flag, "reason": reason},
     }
+    if calibrated is not None:
+        record["calibrated_error"] = {
+            **calibrated,
+            "interval_file": f"{INTERVAL_FOLDER}/{prediction_file.name}",
+        }
+    return record
 
 
 def write_sidecar(prediction_file: Path, record: dict[str, Any]) -> Path:
@@ -217,4 +227,11 @@ def describe_provenance(record: dict[str, Any]) -> str:
         lines.append(f"  expected error (validation, folds {error['folds']}): {shown}")
     else:
         lines.append("  expected error: unknown (the model folder holds no fold validation summary)")
+    calibrated = record.get("calibrated_error")
+    if calibrated:
+        lines.append(
+            f"  this scan's calibrated expected error: {calibrated['expected_error']:.4g} (mean absolute, target "
+            f"units); interval half width {calibrated['interval_half_width']:.4g} at nominal coverage "
+            f"{calibrated['interval_coverage_nominal']:.0%} ({calibrated['interval_file']})"
+        )
     return "\n".join(lines)

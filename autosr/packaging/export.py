@@ -9,6 +9,8 @@ What goes in (documentation/model_packages.md):
   the raw dataset is reachable and the model folder has no current one);
 - the distilled student's final checkpoint (`fold_distilled/`, from `autosr distill`) when there is one, reduced
   the same way;
+- calibration.json when `autosr stress-test` made one: the expected error and 90% interval of each measured
+  ensemble (autosr/inference/calibration.py);
 - one checkpoint per exported fold, reduced to what prediction reads (`PREDICTION_CHECKPOINT_KEYS`: the
   weights, the network plan, the mirror axes, names and epochs; no optimizer state, no discriminator), loaded
   with `weights_only=True` and saved as plain tensors;
@@ -35,6 +37,7 @@ from autosr.formats.dataset_spec import load_dataset_spec
 from autosr.formats.package_archive import sha256_of
 from autosr.formats.package_manifest import MANIFEST_NAME, MODEL_CARD_NAME, PACKAGE_OUTPUT, Manifest
 from autosr.formats.plans import Plans
+from autosr.inference.calibration import CALIBRATION_NAME
 from autosr.inference.model_folder import locate_model_folder, require_checkpoints
 from autosr.inference.provenance import TRAINING_RECORD_NAME
 from autosr.inference.qc import QC_REFERENCE_NAME, QCReference
@@ -147,6 +150,8 @@ def export_model(
     reference = _qc_reference(model_dir, dataset_name, paths, num_processes, progress)
     if reference is not None:
         sources[QC_REFERENCE_NAME] = model_dir / QC_REFERENCE_NAME
+    if (model_dir / CALIBRATION_NAME).is_file():
+        sources[CALIBRATION_NAME] = model_dir / CALIBRATION_NAME
 
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = private_folder(output.parent, EXPORT_PREFIX)
