@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from autosr.inference.scan_summary import SUMMARY_NAME, THRESHOLDS_NAME
-from autosr.io import atomic_path, read_image, read_json
+from autosr.io import atomic_path, file_ending_of, read_image, read_json
 from autosr.io.outputs import OutputKind, check_output_file, has_marker
 
 DEFAULT_MAX_FLAGGED_PICTURES = 12
@@ -123,7 +123,10 @@ def scan_picture(case: str, input_path: Path | None, prediction_path: Path, reas
 
 
 def _prediction_file(folder: Path, case: str) -> Path | None:
-    matches = sorted(p for p in folder.glob(f"{case}.*") if p.is_file() and p.name != SUMMARY_NAME)
+    # images only: beside each prediction lies its provenance sidecar <case>.json (inference/provenance.py)
+    matches = sorted(
+        p for p in folder.glob(f"{case}.*") if p.is_file() and file_ending_of(p) and p.name != SUMMARY_NAME
+    )
     return matches[0] if matches else None
 
 

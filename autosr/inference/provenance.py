@@ -103,7 +103,7 @@ def model_record(predictor: Any) -> dict[str, Any]:
         "model_folder": model_dir.name if model_dir is not None else None,
         "trainer": parts.trainer if parts else None,
         "plans_name": parts.plans_name if parts else None,
-        "configuration": predictor.configuration_name,
+        "configuration": getattr(predictor, "configuration_name", None),
         "folds": list(folds) if folds is not None else None,
         "checkpoint": getattr(predictor, "checkpoint_name", None),
         # a package is unpacked into a temporary folder: its path says nothing, the package's name and hash do
@@ -112,17 +112,18 @@ def model_record(predictor: Any) -> dict[str, Any]:
         "package_sha256": sha256_of(package) if package is not None else None,
         "training": training_record(model_dir) if model_dir is not None else None,
     }
-    settings = predictor.settings
+    # read with defaults: any predictor-like object a notebook passes to the folder pipeline gets a record
+    settings = getattr(predictor, "settings", None)
     sampler = getattr(predictor, "sampler", None)
     prediction = {
-        "step_fraction": settings.step_fraction,
-        "mirror_axes": list(predictor.mirror_axes),
-        "background_fill": settings.background_fill,
+        "step_fraction": getattr(settings, "step_fraction", None),
+        "mirror_axes": list(getattr(predictor, "mirror_axes", ())),
+        "background_fill": getattr(settings, "background_fill", None),
         "generative": sampler is not None,
         "sampling_steps": (settings.sampling_steps or sampler.steps) if sampler is not None else None,
-        "num_samples": predictor.num_samples if sampler is not None else None,
-        "seed": settings.seed,
-        "device": str(predictor.device),
+        "num_samples": getattr(predictor, "num_samples", None) if sampler is not None else None,
+        "seed": getattr(settings, "seed", None),
+        "device": str(getattr(predictor, "device", None)),
     }
     return {
         "format": PROVENANCE_FORMAT,

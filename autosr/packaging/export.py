@@ -14,6 +14,8 @@ What goes in (documentation/model_packages.md):
 - one checkpoint per exported fold, reduced to what prediction reads (`PREDICTION_CHECKPOINT_KEYS`: the
   weights, the network plan, the mirror axes, names and epochs; no optimizer state, no discriminator), loaded
   with `weights_only=True` and saved as plain tensors;
+- training_provenance.json: how the model was trained (fingerprint and plans hashes, versions, git commit;
+  packaging/training_record.py), which every prediction's provenance sidecar quotes;
 - README.md (the model card) and autosr_model.json (the manifest with every file's SHA-256).
 
 Validation predictions, training logs, progress pictures and the other checkpoints stay behind.
