@@ -75,4 +75,6 @@ def test_stress_test_runs_end_to_end_and_its_calibration_reaches_predictions(tra
     assert main(["export-model", "-d", "999", "-c", "2d", "-f", "0", "1", "-o", str(package), *flags]) == 0
     with zipfile.ZipFile(package) as archive:
         assert any(name.endswith(CALIBRATION_NAME) for name in archive.namelist())
+        card = next(name for name in archive.namelist() if name.endswith("README.md"))
+        assert "interval_half_width" in archive.read(card).decode()
     capsys.readouterr()

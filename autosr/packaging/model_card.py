@@ -165,6 +165,13 @@ def model_card(
             lines += ["", f"Uncertainty thresholds for the ensemble(s): {'; '.join(keys)}."]
     else:
         lines.append("No QC reference was included: summary.csv will list the signals without flags.")
+    if "calibration.json" in manifest.files:
+        lines += [
+            "",
+            "calibration.json holds the calibrated expected error and 90% interval of the ensemble(s) `autosr "
+            "stress-test` measured: `autosr predict --uncertainty` with such an ensemble adds `expected_error` and "
+            "`interval_half_width` to summary.csv (autosr documentation/trust.md).",
+        ]
     lines += ["", "## Files", "", "| file | bytes | sha256 |", "|---|---|---|"]
     lines += [f"| {name} | {e['bytes']} | `{e['sha256'][:16]}…` |" for name, e in sorted(manifest.files.items())]
     return "\n".join(lines) + "\n"

@@ -79,28 +79,36 @@ def save_stress_pictures(
 
 
 def _lesion_figure(scan: dict[str, Any]):
+    """The slice through the largest lesion's centre, cropped to three diameters around it; prediction and
+    target share the target crop's grey window (the lesion included), the input has its own."""
     import matplotlib.pyplot as plt
 
     from autosr.evaluation.stress.lesions import sphere_mask
 
     lesion = max(scan["lesions"], key=lambda item: item.diameter_mm)
-    inside = sphere_mask(scan["geometry"], lesion)
-    z = int(np.argwhere(inside)[:, 0].mean()) if inside.any() else scan["target"].shape[0] // 2
-    target = scan["target"]
-    lo, hi = np.percentile(target[target > 0] if (target > 0).any() else target, (1, 99))
+    geometry = scan["geometry"]
+    inside = sphere_mask(geometry, lesion)
+    centre = np.argwhere(inside).mean(axis=0).round().astype(int) if inside.any() else np.array(inside.shape) // 2
+    half = [max(4, int(round(1.5 * lesion.diameter_mm / s))) for s in geometry.spacing_zyx[1:]]
+    rows = slice(max(0, centre[1] - half[0]), centre[1] + half[0] + 1)
+    cols = slice(max(0, centre[2] - half[1]), centre[2] + half[1] + 1)
+
+    def crop(volume: np.ndarray) -> np.ndarray:
+        return volume[centre[0], rows, cols]
+
+    window = tuple(np.percentile(crop(scan["target"]), (0.5, 99.5)))
     panels = (
         ("input", scan["input"], None),
-        ("prediction", scan["prediction"], (lo, hi)),
-        ("target", target, (lo, hi)),
+        ("prediction", scan["prediction"], window),
+        ("target", scan["target"], window),
     )
-    fig, axes = plt.subplots(1, 3, figsize=(9, 3.2))
-    for ax, (title, volume, window) in zip(axes, panels):
-        image = volume[z]
-        if window is None:
-            window = tuple(np.percentile(image, (1, 99)))
-        ax.imshow(image, cmap="gray", vmin=window[0], vmax=window[1], origin="lower")
-        ax.contour(inside[z], levels=[0.5], colors="r", linewidths=0.6)
+    fig, axes = plt.subplots(1, 3, figsize=(8, 3))
+    for ax, (title, volume, grey) in zip(axes, panels):
+        image = crop(volume)
+        grey = grey or tuple(np.percentile(image, (0.5, 99.5)))
+        ax.imshow(image, cmap="gray", vmin=grey[0], vmax=grey[1], interpolation="nearest")
+        ax.contour(crop(inside), levels=[0.5], colors="r", linewidths=0.6)
         ax.set_title(title, fontsize=9)
         ax.axis("off")
-    fig.suptitle(f"{scan['name']}: largest lesion {lesion.diameter_mm:g} mm outlined", fontsize=9)
+    fig.suptitle(f"{scan['name']}: the {lesion.diameter_mm:g} mm lesion (outlined), axial slice", fontsize=9)
     return fig
