@@ -44,7 +44,7 @@ from autosr.evaluation.baseline import baseline_prediction, baseline_predictions
 from autosr.evaluation.masks import reference_data_range
 from autosr.evaluation.metrics import image_metrics
 from autosr.imaging.foreground import target_foreground
-from autosr.io import read_image, resample_to_geometry
+from autosr.io import read_image, resample_to_geometry, write_image
 
 QUICK_EPOCHS, QUICK_ITERS, TRAINER = 20, 25, "TrainerSSIMLoss"
 EDGE_FRACTION = 0.10
@@ -89,7 +89,7 @@ def train_and_predict(
     planned = size_for_cpu(pre / "plans.json", percentile_clip)
     seconds["plan"] += cli("plan", dataset, "-c", "2d", "-np", "1", env=env)
     fold = Path(env["AUTOSR_RESULTS"]) / dataset / f"{TRAINER}__autosrPlans__2d" / "fold_0"
-    if not (fold / "checkpoint_final.pth").is_file():
+    if not (fold / "checkpoint_final.pt").is_file():
         seconds["train"] = cli(
             "train", dataset, "2d", "0", "--trainer", TRAINER, "--epochs", str(QUICK_EPOCHS),
             "--iters-per-epoch", str(QUICK_ITERS), "--num-workers", "0", env=env,
@@ -123,6 +123,28 @@ def run_eclare(program: str, image: Path, out_dir: Path, profile: dict, inplane_
     seconds = time.perf_counter() - start
     record.write_text(json.dumps({"seconds": seconds, "patches": patches}))
     return seconds
+
+
+def whole_thick_scans(raw: Path, axis: int, ending: str, out: Path) -> None:
+    """Each subject's whole thick scan, its slabs (training and test) put back together: the self-supervised
+    path learns from the thick scans alone, the test scan included (as ECLARE does); no target is read."""
+    from autosr.dataset_conversion.thick_slices import slab_axis
+    from autosr.io.geometry import Geometry
+
+    out.mkdir(parents=True)
+    slabs: dict[str, list[Path]] = {}
+    for split in ("imagesTr", "imagesTs"):
+        for image in (raw / split).glob(f"*_0000{ending}"):
+            subject = image.name[: -len("_0000" + ending)].rsplit("_slab", 1)[0]
+            slabs.setdefault(subject, []).append(image)
+    cut = slab_axis(axis)
+    for subject, files in slabs.items():
+        files.sort(key=lambda p: int(p.name[: -len("_0000" + ending)].rsplit("_slab", 1)[-1] or 0))
+        pieces = [read_image(f) for f in files]
+        array = np.concatenate([np.asarray(a) for a, _ in pieces], axis=cut)
+        first = pieces[0][1]
+        geometry = Geometry(first.spacing_zyx, first.origin_xyz, first.direction, array.shape)
+        write_image(array, geometry, out / f"{subject}{ending}")
 
 
 def breakdown(pred: np.ndarray, target: np.ndarray, foreground: np.ndarray, axis: int) -> dict:
@@ -179,16 +201,16 @@ def bench_dataset(dataset: str, args: argparse.Namespace, env: dict[str, str]) -
     if args.no_selfsup:
         return finish(dataset, args, raw, spec, out, params, fit_seconds, cases, runs, result)
     thick = out / "thick_inputs"
-    thick.mkdir(exist_ok=True)
-    for split in ("imagesTr", "imagesTs"):
-        for image in (raw / split).glob(f"*_0000{ending}"):
-            shutil.copyfile(image, thick / image.name.replace("_0000", ""))
+    if thick.exists():
+        shutil.rmtree(thick)
+    whole_thick_scans(raw, axis, ending, thick)
     ss_id = int(dataset[7:10]) + 100
     ss_name = f"Dataset{ss_id:03d}_{dataset[11:]}Self"
     cli(
         "convert", "thick-slices", str(thick), "--id", str(ss_id), "--name", ss_name[11:], "--factor",
         str(profile["factor"]), "--axis", str(axis), "--profile", profile["profile"], "--gap", str(profile["gap_mm"]),
-        "--no-reference", "--target-modality", spec["target_modality"], "--overwrite", env=env,
+        "--no-reference", "--slabs", str(args.selfsup_slabs), "--target-modality", spec["target_modality"],
+        "--overwrite", env=env,
     )  # fmt: skip
     runs["autosr_selfsup"] = train_and_predict(ss_name, raw / "imagesTs", out / "autosr_selfsup", env)
     return finish(dataset, args, raw, spec, out, params, fit_seconds, cases, runs, result)
@@ -263,6 +285,7 @@ def main() -> None:
     parser.add_argument("--eclare-patches", type=int, default=1024, help="ECLARE training patches (default 1024)")
     parser.add_argument("--out", required=True, help="JSON file of the results")
     parser.add_argument("--no-selfsup", action="store_true", help="leave out autosr self-supervised (CPU time)")
+    parser.add_argument("--selfsup-slabs", type=int, default=3, help="slabs per self-supervised pair (default 3)")
     parser.add_argument(
         "--percentile-clip-variant", action="store_true",
         help="CT datasets: also train with the 0.5/99.5 percentile clip instead of the full range",
