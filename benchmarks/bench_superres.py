@@ -279,18 +279,24 @@ def finish(dataset, args, raw, spec, out, params, fit_seconds, cases, runs, resu
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", required=True, help="folder holding raw/, pre/, res/ (AUTOSR_* roots)")
-    parser.add_argument("--datasets", nargs="+", required=True, help="dataset folder names or ids under raw/")
+    parser.add_argument("--work", help="folder holding raw/, pre/, res/ (AUTOSR_* roots)")
+    parser.add_argument("--datasets", nargs="+", help="dataset folder names or ids under raw/")
     parser.add_argument("--eclare", help="the run-eclare program of ECLARE's own virtual environment")
     parser.add_argument("--eclare-patches", type=int, default=1024, help="ECLARE training patches (default 1024)")
-    parser.add_argument("--out", required=True, help="JSON file of the results")
+    parser.add_argument("--out", help="JSON file of the results")
     parser.add_argument("--no-selfsup", action="store_true", help="leave out autosr self-supervised (CPU time)")
     parser.add_argument("--selfsup-slabs", type=int, default=3, help="slabs per self-supervised pair (default 3)")
     parser.add_argument(
         "--percentile-clip-variant", action="store_true",
         help="CT datasets: also train with the 0.5/99.5 percentile clip instead of the full range",
     )  # fmt: skip
+    parser.add_argument("--render", nargs="+", help="only print the table of these result files")
     args = parser.parse_args()
+    if args.render:
+        print(markdown([r for f in args.render for r in json.loads(Path(f).read_text())]))
+        return
+    if not (args.work and args.datasets and args.out):
+        parser.error("--work, --datasets and --out are required (or --render)")
     work = Path(args.work)
     env = {
         **os.environ,
@@ -305,17 +311,33 @@ def main() -> None:
         name = next(p.name for p in sorted((work / "raw").iterdir()) if p.name == wanted or p.name[7:10] == wanted)
         results.append(bench_dataset(name, args, env))
         Path(args.out).write_text(json.dumps(results, indent=1))
+    print(markdown(results))
+
+
+METHODS = ("interpolation", "eclare", "autosr_paired", "autosr_paired_percentile_clip", "autosr_selfsup")
+
+
+def markdown(results: list[dict]) -> str:
+    """The table of documentation/benchmark.md: one row per dataset and method."""
+    lines = [
+        "| dataset | method | PSNR (dB) | SSIM | MS-SSIM | sharpness | MAE edges | MAE background | bias | s/scan |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
-        print(r["dataset"], r["slice_profile"]["profile"], "x", r["slice_profile"]["factor"])
-        for method in ("interpolation", "eclare", "autosr_paired", "autosr_paired_percentile_clip", "autosr_selfsup"):
-            if method not in r["methods"]:
+        for method in METHODS:
+            m = r["methods"].get(method)
+            if m is None:
                 continue
-            m = r["methods"][method]
-            print(
-                f"  {method:16s} PSNR {m['psnr']:.2f} SSIM {m['ssim']:.4f} MS-SSIM {m.get('ms_ssim', float('nan')):.4f} "
-                f"sharp {m['sharpness']:.2f} edges {m['mae_edges']:.3f} bg {m['mae_background']:.3f} "
-                f"bias {m['bias_foreground']:+.3f}"
+            seconds = m.get("seconds")
+            if seconds is None and method.startswith("autosr"):
+                run = r["seconds"][method]
+                seconds = (run.get("train", 0.0) + run["predict"]) / len(r["test_cases"])
+            lines.append(
+                f"| {r['dataset'][11:]} | {method} | {m['psnr']:.2f} | {m['ssim']:.4f} | {m.get('ms_ssim', float('nan')):.4f} "
+                f"| {m['sharpness']:.2f} | {m['mae_edges']:.2f} | {m['mae_background']:.2f} | {m['bias_foreground']:+.2f} "
+                f"| {seconds:.0f} |"
             )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
