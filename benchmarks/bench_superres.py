@@ -81,7 +81,12 @@ def size_for_cpu(plans_path: Path, percentile_clip: bool = False) -> dict:
 
 
 def train_and_predict(
-    dataset: str, test_inputs: Path, out: Path, env: dict[str, str], percentile_clip: bool = False
+    dataset: str,
+    test_inputs: Path,
+    out: Path,
+    env: dict[str, str],
+    percentile_clip: bool = False,
+    checkpoint: str = "final",
 ) -> dict:
     """Plan (2d), size for CPU, train fold 0 and predict the test inputs; seconds per stage."""
     pre = Path(env["AUTOSR_PREPROCESSED"]) / dataset
@@ -89,7 +94,7 @@ def train_and_predict(
     planned = size_for_cpu(pre / "plans.json", percentile_clip)
     seconds["plan"] += cli("plan", dataset, "-c", "2d", "-np", "1", env=env)
     fold = Path(env["AUTOSR_RESULTS"]) / dataset / f"{TRAINER}__autosrPlans__2d" / "fold_0"
-    if not (fold / "checkpoint_final.pt").is_file():
+    if checkpoint == "final" and not (fold / "checkpoint_final.pt").is_file():
         seconds["train"] = cli(
             "train", dataset, "2d", "0", "--trainer", TRAINER, "--epochs", str(QUICK_EPOCHS),
             "--iters-per-epoch", str(QUICK_ITERS), "--num-workers", "0", env=env,
@@ -98,7 +103,7 @@ def train_and_predict(
         shutil.rmtree(out)
     seconds["predict"] = cli(
         "predict", "-i", str(test_inputs), "-o", str(out), "-d", dataset, "-c", "2d", "-f", "0",
-        "--trainer", TRAINER, "--num-workers", "0", env=env,
+        "--trainer", TRAINER, "--num-workers", "0", "--checkpoint", checkpoint, env=env,
     )  # fmt: skip
     plan = {k: planned[k] for k in ("patch_size", "batch_size", "slice_axes")}
     plan["residual"] = planned["network"].get("residual")
@@ -167,7 +172,7 @@ def score(pred: np.ndarray, target: np.ndarray, axis: int, modality: str) -> dic
     foreground = target_foreground(target, modality)
     low, high = reference_data_range(target, foreground)
     metrics = image_metrics(pred, target, foreground, high - low)
-    keep = {k: float(metrics[k]) for k in ("psnr", "ssim", "ms_ssim") if k in metrics}
+    keep = {k: float(metrics[k]) for k in ("psnr", "ssim", "ms_ssim") if metrics.get(k) is not None}
     return {**keep, **breakdown(pred, target, foreground, axis)}
 
 
@@ -190,7 +195,7 @@ def bench_dataset(dataset: str, args: argparse.Namespace, env: dict[str, str]) -
     fit_seconds = time.perf_counter() - start
 
     # autosr paired, then self-supervised from the thick inputs of every case
-    paired = train_and_predict(dataset, raw / "imagesTs", out / "autosr_paired", env)
+    paired = train_and_predict(dataset, raw / "imagesTs", out / "autosr_paired", env, checkpoint=args.checkpoint)
     runs = {"autosr_paired": paired}
     if args.percentile_clip_variant and modality == "CT":
         variant_env = {**env, "AUTOSR_PREPROCESSED": env["AUTOSR_PREPROCESSED"] + "_clip",
@@ -246,7 +251,8 @@ def finish(dataset, args, raw, spec, out, params, fit_seconds, cases, runs, resu
         for name in runs:
             pred, _ = read_image(out / name / f"{case}{ending}")
             add(name, {"case": case, **score(np.asarray(pred, np.float64), target, axis, modality)})
-        if args.eclare:
+        cached = (out / "eclare" / f"{image_path.name}.seconds.json").is_file()
+        if args.eclare and (cached or not args.eclare_cached_only):
             seconds = run_eclare(
                 args.eclare, image_path, out / "eclare", profile, min(geometry.spacing_zyx), args.eclare_patches
             )
@@ -290,6 +296,11 @@ def main() -> None:
         "--percentile-clip-variant", action="store_true",
         help="CT datasets: also train with the 0.5/99.5 percentile clip instead of the full range",
     )  # fmt: skip
+    parser.add_argument(
+        "--checkpoint", default="final",
+        help="autosr paired: predict with this checkpoint; `latest` scores an unfinished training as it stands",
+    )  # fmt: skip
+    parser.add_argument("--eclare-cached-only", action="store_true", help="score ECLARE only where it already ran")
     parser.add_argument("--render", nargs="+", help="only print the table of these result files")
     args = parser.parse_args()
     if args.render:
