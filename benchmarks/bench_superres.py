@@ -44,7 +44,7 @@ from autosr.evaluation.baseline import baseline_prediction, baseline_predictions
 from autosr.evaluation.masks import reference_data_range
 from autosr.evaluation.metrics import image_metrics
 from autosr.imaging.foreground import target_foreground
-from autosr.io import read_image, resample_to_geometry
+from autosr.io import read_image, resample_to_geometry, write_image
 
 QUICK_EPOCHS, QUICK_ITERS, TRAINER = 20, 25, "TrainerSSIMLoss"
 EDGE_FRACTION = 0.10
@@ -81,7 +81,12 @@ def size_for_cpu(plans_path: Path, percentile_clip: bool = False) -> dict:
 
 
 def train_and_predict(
-    dataset: str, test_inputs: Path, out: Path, env: dict[str, str], percentile_clip: bool = False
+    dataset: str,
+    test_inputs: Path,
+    out: Path,
+    env: dict[str, str],
+    percentile_clip: bool = False,
+    checkpoint: str = "final",
 ) -> dict:
     """Plan (2d), size for CPU, train fold 0 and predict the test inputs; seconds per stage."""
     pre = Path(env["AUTOSR_PREPROCESSED"]) / dataset
@@ -89,7 +94,7 @@ def train_and_predict(
     planned = size_for_cpu(pre / "plans.json", percentile_clip)
     seconds["plan"] += cli("plan", dataset, "-c", "2d", "-np", "1", env=env)
     fold = Path(env["AUTOSR_RESULTS"]) / dataset / f"{TRAINER}__autosrPlans__2d" / "fold_0"
-    if not (fold / "checkpoint_final.pth").is_file():
+    if checkpoint == "final" and not (fold / "checkpoint_final.pt").is_file():
         seconds["train"] = cli(
             "train", dataset, "2d", "0", "--trainer", TRAINER, "--epochs", str(QUICK_EPOCHS),
             "--iters-per-epoch", str(QUICK_ITERS), "--num-workers", "0", env=env,
@@ -98,7 +103,7 @@ def train_and_predict(
         shutil.rmtree(out)
     seconds["predict"] = cli(
         "predict", "-i", str(test_inputs), "-o", str(out), "-d", dataset, "-c", "2d", "-f", "0",
-        "--trainer", TRAINER, "--num-workers", "0", env=env,
+        "--trainer", TRAINER, "--num-workers", "0", "--checkpoint", checkpoint, env=env,
     )  # fmt: skip
     plan = {k: planned[k] for k in ("patch_size", "batch_size", "slice_axes")}
     plan["residual"] = planned["network"].get("residual")
@@ -125,6 +130,28 @@ def run_eclare(program: str, image: Path, out_dir: Path, profile: dict, inplane_
     return seconds
 
 
+def whole_thick_scans(raw: Path, axis: int, ending: str, out: Path) -> None:
+    """Each subject's whole thick scan, its slabs (training and test) put back together: the self-supervised
+    path learns from the thick scans alone, the test scan included (as ECLARE does); no target is read."""
+    from autosr.dataset_conversion.thick_slices import slab_axis
+    from autosr.io.geometry import Geometry
+
+    out.mkdir(parents=True)
+    slabs: dict[str, list[Path]] = {}
+    for split in ("imagesTr", "imagesTs"):
+        for image in (raw / split).glob(f"*_0000{ending}"):
+            subject = image.name[: -len("_0000" + ending)].rsplit("_slab", 1)[0]
+            slabs.setdefault(subject, []).append(image)
+    cut = slab_axis(axis)
+    for subject, files in slabs.items():
+        files.sort(key=lambda p: int(p.name[: -len("_0000" + ending)].rsplit("_slab", 1)[-1] or 0))
+        pieces = [read_image(f) for f in files]
+        array = np.concatenate([np.asarray(a) for a, _ in pieces], axis=cut)
+        first = pieces[0][1]
+        geometry = Geometry(first.spacing_zyx, first.origin_xyz, first.direction, array.shape)
+        write_image(array, geometry, out / f"{subject}{ending}")
+
+
 def breakdown(pred: np.ndarray, target: np.ndarray, foreground: np.ndarray, axis: int) -> dict:
     """Where the error sits, and through-plane sharpness relative to the target."""
     grad_t = np.abs(np.diff(target, axis=axis))
@@ -145,7 +172,7 @@ def score(pred: np.ndarray, target: np.ndarray, axis: int, modality: str) -> dic
     foreground = target_foreground(target, modality)
     low, high = reference_data_range(target, foreground)
     metrics = image_metrics(pred, target, foreground, high - low)
-    keep = {k: float(metrics[k]) for k in ("psnr", "ssim", "ms_ssim") if k in metrics}
+    keep = {k: float(metrics[k]) for k in ("psnr", "ssim", "ms_ssim") if metrics.get(k) is not None}
     return {**keep, **breakdown(pred, target, foreground, axis)}
 
 
@@ -168,7 +195,7 @@ def bench_dataset(dataset: str, args: argparse.Namespace, env: dict[str, str]) -
     fit_seconds = time.perf_counter() - start
 
     # autosr paired, then self-supervised from the thick inputs of every case
-    paired = train_and_predict(dataset, raw / "imagesTs", out / "autosr_paired", env)
+    paired = train_and_predict(dataset, raw / "imagesTs", out / "autosr_paired", env, checkpoint=args.checkpoint)
     runs = {"autosr_paired": paired}
     if args.percentile_clip_variant and modality == "CT":
         variant_env = {**env, "AUTOSR_PREPROCESSED": env["AUTOSR_PREPROCESSED"] + "_clip",
@@ -179,16 +206,16 @@ def bench_dataset(dataset: str, args: argparse.Namespace, env: dict[str, str]) -
     if args.no_selfsup:
         return finish(dataset, args, raw, spec, out, params, fit_seconds, cases, runs, result)
     thick = out / "thick_inputs"
-    thick.mkdir(exist_ok=True)
-    for split in ("imagesTr", "imagesTs"):
-        for image in (raw / split).glob(f"*_0000{ending}"):
-            shutil.copyfile(image, thick / image.name.replace("_0000", ""))
+    if thick.exists():
+        shutil.rmtree(thick)
+    whole_thick_scans(raw, axis, ending, thick)
     ss_id = int(dataset[7:10]) + 100
     ss_name = f"Dataset{ss_id:03d}_{dataset[11:]}Self"
     cli(
         "convert", "thick-slices", str(thick), "--id", str(ss_id), "--name", ss_name[11:], "--factor",
         str(profile["factor"]), "--axis", str(axis), "--profile", profile["profile"], "--gap", str(profile["gap_mm"]),
-        "--no-reference", "--target-modality", spec["target_modality"], "--overwrite", env=env,
+        "--no-reference", "--slabs", str(args.selfsup_slabs), "--target-modality", spec["target_modality"],
+        "--overwrite", env=env,
     )  # fmt: skip
     runs["autosr_selfsup"] = train_and_predict(ss_name, raw / "imagesTs", out / "autosr_selfsup", env)
     return finish(dataset, args, raw, spec, out, params, fit_seconds, cases, runs, result)
@@ -224,7 +251,8 @@ def finish(dataset, args, raw, spec, out, params, fit_seconds, cases, runs, resu
         for name in runs:
             pred, _ = read_image(out / name / f"{case}{ending}")
             add(name, {"case": case, **score(np.asarray(pred, np.float64), target, axis, modality)})
-        if args.eclare:
+        cached = (out / "eclare" / f"{image_path.name}.seconds.json").is_file()
+        if args.eclare and (cached or not args.eclare_cached_only):
             seconds = run_eclare(
                 args.eclare, image_path, out / "eclare", profile, min(geometry.spacing_zyx), args.eclare_patches
             )
@@ -257,17 +285,29 @@ def finish(dataset, args, raw, spec, out, params, fit_seconds, cases, runs, resu
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", required=True, help="folder holding raw/, pre/, res/ (AUTOSR_* roots)")
-    parser.add_argument("--datasets", nargs="+", required=True, help="dataset folder names or ids under raw/")
+    parser.add_argument("--work", help="folder holding raw/, pre/, res/ (AUTOSR_* roots)")
+    parser.add_argument("--datasets", nargs="+", help="dataset folder names or ids under raw/")
     parser.add_argument("--eclare", help="the run-eclare program of ECLARE's own virtual environment")
     parser.add_argument("--eclare-patches", type=int, default=1024, help="ECLARE training patches (default 1024)")
-    parser.add_argument("--out", required=True, help="JSON file of the results")
+    parser.add_argument("--out", help="JSON file of the results")
     parser.add_argument("--no-selfsup", action="store_true", help="leave out autosr self-supervised (CPU time)")
+    parser.add_argument("--selfsup-slabs", type=int, default=3, help="slabs per self-supervised pair (default 3)")
     parser.add_argument(
         "--percentile-clip-variant", action="store_true",
         help="CT datasets: also train with the 0.5/99.5 percentile clip instead of the full range",
     )  # fmt: skip
+    parser.add_argument(
+        "--checkpoint", default="final",
+        help="autosr paired: predict with this checkpoint; `latest` scores an unfinished training as it stands",
+    )  # fmt: skip
+    parser.add_argument("--eclare-cached-only", action="store_true", help="score ECLARE only where it already ran")
+    parser.add_argument("--render", nargs="+", help="only print the table of these result files")
     args = parser.parse_args()
+    if args.render:
+        print(markdown([r for f in args.render for r in json.loads(Path(f).read_text())]))
+        return
+    if not (args.work and args.datasets and args.out):
+        parser.error("--work, --datasets and --out are required (or --render)")
     work = Path(args.work)
     env = {
         **os.environ,
@@ -282,17 +322,33 @@ def main() -> None:
         name = next(p.name for p in sorted((work / "raw").iterdir()) if p.name == wanted or p.name[7:10] == wanted)
         results.append(bench_dataset(name, args, env))
         Path(args.out).write_text(json.dumps(results, indent=1))
+    print(markdown(results))
+
+
+METHODS = ("interpolation", "eclare", "autosr_paired", "autosr_paired_percentile_clip", "autosr_selfsup")
+
+
+def markdown(results: list[dict]) -> str:
+    """The table of documentation/benchmark.md: one row per dataset and method."""
+    lines = [
+        "| dataset | method | PSNR (dB) | SSIM | MS-SSIM | sharpness | MAE edges | MAE background | bias | s/scan |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
-        print(r["dataset"], r["slice_profile"]["profile"], "x", r["slice_profile"]["factor"])
-        for method in ("interpolation", "eclare", "autosr_paired", "autosr_paired_percentile_clip", "autosr_selfsup"):
-            if method not in r["methods"]:
+        for method in METHODS:
+            m = r["methods"].get(method)
+            if m is None:
                 continue
-            m = r["methods"][method]
-            print(
-                f"  {method:16s} PSNR {m['psnr']:.2f} SSIM {m['ssim']:.4f} MS-SSIM {m.get('ms_ssim', float('nan')):.4f} "
-                f"sharp {m['sharpness']:.2f} edges {m['mae_edges']:.3f} bg {m['mae_background']:.3f} "
-                f"bias {m['bias_foreground']:+.3f}"
+            seconds = m.get("seconds")
+            if seconds is None and method.startswith("autosr"):
+                run = r["seconds"][method]
+                seconds = (run.get("train", 0.0) + run["predict"]) / len(r["test_cases"])
+            lines.append(
+                f"| {r['dataset'][11:]} | {method} | {m['psnr']:.2f} | {m['ssim']:.4f} | {m.get('ms_ssim', float('nan')):.4f} "
+                f"| {m['sharpness']:.2f} | {m['mae_edges']:.2f} | {m['mae_background']:.2f} | {m['bias_foreground']:+.2f} "
+                f"| {seconds:.0f} |"
             )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

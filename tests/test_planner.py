@@ -217,27 +217,27 @@ def test_2d_batch_cap_counts_the_planes_of_a_small_dataset():
     assert plans.configuration("2d").batch_size > old_rule
 
 
-def test_ct_resolution_enhancement_keeps_the_full_intensity_range():
-    """Thick-slice CT: clip at the dataset's min/max (bone edges are the detail to restore); CT contrast
-    synthesis keeps the 0.5/99.5 percentile clip."""
-    ct = parse_dataset_spec(
+def test_resolution_enhancement_of_one_contrast_exports_at_the_input_level():
+    """Thick-slice MR -> MR: the target entry says `export_from_input`; a prediction is exported with its own
+    input's mean/std. Another contrast (3T -> 7T names), or the same names without enhancement: the dataset's."""
+    from autosr.preprocessing.normalization import target_export_parameters
+
+    same = parse_dataset_spec(
         {
             "name": "X",
-            "channel_names": {"0": "CT"},
-            "target_name": "CT",
-            "target_modality": "CT",
+            "channel_names": {"0": "MR"},
+            "target_name": "MR",
+            "target_modality": "MR",
             "file_ending": ".nii.gz",
         }
     )
-    stats = {"p00_5": -1000.0, "p99_5": 1200.0, "mean": 0.0, "std": 400.0, "median": 0.0, "min": -1024.0, "max": 3000.0}
-
-    def planned(input_spacing):
-        fp = fingerprint((1.0, 1.0, 1.0), (40, 64, 64), num_cases=6, input_spacing_zyx=input_spacing)
-        fp["intensity_statistics"] = {"input_channels": {"0": stats}, "target": stats}
-        return plan_experiment(fp, ct, configurations=["2d"]).raw["normalization"]
-
-    enhance, same = planned((3.0, 1.0, 1.0)), planned(None)
-    for entry in (*enhance["input"], enhance["target"]):
-        assert (entry["clip_low"], entry["clip_high"]) == (-1024.0, 3000.0)
-    for entry in (*same["input"], same["target"]):
-        assert (entry["clip_low"], entry["clip_high"]) == (-1000.0, 1200.0)
+    thick = fingerprint((1.0, 1.0, 1.0), (40, 64, 64), num_cases=6, input_spacing_zyx=(3.0, 1.0, 1.0))
+    iso = fingerprint((1.0, 1.0, 1.0), (40, 64, 64), num_cases=6)
+    target = plan_experiment(thick, same, configurations=["2d"]).raw["normalization"]["target"]
+    assert target["export_from_input"] is True
+    assert "export_from_input" not in plan_experiment(thick, SPEC, configurations=["2d"]).raw["normalization"]["target"]
+    assert "export_from_input" not in plan_experiment(iso, same, configurations=["2d"]).raw["normalization"]["target"]
+    scan = [{"scheme": "zscore", "mean": 71.0, "std": 20.0}]
+    assert target_export_parameters(target, scan) == {"scheme": "zscore", "mean": 71.0, "std": 20.0}
+    dataset_level = {"scheme": "zscore", "mean": 500.0, "std": 200.0}
+    assert target_export_parameters({**target, "export_from_input": False}, scan) == dataset_level

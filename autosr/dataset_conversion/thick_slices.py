@@ -180,6 +180,9 @@ def case_stem(path: Path) -> str:
 def check_source(path: Path, array: np.ndarray, geometry: Geometry, settings: ThickSliceSettings) -> None:
     """One clear message per unusable source scan: the file, what is wrong, the fix."""
     axis, factor = settings.axis, settings.factor
+    cut = slab_axis(axis)
+    slice_mm = factor * geometry.spacing_zyx[axis]
+    cut_voxels = array.shape[cut]
     if settings.no_reference:
         inplane = [geometry.spacing_zyx[a] for a in range(3) if a != axis]
         ratio = geometry.spacing_zyx[axis] / min(inplane)
@@ -188,22 +191,22 @@ def check_source(path: Path, array: np.ndarray, geometry: Geometry, settings: Th
                 f"{path}: spacing along axis {axis} is {ratio:.2f}x the in-plane spacing, not --factor {factor}; "
                 "--no-reference needs thick-slice scans: give their axis and factor"
             )
-        return
-    if array.shape[axis] < MIN_THICK_SLICES * factor:
+        slice_mm = geometry.spacing_zyx[axis]
+        cut_voxels = min(cut_voxels, array.shape[axis] * factor)  # the exchanged pairs are cut along this axis too
+    elif array.shape[axis] < MIN_THICK_SLICES * factor:
         raise AutosrError(
             f"{path}: {array.shape[axis]} slices along axis {axis} give fewer than {MIN_THICK_SLICES} thick slices "
             f"at --factor {factor}; choose a smaller factor or another --axis"
         )
-    cut = slab_axis(axis)
-    if array.shape[cut] // settings.slabs < MIN_SLAB_VOXELS:
+    if cut_voxels // settings.slabs < MIN_SLAB_VOXELS:
         raise AutosrError(
-            f"{path}: {array.shape[cut]} voxels along axis {cut} cannot be cut into {settings.slabs} slabs of at least "
+            f"{path}: {cut_voxels} voxels along axis {cut} cannot be cut into {settings.slabs} slabs of at least "
             f"{MIN_SLAB_VOXELS}; lower --slabs"
         )
-    if settings.width_mm(factor * geometry.spacing_zyx[axis]) <= 0:
+    if settings.width_mm(slice_mm) <= 0:
         raise AutosrError(
-            f"{path}: --gap {settings.gap_mm:g} mm leaves no slice (slices are {factor * geometry.spacing_zyx[axis]:g} "
-            "mm apart); choose a smaller gap"
+            f"{path}: --gap {settings.gap_mm:g} mm leaves no slice (slices are {slice_mm:g} mm apart); "
+            "choose a smaller gap"
         )
 
 
@@ -230,17 +233,23 @@ def paired_cases(path: Path, settings: ThickSliceSettings):
 
 
 def self_supervised_cases(path: Path, settings: ThickSliceSettings):
-    """(case id, input, input geometry, target, target geometry) for each in-plane axis of one thick scan."""
+    """(case id, input, input geometry, target, target geometry) for each in-plane axis of one thick scan
+    (and each of its `slabs`, cut as in paired mode)."""
     array, geometry = read_image(path)
     check_source(path, array, geometry, settings)
-    for fine_axis in (a for a in range(3) if a != settings.axis):
-        target, target_geometry = exchanged_target(array, geometry, settings.axis, fine_axis)
-        usable = target.shape[settings.axis] - target.shape[settings.axis] % settings.factor
-        stop = list(target.shape)
-        stop[settings.axis] = usable
-        target, target_geometry = crop(target, target_geometry, [0, 0, 0], stop)
-        image, image_geometry = acquire_thick(target, target_geometry, settings)
-        yield f"{case_stem(path)}_axis{fine_axis}", image, image_geometry, target, target_geometry
+    axis, cut = settings.axis, slab_axis(settings.axis)
+    for fine_axis in (a for a in range(3) if a != axis):
+        target, target_geometry = exchanged_target(array, geometry, axis, fine_axis)
+        usable = target.shape[axis] - target.shape[axis] % settings.factor
+        edges = np.linspace(0, target.shape[cut], settings.slabs + 1).round().astype(int)
+        for index in range(settings.slabs):
+            start, stop = [0, 0, 0], list(target.shape)
+            stop[axis] = usable
+            start[cut], stop[cut] = int(edges[index]), int(edges[index + 1])
+            piece, piece_geometry = crop(target, target_geometry, start, stop)
+            image, image_geometry = acquire_thick(piece, piece_geometry, settings)
+            suffix = f"_slab{index}" if settings.slabs > 1 else ""
+            yield f"{case_stem(path)}_axis{fine_axis}{suffix}", image, image_geometry, piece, piece_geometry
 
 
 def convert_thick_slices(

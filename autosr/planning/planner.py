@@ -22,8 +22,8 @@
    finer than the input on some axis): without a cascade it would predict coarser than the input it was
    given (documentation/planning.md).
 5. Normalization per input channel and for the target from the modality/channel names, with dataset.json
-   `normalization` overrides ({"0": "zscore", "target": "ct"}). For resolution enhancement the `ct` scheme
-   clips at the dataset's minimum and maximum instead of its 0.5/99.5 percentiles (the full range).
+   `normalization` overrides ({"0": "zscore", "target": "ct"}). Resolution enhancement of one contrast
+   exports each z-scored prediction at its own input's intensity level (`export_from_input`).
 6. Network: batch normalization (tile-invariant predictions, `DEFAULT_NORM`); residual learning (the
    network predicts the correction to its resampled input) for the `2d` configuration of a resolution
    enhancement task, where it measured level or better.
@@ -281,15 +281,20 @@ def _patch_coverage(config: dict[str, Any]) -> float:
     return float(np.prod([min(p, s) for p, s in zip(patch, shape)]) / np.prod(shape))
 
 
-def normalization_entries(fingerprint: dict, spec: DatasetSpec, full_range: bool = False) -> dict[str, Any]:
+def normalization_entries(fingerprint: dict, spec: DatasetSpec, resolution_enhancement: bool = False) -> dict[str, Any]:
     """Scheme and dataset-level parameters per input channel and for the target.
 
-    `full_range` (resolution enhancement): the `ct` scheme clips at the dataset's minimum and maximum, not
-    its 0.5/99.5 percentiles. Thin bone and air edges are what the thick slices blurred; the percentile clip
-    flattens the brightest bone, so neither the input's nor the target's detail there can be learned
-    (documentation/benchmark.md, "Super-resolution on real anatomy")."""
+    `resolution_enhancement` of one contrast (input channel 0 named like the target, both z-scored): the
+    target entry says `export_from_input`, so each prediction is exported at its own input's intensity level
+    rather than the dataset's typical one. Held-out real anatomy measured -11 (brain slabs) and -20 (spine)
+    intensity units of bias without it (documentation/benchmark.md, "Super-resolution on real anatomy")."""
     stats = fingerprint["intensity_statistics"]
-    low_key, high_key = ("min", "max") if full_range else ("p00_5", "p99_5")
+    export_from_input = (
+        resolution_enhancement
+        and exports_with_dataset_scale(target_scheme_name(spec))
+        and input_scheme_names(spec)[0] == target_scheme_name(spec)
+        and spec.channel_names[str(spec.channel_indices[0])] == spec.target_name
+    )
 
     def entry(scheme_name: str, channel_stats: dict[str, float], is_target: bool) -> dict[str, Any]:
         if scheme_name not in NORMALIZATION_SCHEMES:
@@ -300,8 +305,8 @@ def normalization_entries(fingerprint: dict, spec: DatasetSpec, full_range: bool
         e: dict[str, Any] = {"scheme": scheme_name}
         if scheme_name == "ct":
             e.update(
-                clip_low=channel_stats.get(low_key, channel_stats["p00_5"]),
-                clip_high=channel_stats.get(high_key, channel_stats["p99_5"]),
+                clip_low=channel_stats["p00_5"],
+                clip_high=channel_stats["p99_5"],
                 mean=channel_stats["mean"],
                 std=max(channel_stats["std"], 1e-8),
             )
@@ -311,6 +316,8 @@ def normalization_entries(fingerprint: dict, spec: DatasetSpec, full_range: bool
                     export_mean=fingerprint["median_target_mean_in_mask"],
                     export_std=fingerprint["median_target_std_in_mask"],
                 )
+            if export_from_input:
+                e["export_from_input"] = True
             measured = fingerprint.get("median_target_background")
             if measured is None:  # fingerprints from before the measurement, or targets without background
                 measured = channel_stats["p00_5"] if scheme_name == "ct" else 0.0

@@ -135,12 +135,21 @@ def invert_image(image: np.ndarray, params: dict[str, Any]) -> np.ndarray:
     return scheme(params["scheme"]).invert(image, params)
 
 
-def target_export_parameters(target_entry: dict[str, Any]) -> dict[str, Any]:
+def target_export_parameters(
+    target_entry: dict[str, Any], input_parameters: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     """Parameters that map a normalized prediction back to target units for a scan without a target.
 
-    `zscore`, `n4_zscore`: the dataset's typical target mean/std; `ct` and `none`: the dataset-level parameters.
+    `zscore`, `n4_zscore`: the dataset's typical target mean/std, or, where the plans say
+    `export_from_input` (resolution enhancement of one contrast), this scan's own input mean/std: a thick-slice
+    scan has its target's intensity level, while the dataset's typical level is wrong for any scan or slab
+    whose tissue mix differs (documentation/benchmark.md, "Super-resolution on real anatomy");
+    `ct` and `none`: the dataset-level parameters.
     """
     name = target_entry["scheme"]
+    first = (input_parameters or [{}])[0]
+    if target_entry.get("export_from_input") and exports_with_dataset_scale(name) and "std" in first:
+        return {"scheme": name, "mean": first["mean"], "std": first["std"]}
     if exports_with_dataset_scale(name):
         return {"scheme": name, "mean": target_entry["export_mean"], "std": target_entry["export_std"]}
     return dict(target_entry)

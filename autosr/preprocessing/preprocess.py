@@ -146,7 +146,7 @@ def preprocess_training_case(
         "crop_box_zyx": box,
         "input_normalization": prepared.normalization,
         "target_normalization": target_params,
-        "export_normalization": target_export_parameters(plans.target_normalization),
+        "export_normalization": target_export_parameters(plans.target_normalization, prepared.normalization),
         "has_mask": case_files.mask is not None,
         "source_files": source_files,
     }
@@ -207,7 +207,7 @@ def preprocess_arrays(
         "output_geometry": output_grid(input_geometry, config.spacing_zyx).to_json(),
         "crop_box_zyx": prepared.crop_box_zyx,
         "input_normalization": prepared.normalization,
-        "export_normalization": target_export_parameters(plans.target_normalization),
+        "export_normalization": target_export_parameters(plans.target_normalization, prepared.normalization),
     }
     return PreprocessedScan(prepared.input, prepared.foreground, properties)
 
