@@ -13,7 +13,8 @@ The dataset is planned (`3d_fullres`, patch 32^3, network narrowed to at most 32
 shared CPU), folds 0-4 train `--fold-iters` iterations each (`train_fold`), then three students are distilled
 (`distill`, `--student-iters` iterations, the planned network): from the training cases only, with the 20
 in-distribution unpaired scans, and with the 20 shifted unpaired scans. Each student is kept in a model folder
-of its own under WORKDIR/students/ (the model folder holds one `fold_distilled/`).
+of its own under WORKDIR/students/<name>_<iterations>/ (the model folder holds one `fold_distilled/`); `--students`
+picks which are distilled besides the first.
 
 Every method predicts the held-out scans of both kinds from the raw files through `Predictor.predict_case`
 (preprocessing, network, export), timed per scan (wall and CPU seconds of this process), with its forward passes
@@ -98,10 +99,10 @@ def train_folds(paths, folder: str, iterations: int) -> Path:
 
 
 def distill_student(paths, folder: str, model_dir: Path, name: str, unpaired: Path | None, iterations: int, workdir):
-    """Distil one student and keep it in a model folder of its own (WORKDIR/students/<name>/<model>); returns it."""
+    """Distil one student and keep it in a model folder of its own (WORKDIR/students/<name>_<iterations>/<model>); returns it."""
     from autosr.training.distillation.api import DistillationRequest, distill
 
-    kept = workdir / "students" / name / model_dir.name
+    kept = workdir / "students" / f"{name}_{iterations}" / model_dir.name
     if (kept / "fold_distilled" / "checkpoint_final.pt").is_file():
         return kept
     shutil.rmtree(model_dir / "fold_distilled", ignore_errors=True)
@@ -188,6 +189,10 @@ def main() -> None:
     parser.add_argument("--student-iters", type=int, default=400)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument(
+        "--students", nargs="+", default=["student", "student_unpaired", "student_shifted_unpaired"],
+        help="which students to distil and score (default: all three; 'student' always)",
+    )  # fmt: skip
+    parser.add_argument(
         "--uncertainty-only", action="store_true",
         help="only the uncertainty check (spread vs error per scan) of the ensemble and the student with --tta",
     )  # fmt: skip
@@ -205,6 +210,7 @@ def main() -> None:
         "student_unpaired": sets["unpaired"] / "imagesTr",
         "student_shifted_unpaired": sets["shifted"] / "imagesTr",
     }
+    students = {n: u for n, u in students.items() if n in {"student", *args.students}}
     kept = {
         n: distill_student(paths, folder, model_dir, n, u, args.student_iters, args.workdir)
         for n, u in students.items()
