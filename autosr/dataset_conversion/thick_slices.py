@@ -215,10 +215,9 @@ def slab_axis(thick_axis: int) -> int:
     return 0 if thick_axis != 0 else 1
 
 
-def paired_cases(path: Path, settings: ThickSliceSettings):
-    """(case id, input, input geometry, target, target geometry) for every slab of one source scan."""
-    array, geometry = read_image(path)
-    check_source(path, array, geometry, settings)
+def slab_pairs(array: np.ndarray, geometry: Geometry, settings: ThickSliceSettings, stem: str):
+    """(case id, input, input geometry, target, target geometry) for each of `slabs` pieces of a fine
+    volume: the thick axis cut to a whole number of thick slices, the slab axis cut evenly."""
     axis, cut = settings.axis, slab_axis(settings.axis)
     usable = array.shape[axis] - array.shape[axis] % settings.factor
     edges = np.linspace(0, array.shape[cut], settings.slabs + 1).round().astype(int)
@@ -229,7 +228,14 @@ def paired_cases(path: Path, settings: ThickSliceSettings):
         target, target_geometry = crop(array, geometry, start, stop)
         image, image_geometry = acquire_thick(target, target_geometry, settings)
         suffix = f"_slab{index}" if settings.slabs > 1 else ""
-        yield f"{case_stem(path)}{suffix}", image, image_geometry, target, target_geometry
+        yield f"{stem}{suffix}", image, image_geometry, target, target_geometry
+
+
+def paired_cases(path: Path, settings: ThickSliceSettings):
+    """(case id, input, input geometry, target, target geometry) for every slab of one source scan."""
+    array, geometry = read_image(path)
+    check_source(path, array, geometry, settings)
+    yield from slab_pairs(array, geometry, settings, case_stem(path))
 
 
 def self_supervised_cases(path: Path, settings: ThickSliceSettings):
@@ -237,19 +243,9 @@ def self_supervised_cases(path: Path, settings: ThickSliceSettings):
     (and each of its `slabs`, cut as in paired mode)."""
     array, geometry = read_image(path)
     check_source(path, array, geometry, settings)
-    axis, cut = settings.axis, slab_axis(settings.axis)
-    for fine_axis in (a for a in range(3) if a != axis):
-        target, target_geometry = exchanged_target(array, geometry, axis, fine_axis)
-        usable = target.shape[axis] - target.shape[axis] % settings.factor
-        edges = np.linspace(0, target.shape[cut], settings.slabs + 1).round().astype(int)
-        for index in range(settings.slabs):
-            start, stop = [0, 0, 0], list(target.shape)
-            stop[axis] = usable
-            start[cut], stop[cut] = int(edges[index]), int(edges[index + 1])
-            piece, piece_geometry = crop(target, target_geometry, start, stop)
-            image, image_geometry = acquire_thick(piece, piece_geometry, settings)
-            suffix = f"_slab{index}" if settings.slabs > 1 else ""
-            yield f"{case_stem(path)}_axis{fine_axis}{suffix}", image, image_geometry, piece, piece_geometry
+    for fine_axis in (a for a in range(3) if a != settings.axis):
+        target, target_geometry = exchanged_target(array, geometry, settings.axis, fine_axis)
+        yield from slab_pairs(target, target_geometry, settings, f"{case_stem(path)}_axis{fine_axis}")
 
 
 def convert_thick_slices(
