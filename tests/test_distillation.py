@@ -6,18 +6,14 @@ invalidated when a teacher checkpoint changes."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from test_training import kill_training_after_first_checkpoint
 
 from autosr.checkpoint import load_checkpoint, save_checkpoint
 from autosr.cli import main
@@ -128,20 +124,8 @@ def test_resume_after_kill_and_cache_invalidation(model, capsys):
     fold = model["model_dir"] / "fold_distilled"
     cache = model["model_dir"] / "distillation_cache"
     latest = fold / "checkpoint_latest.pt"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "AUTOSR_NUM_WORKERS": "0"}
-    cmd = [sys.executable, "-m", "autosr.cli", "distill", "999", "-c", "2d", "-f", "0", "1", "--device", "cpu"]
-    cmd += ["--epochs", "200", "--iters-per-epoch", "2", "--num-workers", "0", *model["flags"]]
-    process = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.time() + 120
-        while not latest.is_file():
-            assert process.poll() is None, process.stderr.read().decode()
-            assert time.time() < deadline, f"no {latest.name} within 120 s"
-            time.sleep(0.05)
-        time.sleep(0.2)
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+    args = ["999", "-c", "2d", "-f", "0", "1", "--epochs", "200", "--iters-per-epoch", "2", "--num-workers", "0"]
+    kill_training_after_first_checkpoint([*args, *model["flags"]], latest, command="distill")
     assert not (fold / "checkpoint_final.pt").exists()
     epoch = load_checkpoint(latest)["epoch"]
     assert 1 <= epoch < 200

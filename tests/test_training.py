@@ -177,10 +177,11 @@ def test_continue_after_kill_resumes_epoch_and_optimizer(tiny: AutosrPaths) -> N
     assert f"resuming at epoch {epoch}" in (fold_dir / "training_log.txt").read_text()
 
 
-def kill_training_after_first_checkpoint(train_args: list[str], latest: Path) -> None:
-    """Start a real `autosr train` process, SIGKILL it once `latest` exists (a little into the next epoch)."""
+def kill_training_after_first_checkpoint(train_args: list[str], latest: Path, command: str = "train") -> None:
+    """Start a real `autosr train` (or another training `command`, e.g. distill) process, SIGKILL it once
+    `latest` exists (a little into the next epoch)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "AUTOSR_NUM_WORKERS": "0"}
-    cmd = [sys.executable, "-m", "autosr.cli", "train", *train_args, "--device", "cpu"]
+    cmd = [sys.executable, "-m", "autosr.cli", command, *train_args, "--device", "cpu"]
     process = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.time() + 120

@@ -165,18 +165,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--axis", type=int, default=default_of(ThickSliceSettings, "axis"),
         help="array axis of the thick slices: 0 z (default), 1 y, 2 x",
     )  # fmt: skip
-    thick.add_argument("--profile", choices=PROFILES, default="box", help="slice profile (default box)")
+    thick.add_argument(
+        "--profile", choices=PROFILES, default=default_of(ThickSliceSettings, "profile"),
+        help="slice profile (default box)",
+    )  # fmt: skip
     thick.add_argument("--fwhm", type=float, help="Gaussian profile FWHM in mm (default: slice spacing minus gap)")
-    thick.add_argument("--gap", type=float, default=0.0, help="gap between slices in mm (default 0)")
-    thick.add_argument("--slabs", type=int, default=1, help="cases per scan: slabs cut along the first other axis")
-    thick.add_argument("--num-test", type=int, default=0, help="the last N cases (sorted) become test cases")
+    thick.add_argument(
+        "--gap",
+        type=float,
+        default=default_of(ThickSliceSettings, "gap_mm"),
+        help="gap between slices in mm (default 0)",
+    )
+    thick.add_argument(
+        "--slabs",
+        type=int,
+        default=default_of(ThickSliceSettings, "slabs"),
+        help="cases per scan: slabs cut along the first other axis",
+    )
+    thick.add_argument(
+        "--num-test",
+        type=int,
+        default=default_of(ThickSliceSettings, "num_test"),
+        help="the last N cases (sorted) become test cases",
+    )
     thick.add_argument(
         "--no-reference", action="store_true",
         help="the sources are thick-slice scans (thick along --axis by --factor): build self-supervised pairs "
         "from their own in-plane resolution",
     )  # fmt: skip
-    thick.add_argument("--target-modality", default="MR", help="MR (default), CT or other")
-    thick.add_argument("--file-ending", default=".nii.gz", help="file ending of the written dataset")
+    thick.add_argument(
+        "--target-modality", default=default_of(ThickSliceSettings, "target_modality"), help="MR (default), CT or other"
+    )
+    thick.add_argument(
+        "--file-ending",
+        default=default_of(ThickSliceSettings, "file_ending"),
+        help="file ending of the written dataset",
+    )
     _add_common(thick, None)
 
 

@@ -259,11 +259,10 @@ def convert_thick_slices(
     """Write the dataset; returns its folder. Every source is checked before anything is written."""
     settings.check()
     files = source_files(Path(source))
-    for path in files:  # refuse before writing anything
-        array, geometry = read_image(path)
-        check_source(path, array, geometry, settings)
     make_cases = self_supervised_cases if settings.no_reference else paired_cases
-    cases = [case for path in files for case in make_cases(path, settings)]
+    cases = [
+        case for path in files for case in make_cases(path, settings)
+    ]  # each source checked: refused before writing
     if settings.num_test >= len(cases):
         raise AutosrError(
             f"--num-test {settings.num_test} leaves no training case ({len(cases)} cases from {len(files)} scans); "
@@ -272,12 +271,11 @@ def convert_thick_slices(
     folder = new_dataset_folder(raw_root, dataset_id, name, overwrite=overwrite)
     ending = settings.file_ending
     num_train = len(cases) - settings.num_test
-    fine_mm = None
     for index, (case_id, image, image_geometry, target, target_geometry) in enumerate(cases):
         split = "Tr" if index < num_train else "Ts"
         write_image(image, image_geometry, folder / f"images{split}" / f"{case_id}_0000{ending}")
-        write_image(np.asarray(target, np.float32), target_geometry, folder / f"targets{split}" / f"{case_id}{ending}")
-        fine_mm = target_geometry.spacing_zyx[settings.axis]
+        write_image(target, target_geometry, folder / f"targets{split}" / f"{case_id}{ending}")
+    fine_mm = cases[-1][4].spacing_zyx[settings.axis]
     kind = "self-supervised pairs from thick-slice scans" if settings.no_reference else "thick slices simulated"
     write_dataset_json(
         folder,

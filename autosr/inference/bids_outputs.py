@@ -39,7 +39,7 @@ from typing import Any
 
 from autosr import __version__
 from autosr.errors import AutosrError
-from autosr.inference.folder import FolderSummary, select_part
+from autosr.inference.folder import FolderSummary, output_file, select_part, uncertainty_file
 from autosr.inference.provenance import sidecar_path
 from autosr.inference.settings import FolderSettings, ModelSource, PredictionSettings
 from autosr.io.atomic import atomic_copy, atomic_write_json, atomic_write_text
@@ -358,9 +358,9 @@ def predict_bids(
         summary.timings = run.timings
         shutil.rmtree(inputs, ignore_errors=True)
     for scan in todo:
-        staged = staged_dir / f"{scan.case_id}{ending}"
+        staged = output_file(staged_dir, scan.case_id, ending)
         if staged.is_file():
-            publish(scan, staged, staged_dir / "uncertainty" / f"{scan.case_id}{ending}")
+            publish(scan, staged, uncertainty_file(staged_dir, scan.case_id, ending))
     _write_dataset_files(output_dir, description, staged_dir if todo else None)
     return summary
 

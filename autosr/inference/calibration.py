@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from autosr.io import Geometry, read_json
+from autosr.io import Geometry, read_json, write_image
 from autosr.io.atomic import atomic_write_json
 
 CALIBRATION_NAME = "calibration.json"
@@ -212,17 +212,14 @@ INTERVAL_FOLDER = "intervals"
 
 
 def write_interval(
-    calibration: dict[str, Any], prediction: np.ndarray, spread: np.ndarray, geometry: Geometry, output_path: Path
+    calibration: Calibration, prediction: np.ndarray, spread: np.ndarray, geometry: Geometry, output_path: Path
 ) -> dict[str, float]:
     """For a folder run with `--uncertainty` and a calibrated ensemble: write the half width of the nominal
     interval beside the prediction (`OUT/intervals/<case><ending>`, target units) and return the summary.csv
     columns `expected_error` (the scan's) and `interval_half_width` (its mean over the subject, the voxels
     with a non-zero spread)."""
-    from autosr.io import write_image
-
-    loaded = Calibration.from_json(calibration)
-    expected = loaded.expected_error(prediction, edge_strength(prediction, geometry.spacing_zyx), spread)
-    half_width = loaded.half_width(expected)
+    expected = calibration.expected_error(prediction, edge_strength(prediction, geometry.spacing_zyx), spread)
+    half_width = calibration.half_width(expected)
     subject = spread > 0
     if not subject.any():
         subject = np.ones(spread.shape, dtype=bool)
@@ -231,7 +228,7 @@ def write_interval(
     path.parent.mkdir(parents=True, exist_ok=True)
     write_image(half_width, geometry, path)
     return {
-        "expected_error": loaded.scan_expected_error(expected[subject], spread[subject]),
+        "expected_error": calibration.scan_expected_error(expected[subject], spread[subject]),
         "interval_half_width": float(half_width[subject].mean()),
-        "interval_coverage_nominal": loaded.nominal_coverage,
+        "interval_coverage_nominal": calibration.nominal_coverage,
     }

@@ -40,7 +40,7 @@ import numpy as np
 
 from autosr.device import num_workers_from_environment
 from autosr.errors import AutosrError
-from autosr.inference.calibration import load_calibration, write_interval
+from autosr.inference.calibration import Calibration, load_calibration, write_interval
 from autosr.inference.folder import FolderSummary, InputCase, output_file, sample_file, uncertainty_file
 from autosr.inference.provenance import model_record, scan_record, write_sidecar
 from autosr.inference.qc import QCReference, ScanSignals, input_signals, uncertainty_signals
@@ -80,8 +80,8 @@ class QCSettings:
     no_reference_reason: str = NO_REFERENCE
     # the run's provenance record (inference/provenance.py: model_record); each prediction gets its sidecar
     provenance: dict[str, Any] | None = None
-    # the ensemble's calibration (calibration.json, as JSON) when the run writes the uncertainty and one exists
-    calibration: dict[str, Any] | None = None
+    # the ensemble's calibration (calibration.json) when the run writes the uncertainty and one exists
+    calibration: Calibration | None = None
 
 
 @dataclass
@@ -549,8 +549,7 @@ def predict_folder(
         )  # fmt: skip
     qc = QCSettings(qc_reference.data if qc_reference else None, key, settings.part, reason, model_record(predictor))
     if key is not None and model_dir is not None:
-        calibration = load_calibration(model_dir, key)
-        qc.calibration = calibration.to_json() if calibration is not None else None
+        qc.calibration = load_calibration(model_dir, key)
     if qc_reference is not None:  # what the flags were measured against, for the report (same for every part)
         atomic_write_json(
             {

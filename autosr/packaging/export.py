@@ -111,6 +111,17 @@ def _qc_reference(model_dir: Path, dataset_name: str, paths: AutosrPaths, num_pr
     return None
 
 
+def _stage_checkpoint(path: Path, model_dir: Path, staging: Path, files: dict[str, Path]) -> dict:
+    """A checkpoint reduced to what prediction reads, saved at its model-folder path under `staging` and
+    listed in `files`; returns the reduced checkpoint."""
+    reduced = prediction_checkpoint(load_checkpoint(path))
+    name = path.relative_to(model_dir).as_posix()
+    files[name] = staging / name
+    files[name].parent.mkdir(parents=True, exist_ok=True)
+    save_torch(reduced, files[name])
+    return reduced
+
+
 def export_model(
     dataset: str | int,
     configuration: str,
@@ -165,19 +176,12 @@ def export_model(
             atomic_copy(source, files[name])
         epochs = {}
         for fold, path in checkpoints.items():
-            reduced = prediction_checkpoint(load_checkpoint(path))
+            reduced = _stage_checkpoint(path, model_dir, staging, files)
             epochs[fold] = int(reduced.get("epoch", 0))
-            name = path.relative_to(model_dir).as_posix()
-            files[name] = staging / name
-            files[name].parent.mkdir(parents=True, exist_ok=True)
-            save_torch(reduced, files[name])
             trainer = reduced.get("trainer", trainer)
         student = model.distilled.checkpoint("final")
         if student.is_file():  # the distilled student travels with its teacher (`predict -f distilled`)
-            name = student.relative_to(model_dir).as_posix()
-            files[name] = staging / name
-            files[name].parent.mkdir(parents=True, exist_ok=True)
-            save_torch(prediction_checkpoint(load_checkpoint(student)), files[name])
+            _stage_checkpoint(student, model_dir, staging, files)
         files[TRAINING_RECORD_NAME] = staging / TRAINING_RECORD_NAME  # how the model was trained (provenance)
         record = training_record(files, dataset_name, model_dir.name, epochs, trainer)
         atomic_write_json(record, files[TRAINING_RECORD_NAME])

@@ -151,6 +151,7 @@ def run_stress_test(
             inputs = [read_image(p) for p in case.channels]
             input_geometry = inputs[0][1]
             channels = np.stack([a for a, _ in inputs])
+            foreground = channel_foreground(channels[0])  # of the unperturbed input, for every perturbation
             target, target_geometry = read_image(case.target)
             mask = read_image(case.mask)[0] > 0 if case.mask else target_foreground(target, spec.target_modality)
             seed = perturbation_seed(settings.seed, case_index, 0)
@@ -159,7 +160,6 @@ def run_stress_test(
                 print(f"autosr stress-test: {case.case_id} {variant.name}", flush=True)
                 array, geometry = channels, input_geometry
                 if variant.perturbation is not None:
-                    foreground = channel_foreground(array[0])
                     vseed = perturbation_seed(settings.seed, case_index, variant_index)
                     pairs = [variant.perturbation.apply(c, input_geometry, foreground, vseed) for c in array]
                     array, geometry = np.stack([a for a, _ in pairs]), pairs[0][1]

@@ -19,7 +19,6 @@ from autosr.inference.qc import (
     MARGIN_FRACTION,
     QCReference,
     input_signals,
-    reference_is_current,
     rule_of,
     uncertainty_key,
     uncertainty_signals,
@@ -53,9 +52,7 @@ class QCScorer:
     def for_predictor(cls, predictor, raw_dataset_dir: Path) -> QCScorer:
         """The reference of the predictor's model folder, measured from the raw training cases when the folder
         has no current one (as `autosr predict` does); the key of its ensemble."""
-        from autosr.inference.model_folder import configuration_of
         from autosr.inference.qc_reference import ensure_reference
-        from autosr.preprocessing.preprocess import preprocessing_hash
 
         model_dir = predictor.model_dir
         key = uncertainty_key(
@@ -65,11 +62,7 @@ class QCScorer:
             predictor.settings.step_fraction,
             predictor.sampling_key,
         )
-        reference = QCReference.load(model_dir)
-        configuration = configuration_of(model_dir, None, predictor.plans.configuration_names)
-        if not reference_is_current(reference, configuration, preprocessing_hash(predictor.plans, configuration)):
-            reference = ensure_reference(model_dir, raw_dataset_dir, progress=False)
-        return cls(reference, key)
+        return cls(ensure_reference(model_dir, raw_dataset_dir, progress=False), key)  # the current one, or built
 
     def assess(self, scan: PreprocessedScan, uncertainty: np.ndarray | None) -> dict[str, Any]:
         """flag, reason and flag_score of one preprocessed scan (with its normalized spread, when given)."""

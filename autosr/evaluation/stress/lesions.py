@@ -57,18 +57,24 @@ def world_coordinates(geometry: Geometry) -> np.ndarray:
     return geometry.index_to_world(index_xyz).reshape(*geometry.size_zyx, 3)
 
 
-def sphere_mask(geometry: Geometry, lesion: Lesion) -> np.ndarray:
+def centre_distance(geometry: Geometry, lesion: Lesion, world: np.ndarray | None = None) -> np.ndarray:
+    """Distance in mm of every voxel centre of `geometry` from the lesion's centre (`world`: the grid's
+    `world_coordinates`, when the caller already has them: they cost a (Z, Y, X, 3) array)."""
+    world = world_coordinates(geometry) if world is None else world
+    return np.sqrt(((world - np.asarray(lesion.centre_xyz)) ** 2).sum(axis=-1))
+
+
+def sphere_mask(geometry: Geometry, lesion: Lesion, world: np.ndarray | None = None) -> np.ndarray:
     """Voxels of `geometry` whose centres lie within the lesion's radius of its centre."""
-    offset = world_coordinates(geometry) - np.asarray(lesion.centre_xyz)
-    return np.sqrt((offset**2).sum(axis=-1)) <= lesion.diameter_mm / 2
+    return centre_distance(geometry, lesion, world) <= lesion.diameter_mm / 2
 
 
 def insert_lesions(array: np.ndarray, geometry: Geometry, lesions: Sequence[Lesion]) -> np.ndarray:
     """A copy of `array` with each lesion's sphere multiplied by its factor."""
     out = np.array(array, dtype=np.float32, copy=True)
+    world = world_coordinates(geometry)
     for lesion in lesions:
-        inside = sphere_mask(geometry, lesion)
-        out[inside] *= np.float32(lesion.factor)
+        out[sphere_mask(geometry, lesion, world)] *= np.float32(lesion.factor)
     return out
 
 
@@ -102,8 +108,7 @@ def place_lesions(
     for diameter in sorted(diameters_mm, reverse=True):
         free = inside.copy()
         for other in [*existing, *placed]:
-            distance = np.sqrt(((world - np.asarray(other.centre_xyz)) ** 2).sum(axis=-1))
-            free &= distance > (diameter + other.diameter_mm) / 2 + GAP_MM
+            free &= centre_distance(geometry, other, world) > (diameter + other.diameter_mm) / 2 + GAP_MM
         if not free.any():
             free = inside
         deep = free & (depth >= diameter / 2)

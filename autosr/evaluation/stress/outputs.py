@@ -135,6 +135,7 @@ def summarize(results, lesion_rows, split: str, predictor, opened) -> dict[str, 
     spread = np.concatenate([r.voxels.spread for r in pooled])
     error = np.concatenate([r.voxels.error for r in pooled])
     expected = np.concatenate([expected_errors(r.voxels, calibrations[r.case]) for r in pooled])
+    fractions, by_spread = sparsification_curve(spread, error)
     summary = {
         "cases": sorted({r["case"] for r in rows}),
         "split": "held-out (imagesTs)" if split == "Ts" else "training cases (imagesTr): optimistic",
@@ -160,9 +161,9 @@ def summarize(results, lesion_rows, split: str, predictor, opened) -> dict[str, 
         "_rows": rows,
         "_calibration": calibration,
         "_sparsification": {
-            "fractions": sparsification_curve(spread, error)[0].tolist(),
+            "fractions": fractions.tolist(),
             "by_uncertainty": sparsification_curve(expected, error)[1].tolist(),
-            "by_spread": sparsification_curve(spread, error)[1].tolist(),
+            "by_spread": by_spread.tolist(),
             "oracle": sparsification_curve(error, error)[1].tolist(),
             "random": float(error.mean()),
         },

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from autosr.evaluation.stress.lesions import Lesion, sphere_mask, world_coordinates
+from autosr.evaluation.stress.lesions import Lesion, centre_distance
 from autosr.evaluation.stress.trust_metrics import interval_coverage, sparsification, spearman
 from autosr.evaluation.tissue import dice
 from autosr.inference.calibration import Calibration, CalibrationVoxels, edge_strength
@@ -89,13 +89,13 @@ def lesion_scores(
 ) -> dict[str, float | None]:
     """Contrast ratio, Dice and the spread inside the sphere relative to the clean scan's, of one lesion on
     the target grid (`target` without the lesion; its lesioned version is target x factor in the sphere)."""
-    inside = sphere_mask(geometry, lesion)
+    distance = centre_distance(geometry, lesion)
+    inside = distance <= lesion.diameter_mm / 2  # sphere_mask
     if not inside.any():
         return {"voxels": 0, "contrast_ratio": None, "dice": None, "spread_ratio": None}
     target_change = float(((lesion.factor - 1.0) * target[inside]).mean())
     change = prediction - clean_prediction
     ratio = float(change[inside].mean() / target_change) if target_change != 0 else None
-    distance = np.sqrt(((world_coordinates(geometry) - np.asarray(lesion.centre_xyz)) ** 2).sum(axis=-1))
     near = distance <= lesion.diameter_mm
     direction = np.sign(target_change)
     found = near & (direction * change > 0.5 * abs(target_change))

@@ -32,7 +32,7 @@ from autosr.model_layout import ModelFolder
 from autosr.paths import DEFAULT_PLANS_NAME, DEFAULT_TRAINER, AutosrPaths, ensure_writable_folder, path_under
 from autosr.preprocessing.case_store import list_cases
 from autosr.training.data import default_num_workers
-from autosr.training.distillation.student import STUDENT_PLANS, StudentSpec, build_student, check_student_folder
+from autosr.training.distillation.student import StudentSpec, build_student, check_student_folder
 from autosr.training.distillation.teacher import TeacherSpec, fill_cache, teacher_record, training_jobs, unpaired_jobs
 
 
@@ -67,8 +67,7 @@ class DistillationRequest:
             raise AutosrError(f"-f {self.folds}: the teacher's folds are numbers (0-4)") from None
         if not self.folds:
             raise AutosrError("no teacher folds: pass -f 0 1 2 3 4 (or the folds that were trained)")
-        if self.student_plan not in STUDENT_PLANS:
-            raise AutosrError(f"--student-plan {self.student_plan}: unknown (valid: {', '.join(STUDENT_PLANS)})")
+        StudentSpec(self.student_plan)  # refuses an unknown plan before any work
         for flag, value in (("--epochs", self.epochs), ("--iters-per-epoch", self.iters_per_epoch)):
             if value is not None and value < 1:
                 raise AutosrError(f"{flag} must be at least 1, got {value}")
@@ -110,7 +109,7 @@ def distill(request: DistillationRequest, paths: AutosrPaths | None = None) -> P
         record = teacher_record(teacher)
         check_student_folder(fold, request.continue_training, record)
         device = choose_device(request.device)
-        cache_dir = fill_cache(teacher, jobs, request.device, request.progress)
+        cache_dir = fill_cache(teacher, jobs, request.device, request.progress, record)
         teacher_mirror = load_checkpoint(next(iter(files.values()))).get("mirror_axes")
         student = StudentSpec(request.student_plan, None if teacher_mirror is None else tuple(teacher_mirror))
         budget = {

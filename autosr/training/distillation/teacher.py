@@ -155,13 +155,20 @@ def _predict_one(predictor, job: CacheJob) -> tuple[np.ndarray, np.ndarray, np.n
     return inputs, prediction[None], (None if mask is None else np.asarray(mask)), properties
 
 
-def fill_cache(spec: TeacherSpec, jobs: Sequence[CacheJob], device: str | None = None, progress: bool = True) -> Path:
+def fill_cache(
+    spec: TeacherSpec,
+    jobs: Sequence[CacheJob],
+    device: str | None = None,
+    progress: bool = True,
+    record: dict[str, Any] | None = None,
+) -> Path:
     """Predict every job not yet cached with the teacher ensemble (mirroring as its checkpoints say) and store it;
-    returns the folder of the cached cases. The ensemble is loaded only when something is left to predict."""
+    returns the folder of the cached cases. The ensemble is loaded only when something is left to predict.
+    `record`: the spec's `teacher_record` when the caller has it (it reads every checkpoint through SHA-256)."""
     from autosr.inference.predictor import Predictor
 
     cache_dir = ModelFolder.at(spec.model_dir).teacher_cache_dir
-    _use_teacher(cache_dir, teacher_record(spec))
+    _use_teacher(cache_dir, record or teacher_record(spec))
     cases_dir = cache_dir / CASES_FOLDER
     todo = [job for job in jobs if not is_cached(cases_dir, job)]
     if not todo:
