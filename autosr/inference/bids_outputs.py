@@ -288,7 +288,6 @@ def _link(source: Path, destination: Path) -> None:
 def publish(scan: BidsScan, staged: Path, staged_uncertainty: Path) -> None:
     """Move one staged prediction to its derivative names: sidecars first, the uncertainty map, the image last."""
     record = read_json_file(sidecar_path(staged), "delete the staged prediction and run again")
-    record["inputs"] = [str(scan.source)]  # the dataset's file, not the working folder's link to it
     record["prediction_file"] = scan.output.name  # the published names, not the working folder's
     record["uncertainty_file"] = scan.uncertainty.name if staged_uncertainty.is_file() else None
     scan.output.parent.mkdir(parents=True, exist_ok=True)
@@ -352,7 +351,10 @@ def predict_bids(
         inputs.mkdir(parents=True)
         for scan in todo:
             _link(scan.source, inputs / f"{scan.case_id}_0000{ending}")
-        run = predict(inputs, staged_dir, model, prediction, replace(folder, num_parts=1, part_id=0), paths)
+        # the provenance names the dataset's files, not the working folder's links (which the next run replaces)
+        sources = {scan.case_id: (str(scan.source),) for scan in todo}
+        run_folder = replace(folder, num_parts=1, part_id=0, input_sources=sources)
+        run = predict(inputs, staged_dir, model, prediction, run_folder, paths)
         summary.predicted, summary.failed, summary.flagged = run.predicted, run.failed, run.flagged
         summary.skipped += run.skipped  # predicted by a run stopped before publishing
         summary.timings = run.timings

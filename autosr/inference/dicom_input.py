@@ -2,6 +2,8 @@
 private temporary folder as `<case>_0000<ending>` (geometry and voxel values exactly as SimpleITK's series reader
 gives them, written with the checked writer), the folder prediction runs on it, and the folder is removed.
 
+The run's `FolderSettings.input_sources` name each series' slice files, so every provenance sidecar names the
+DICOM files from the moment it is written (never the temporary conversion, which a killed run leaves deleted).
 Series whose prediction exists already are not converted (a rerun is as cheap as for files). A series that
 cannot be read as one regular volume (autosr/formats/dicom_series.py: mixed, incomplete) is that case's
 failure, named in the run's summary and summary.csv; the other series are still predicted.
@@ -29,14 +31,13 @@ STAGING_PREFIX = "autosr-dicom-"
 
 @dataclass
 class StagedSeries:
-    """The folder to predict instead of the DICOM folder, the settings to predict it with, and the series that
-    could not be converted (case id -> reason)."""
+    """The folder to predict instead of the DICOM folder, the settings to predict it with (the series' slice files
+    as `input_sources`), and the series that could not be converted (case id -> reason)."""
 
     input_dir: Path
     folder: FolderSettings
     failed: dict[str, str] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)  # predicted by an earlier run: not converted
-    sources: dict[str, list[str]] = field(default_factory=dict)  # case id -> the series' slice files
 
     @property
     def empty(self) -> bool:
@@ -68,25 +69,16 @@ def series_as_images(
                 failed[one.case_id] = str(e)
                 continue
             write_sitk_image(image, staging / f"{one.case_id}_0000{file_ending}")
-        sources = {one.case_id: list(one.files) for one in series if one.case_id in mine}
-        yield StagedSeries(staging, replace(folder, num_parts=1, part_id=0), failed, skipped, sources)
+        sources = {one.case_id: tuple(str(f) for f in one.files) for one in series if one.case_id in mine}
+        yield StagedSeries(staging, replace(folder, num_parts=1, part_id=0, input_sources=sources), failed, skipped)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
 def finish_series_run(output_dir: str | os.PathLike, staged: StagedSeries, summary: FolderSummary) -> None:
-    """The provenance sidecars of the predicted series name their DICOM files (not the temporary conversion);
-    series that could not be read are failures of the run, with a row in summary.csv like any failed scan."""
+    """Series that could not be read are failures of the run, with a row in summary.csv like any failed scan."""
     from autosr.inference.scan_summary import write_row, write_summary
-    from autosr.io.atomic import atomic_write_json
-    from autosr.io.json_file import read_json_file
 
-    for case_id in summary.predicted:
-        sidecar = Path(output_dir) / f"{case_id}.json"  # provenance.sidecar_path of the prediction
-        if case_id in staged.sources and sidecar.is_file():
-            record = read_json_file(sidecar, "predict the series again")
-            record["inputs"] = staged.sources[case_id]
-            atomic_write_json(record, sidecar)
     if not staged.failed:
         return
     Path(output_dir).mkdir(parents=True, exist_ok=True)

@@ -103,10 +103,9 @@ class FinishJob:
     on_input_grid: bool
     preprocess_s: float
     network_s: float
-    input_file: str
+    input_files: list[str]  # what the provenance names as the inputs (FolderSettings.inputs_of)
     samples: list[np.ndarray] = field(default_factory=list)  # a generative model's samples (--save-samples)
     sample_paths: list[Path] = field(default_factory=list)
-    input_files: list[str] = field(default_factory=list)  # every channel file (the provenance record)
 
 
 @dataclass
@@ -179,7 +178,7 @@ def finish_scan(worker: ScanWorker, qc: QCSettings, job: FinishJob) -> Finished:
             "preprocess_s": job.preprocess_s,
             "network_s": job.network_s,
             "export_s": seconds,
-            "input": job.input_file,
+            "input": job.input_files[0],
             **values,
         }
         write_row(job.output_path.parent, row)
@@ -196,7 +195,7 @@ def write_scan_sidecar(
         model,
         job.case_id,
         job.output_path,
-        job.input_files or [job.input_file],
+        job.input_files,
         uncertainty,
         job.on_input_grid,
         flag,
@@ -409,11 +408,10 @@ class _FolderRun:
             self.job.settings.on_input_grid,
             prepared.seconds,
             network_s,
-            str(case.channel_files[0]),
+            self.job.settings.inputs_of(case.case_id, case.channel_files),
             samples,
             [sample_file(out, case.case_id, i, ending) for i in range(len(samples))],
         )
-        job.input_files = [str(p) for p in case.channel_files]
         del prepared, prediction, spread, samples
         if self.starter is not None:  # after the first scan's network step: the workers have had their time
             self.preparing.extend(self.starter.join())

@@ -18,9 +18,9 @@ and a variant is `dataclasses.replace(settings, use_mirroring=False)`.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from autosr.errors import AutosrError
@@ -99,6 +99,11 @@ class FolderSettings:
     # CPU count - 1, at most 4 (pipeline.default_num_workers); 0: everything in this process
     num_workers: int | None = None
     progress: bool = True
+    # case id -> the original files a case's provenance names as its inputs, where the files read are stand-ins
+    # made for this run (a DICOM series converted to a temporary image, a BIDS scan linked into a working
+    # folder): the sidecar is right when first written, so a run killed at any point leaves no record naming a
+    # deleted file (a rerun skips the case as done). Cases not listed name the channel files read.
+    input_sources: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.num_parts < 1:
@@ -114,6 +119,10 @@ class FolderSettings:
     def part(self) -> str:
         """This run's part as summary.csv records it."""
         return f"{self.part_id}/{self.num_parts}"
+
+    def inputs_of(self, case_id: str, files_read: Sequence[str | os.PathLike]) -> list[str]:
+        """What the provenance of `case_id` names as its inputs: its original sources, else the files read."""
+        return list(self.input_sources.get(case_id) or [str(p) for p in files_read])
 
 
 @dataclass(frozen=True)
