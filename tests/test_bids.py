@@ -87,3 +87,32 @@ def test_a_split_run_predicts_its_part_only(trained_phantom, tmp_path, capsys):
     assert "1 predicted, 1 already done" in capsys.readouterr().out
     description = json.loads((out / "dataset_description.json").read_text())
     assert description["DatasetLinks"]["raw"] == os.path.relpath(bids, out) + "/"
+
+
+def test_a_package_is_unpacked_and_hashed_once_per_run(trained_phantom, tmp_path, monkeypatch, capsys):
+    """`--bids --model PKG` reads the model (its file ending, its identity) and predicts with it inside one
+    opening: the package is unpacked once and its SHA-256 computed once, and that hash names the model in the
+    dataset description and in every sidecar."""
+    from autosr.formats import package_archive, package_reader
+
+    scans = sorted((trained_phantom["raw"] / "Dataset999_Phantom" / "imagesTs").glob("*_0000.nii.gz"))
+    bids = make_bids_dataset(tmp_path / "study", scans)
+    package = tmp_path / "phantom.zip"
+    export = ["export-model", "-d", "999", "-c", "2d", "-f", "0", "-o", str(package), *trained_phantom["flags"]]
+    assert main(export) == 0
+    digest = package_archive.sha256_of(package)
+    unpacked, hashed = [], []
+    unpack, sha256_of = package_reader.unpack_package, package_archive.sha256_of
+    monkeypatch.setattr(package_reader, "unpack_package", lambda p, d: unpacked.append(Path(p)) or unpack(p, d))
+    monkeypatch.setattr(package_archive, "sha256_of", lambda p: hashed.append(Path(p)) or sha256_of(p))
+    args = ["predict", "--bids", str(bids), "--bids-filter", "ses=3T,suffix=T1w", "--model", str(package),
+            "--no-tta", "--device", "cpu", "--num-workers", "0"]  # fmt: skip
+    assert main(args) == 0
+    assert "2 predicted" in capsys.readouterr().out
+    assert unpacked == [package] and hashed.count(package) == 1
+    out = bids / "derivatives" / "autosr"
+    description = json.loads((out / "dataset_description.json").read_text())
+    assert f"package phantom.zip sha256 {digest}" in description["GeneratedBy"][0]["Description"]
+    for number in (1, 2):
+        sidecar = json.loads((out / f"sub-0{number}/ses-3T/anat/sub-0{number}_ses-3T_desc-autosr_T1w.json").read_text())
+        assert (sidecar["ModelPackage"], sidecar["ModelPackageSHA256"]) == ("phantom.zip", digest)

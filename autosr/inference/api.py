@@ -49,27 +49,41 @@ def predict(
     the folder as `folder` says (default `FolderSettings()`). `paths` locate a dataset's model folder and,
     for the quality flags, its raw training cases (default: the AUTOSR_* environment variables).
     """
-    folder = folder or FolderSettings()
     check_folders(input_dir, output_dir)
     paths = paths or AutosrPaths.resolve()
     with model.opened(paths) as opened:
-        spec_file = opened.model_dir / "dataset.json"
-        ending = load_dataset_spec(opened.model_dir).file_ending if spec_file.is_file() else ".nii.gz"
-        with series_as_images(input_dir, output_dir, ending, folder) as staged:  # a folder of DICOM series
-            if staged is None:
-                return _predict_opened(opened, model, input_dir, output_dir, prediction, folder, paths)
-            summary = FolderSummary(skipped=list(staged.skipped))
-            if not staged.empty:
-                run = _predict_opened(opened, model, staged.input_dir, output_dir, prediction, staged.folder, paths)
-                run.skipped = sorted(summary.skipped + run.skipped)
-                summary = run
-            finish_series_run(output_dir, staged, summary)
-            return summary
+        return predict_opened(opened, input_dir, output_dir, prediction, folder, paths)
 
 
-def _predict_opened(
+def predict_opened(
     opened: OpenedModel,
-    model: ModelSource,
+    input_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    prediction: PredictionSettings | None = None,
+    folder: FolderSettings | None = None,
+    paths: AutosrPaths | None = None,
+) -> FolderSummary:
+    """`predict` with a model already opened: a caller that reads the model first (`predict_bids`: its file
+    ending, its identity) predicts inside the same `ModelSource.opened` block, so a package is unpacked and
+    hashed once per run."""
+    folder = folder or FolderSettings()
+    paths = paths or AutosrPaths.resolve()
+    spec_file = opened.model_dir / "dataset.json"
+    ending = load_dataset_spec(opened.model_dir).file_ending if spec_file.is_file() else ".nii.gz"
+    with series_as_images(input_dir, output_dir, ending, folder) as staged:  # a folder of DICOM series
+        if staged is None:
+            return _predict_folder(opened, input_dir, output_dir, prediction, folder, paths)
+        summary = FolderSummary(skipped=list(staged.skipped))
+        if not staged.empty:
+            run = _predict_folder(opened, staged.input_dir, output_dir, prediction, staged.folder, paths)
+            run.skipped = sorted(summary.skipped + run.skipped)
+            summary = run
+        finish_series_run(output_dir, staged, summary)
+        return summary
+
+
+def _predict_folder(
+    opened: OpenedModel,
     input_dir: str | os.PathLike,
     output_dir: str | os.PathLike,
     prediction: PredictionSettings | None,
@@ -83,8 +97,9 @@ def _predict_opened(
     ensure_writable_folder(Path(output_dir), fix="choose another -o, or fix the folder's permissions")
     prepare_qc_reference(opened.model_dir, paths, folder.progress)
     prediction = with_student_mirroring(opened.folds, prediction or PredictionSettings(), folder.uncertainty)
-    predictor = Predictor.from_trained(opened.model_dir, opened.folds, opened.checkpoint, prediction)
-    predictor.package = Path(model.package) if model.package is not None else None
+    predictor = Predictor.from_trained(
+        opened.model_dir, opened.folds, opened.checkpoint, prediction, package=opened.package
+    )
     return predictor.predict_folder(input_dir, output_dir, folder)
 
 

@@ -41,7 +41,7 @@ from autosr import __version__
 from autosr.errors import AutosrError
 from autosr.inference.folder import FolderSummary, output_file, select_part, uncertainty_file
 from autosr.inference.provenance import sidecar_path
-from autosr.inference.settings import FolderSettings, ModelSource, PredictionSettings
+from autosr.inference.settings import FolderSettings, ModelSource, OpenedModel, PredictionSettings
 from autosr.io.atomic import atomic_copy, atomic_write_json, atomic_write_text
 from autosr.io.image_io import image_file_problem
 from autosr.io.json_file import read_json_file
@@ -221,14 +221,12 @@ def dataset_description(bids_dir: Path, output_dir: Path, source: dict[str, Any]
     }
 
 
-def model_identity(opened: Any, package: str | os.PathLike | None) -> str:
+def model_identity(opened: OpenedModel) -> str:
     """One line naming the model of a run: its package and SHA-256, or its folder; folds and checkpoint."""
-    from autosr.formats.package_archive import sha256_of
-
     model_dir = Path(opened.model_dir)
     text = f"model {model_dir.parent.name}/{model_dir.name}, folds {list(opened.folds)}, checkpoint {opened.checkpoint}"
-    if package is not None:
-        return f"{text}, package {Path(package).name} sha256 {sha256_of(package)}"
+    if opened.package is not None:
+        return f"{text}, package {opened.package.name} sha256 {opened.package.sha256}"
     return f"{text}, folder {model_dir.resolve()}"
 
 
@@ -316,7 +314,6 @@ def predict_bids(
     (`output_dir`, default `bids_dir/derivatives/autosr`); see the module docstring."""
     from autosr.formats.dataset_spec import load_dataset_spec
     from autosr.formats.plans import Plans
-    from autosr.inference.api import predict
 
     query = query or BidsQuery()
     folder = folder or FolderSettings()
@@ -325,7 +322,7 @@ def predict_bids(
     source_description = check_bids_dataset(bids_dir)
     output_dir = Path(output_dir) if output_dir is not None else bids_dir / "derivatives" / DERIVATIVE_NAME
     check_output_place(bids_dir, output_dir)
-    with model.opened(paths) as opened:
+    with model.opened(paths) as opened:  # once: a package is unpacked and hashed once per run
         spec = load_dataset_spec(opened.model_dir)
         if Plans.load(opened.model_dir / "plans.json").num_input_channels != 1:
             raise AutosrError(
@@ -333,38 +330,53 @@ def predict_bids(
                 "of <case>_<XXXX> files with -i instead"
             )
         ending = spec.file_ending
-        identity = model_identity(opened, model.package)
-    description = dataset_description(bids_dir, output_dir, source_description, identity)
-    check_one_model(output_dir, description)
-    scans = find_scans(bids_dir, query, ending, output_dir)
-    mine = set(select_part([s.case_id for s in scans], folder.num_parts, folder.part_id))
-    scans = [s for s in scans if s.case_id in mine]
-    work = output_dir / WORK_FOLDER
-    staged_dir = work / "predictions"
-    done = [s for s in scans if not folder.overwrite and is_published(s)]
-    todo = [s for s in scans if s not in done]
-    summary = FolderSummary(skipped=[s.case_id for s in done])
-    if todo:
-        inputs = work / f"inputs-part{folder.part_id}of{folder.num_parts}"
-        if inputs.exists():
-            shutil.rmtree(inputs)
-        inputs.mkdir(parents=True)
-        for scan in todo:
-            _link(scan.source, inputs / f"{scan.case_id}_0000{ending}")
-        # the provenance names the dataset's files, not the working folder's links (which the next run replaces)
-        sources = {scan.case_id: (str(scan.source),) for scan in todo}
-        run_folder = replace(folder, num_parts=1, part_id=0, input_sources=sources)
-        run = predict(inputs, staged_dir, model, prediction, run_folder, paths)
-        summary.predicted, summary.failed, summary.flagged = run.predicted, run.failed, run.flagged
-        summary.skipped += run.skipped  # predicted by a run stopped before publishing
-        summary.timings = run.timings
-        shutil.rmtree(inputs, ignore_errors=True)
+        description = dataset_description(bids_dir, output_dir, source_description, model_identity(opened))
+        check_one_model(output_dir, description)
+        scans = find_scans(bids_dir, query, ending, output_dir)
+        mine = set(select_part([s.case_id for s in scans], folder.num_parts, folder.part_id))
+        scans = [s for s in scans if s.case_id in mine]
+        staged_dir = output_dir / WORK_FOLDER / "predictions"
+        done = [s for s in scans if not folder.overwrite and is_published(s)]
+        todo = [s for s in scans if s not in done]
+        summary = FolderSummary(skipped=[s.case_id for s in done])
+        if todo:
+            run = _predict_scans(opened, todo, output_dir / WORK_FOLDER, ending, prediction, folder, paths)
+            summary.predicted, summary.failed, summary.flagged = run.predicted, run.failed, run.flagged
+            summary.skipped += run.skipped  # predicted by a run stopped before publishing
+            summary.timings = run.timings
     for scan in todo:
         staged = output_file(staged_dir, scan.case_id, ending)
         if staged.is_file():
             publish(scan, staged, uncertainty_file(staged_dir, scan.case_id, ending))
     _write_dataset_files(output_dir, description, staged_dir if todo else None)
     return summary
+
+
+def _predict_scans(
+    opened: OpenedModel,
+    todo: list[BidsScan],
+    work: Path,
+    ending: str,
+    prediction: PredictionSettings | None,
+    folder: FolderSettings,
+    paths: AutosrPaths,
+) -> FolderSummary:
+    """The folder prediction of `todo`, each scan linked into this part's working input folder, into
+    `work/predictions`; each provenance record names the dataset's file, not the link (which the next run
+    replaces)."""
+    from autosr.inference.api import predict_opened
+
+    inputs = work / f"inputs-part{folder.part_id}of{folder.num_parts}"
+    if inputs.exists():
+        shutil.rmtree(inputs)
+    inputs.mkdir(parents=True)
+    for scan in todo:
+        _link(scan.source, inputs / f"{scan.case_id}_0000{ending}")
+    sources = {scan.case_id: (str(scan.source),) for scan in todo}
+    run_folder = replace(folder, num_parts=1, part_id=0, input_sources=sources)
+    run = predict_opened(opened, inputs, work / "predictions", prediction, run_folder, paths)
+    shutil.rmtree(inputs, ignore_errors=True)
+    return run
 
 
 def _write_dataset_files(output_dir: Path, description: dict[str, Any], staged_dir: Path | None) -> None:

@@ -38,7 +38,13 @@ from autosr.inference.model_folder import configuration_of, require_checkpoints
 from autosr.inference.running_stats import RunningMeanStd
 from autosr.inference.sampling import SamplerSpec, minimum_volume_shape, sample_seed, sample_volume
 from autosr.inference.scan_worker import ScanWorker
-from autosr.inference.settings import ALL_FOLDS, DEFAULT_CHECKPOINT, FolderSettings, PredictionSettings
+from autosr.inference.settings import (
+    ALL_FOLDS,
+    DEFAULT_CHECKPOINT,
+    FolderSettings,
+    PackageIdentity,
+    PredictionSettings,
+)
 from autosr.inference.sliding_window import predict_sliding_window
 from autosr.inference.student import is_student
 from autosr.io import Geometry, write_image
@@ -63,7 +69,8 @@ class Predictor:
     the training patch; larger tiles divisible by the total stride are accepted, but instance normalization
     makes them a different prediction: measured worse, documentation/inference.md). `mirror_axes`: the axes
     training mirrored (default: every spatial axis). `sampler`: the checkpoints' `sampler` entry of a
-    generative model (None: a regression model).
+    generative model (None: a regression model). `package`: the model package the networks were unpacked from
+    (its name and SHA-256 go into every prediction's provenance), None for a model folder.
     """
 
     def __init__(
@@ -76,6 +83,7 @@ class Predictor:
         mirror_axes: Sequence[int] | None = None,
         patch_size: Sequence[int] | None = None,
         sampler: dict[str, Any] | None = None,
+        package: PackageIdentity | None = None,
     ):
         if not networks:
             raise ValueError("a Predictor needs at least one network")
@@ -111,7 +119,7 @@ class Predictor:
         self.model_dir: Path | None = None
         self.folds: tuple[int, ...] | None = None
         self.checkpoint_name: str | None = None
-        self.package: Path | None = None  # the model package it was unpacked from (its hash goes into provenance)
+        self.package = package
 
     # --- construction --------------------------------------------------------------------------------
     @classmethod
@@ -123,6 +131,7 @@ class Predictor:
         settings: PredictionSettings | None = None,
         patch_size: Sequence[int] | None = None,
         network_builder: NetworkBuilder | None = None,
+        package: PackageIdentity | None = None,
     ) -> Predictor:
         """Load the folds of a model folder (`<Trainer>__<plans>__<configuration>`).
 
@@ -130,7 +139,7 @@ class Predictor:
         training mirrored (`mirror_axes`), else the configuration's, else every spatial axis.
         `network_builder(network_plan, in_channels, out_channels)` defaults to `autosr.network.build_network`;
         pass another for an architecture registered outside autosr. A checkpoint's `sampler` entry makes the
-        model generative (sampled as `settings` say).
+        model generative (sampled as `settings` say). `package`: the package `model_dir` was unpacked from.
         """
         model_dir = Path(model_dir)
         files = require_checkpoints(model_dir, list(folds), checkpoint)
@@ -158,7 +167,7 @@ class Predictor:
         mirror_axes = first.get("mirror_axes", plans.configuration(configuration).raw.get("mirror_axes"))
         if is_student(files) and not (settings and settings.mirror_student):
             mirror_axes = ()  # the student learned the mirrored average (autosr/inference/student.py)
-        predictor = cls(networks, plans, configuration, spec, settings, mirror_axes, patch_size, sampler)
+        predictor = cls(networks, plans, configuration, spec, settings, mirror_axes, patch_size, sampler, package)
         predictor.model_dir, predictor.folds, predictor.checkpoint_name = model_dir, tuple(files), checkpoint
         return predictor
 

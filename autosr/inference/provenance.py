@@ -92,11 +92,9 @@ def training_record(model_dir: Path) -> dict[str, Any] | None:
 
 def model_record(predictor: Any) -> dict[str, Any]:
     """Everything about the model and the prediction settings that is the same for every scan of a run."""
-    from autosr.formats.package_archive import sha256_of
-
     model_dir: Path | None = getattr(predictor, "model_dir", None)
     folds = getattr(predictor, "folds", None)
-    package = getattr(predictor, "package", None)
+    package = getattr(predictor, "package", None)  # a PackageIdentity (hashed once, when the package was opened)
     parts = ModelFolder.parse(model_dir.name) if model_dir is not None else None
     model: dict[str, Any] = {
         "dataset": model_dir.parent.name if model_dir is not None else None,
@@ -108,8 +106,8 @@ def model_record(predictor: Any) -> dict[str, Any]:
         "checkpoint": getattr(predictor, "checkpoint_name", None),
         # a package is unpacked into a temporary folder: its path says nothing, the package's name and hash do
         "path": str(model_dir.resolve()) if model_dir is not None and package is None else None,
-        "package": Path(package).name if package is not None else None,
-        "package_sha256": sha256_of(package) if package is not None else None,
+        "package": package.name if package is not None else None,
+        "package_sha256": package.sha256 if package is not None else None,
         "training": training_record(model_dir) if model_dir is not None else None,
     }
     # read with defaults: any predictor-like object a notebook passes to the folder pipeline gets a record

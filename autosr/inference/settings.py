@@ -126,14 +126,31 @@ class FolderSettings:
 
 
 @dataclass(frozen=True)
+class PackageIdentity:
+    """A model package as provenance names it: its file name and the SHA-256 of the whole zip (the identity of a
+    package, documentation/model_packages.md), hashed once per run, when `ModelSource.opened` opens it."""
+
+    name: str
+    sha256: str
+
+    @classmethod
+    def of(cls, package: str | os.PathLike) -> PackageIdentity:
+        from autosr.formats.package_archive import sha256_of
+
+        return cls(Path(package).name, sha256_of(package))
+
+
+@dataclass(frozen=True)
 class OpenedModel:
-    """A model ready to load: its folder, the folds and checkpoint to use, and the package's manifest when
-    it came from one (then the folder is a temporary copy that lives as long as `ModelSource.opened`)."""
+    """A model ready to load: its folder, the folds and checkpoint to use, and when it came from a package the
+    package's manifest and identity (then the folder is a temporary copy that lives as long as
+    `ModelSource.opened`)."""
 
     model_dir: Path
     folds: tuple[int, ...]
     checkpoint: str
     manifest: Manifest | None = None
+    package: PackageIdentity | None = None
 
 
 @dataclass(frozen=True)
@@ -170,12 +187,14 @@ class ModelSource:
         if self.package is not None:
             from autosr.formats.package_reader import open_model_package
 
-            with open_model_package(self.package) as package:
+            with open_model_package(self.package) as package:  # checked first: a missing file is one message
+                identity = PackageIdentity.of(self.package)
                 yield OpenedModel(
                     Path(package.model_dir),
                     tuple(self.folds or package.manifest.folds),
                     self.checkpoint or package.manifest.checkpoint,
                     package.manifest,
+                    identity,
                 )
             return
         if self.model_dir is not None:
