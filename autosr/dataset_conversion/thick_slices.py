@@ -119,11 +119,11 @@ def thick_geometry(geometry: Geometry, axis: int, factor: int) -> Geometry:
     """The grid whose voxels are `factor` of `geometry`'s along `axis`, tiling the same field of view."""
     spacing = list(geometry.spacing_zyx)
     size = list(geometry.size_zyx)
-    shift_zyx = [0.0, 0.0, 0.0]
-    shift_zyx[axis] = (factor - 1) / 2.0 * spacing[axis]  # first thick centre, from the first fine centre
+    first_centre_zyx = [0.0, 0.0, 0.0]
+    first_centre_zyx[axis] = (factor - 1) / 2.0  # the first thick centre, in fine voxels
     spacing[axis] *= factor
     size[axis] //= factor
-    origin = np.asarray(geometry.origin_xyz) + geometry.direction_matrix @ np.asarray(shift_zyx[::-1])
+    origin = geometry.index_to_world(first_centre_zyx[::-1])[0]
     return Geometry(tuple(spacing), tuple(origin), geometry.direction, tuple(size))
 
 
@@ -139,8 +139,7 @@ def acquire_thick(target: np.ndarray, geometry: Geometry, settings: ThickSliceSe
 def crop(array: np.ndarray, geometry: Geometry, start_zyx: list[int], stop_zyx: list[int]):
     """A box of the array with its exact grid (the origin moves to the box's first voxel centre)."""
     box = tuple(slice(a, b) for a, b in zip(start_zyx, stop_zyx))
-    spacing = np.asarray(geometry.spacing_zyx[::-1])
-    origin = np.asarray(geometry.origin_xyz) + geometry.direction_matrix @ (np.asarray(start_zyx[::-1]) * spacing)
+    origin = geometry.index_to_world(start_zyx[::-1])[0]
     size = [b - a for a, b in zip(start_zyx, stop_zyx)]
     return array[box], Geometry(geometry.spacing_zyx, tuple(origin), geometry.direction, tuple(size))
 
@@ -155,9 +154,10 @@ def exchanged_target(scan: np.ndarray, geometry: Geometry, thick_axis: int, fine
     zoom = [1.0, 1.0, 1.0]
     zoom[fine_axis] = ratio  # the formerly thick axis now sits at fine_axis
     target = ndimage.zoom(turned, zoom, order=3, mode="nearest", grid_mode=True)
-    corner = np.asarray(geometry.origin_xyz) - geometry.direction_matrix @ (0.5 * np.asarray(geometry.spacing_xyz))
+    corner = geometry.index_to_world([-0.5, -0.5, -0.5])[0]  # the field of view's corner (voxel edges)
     spacing = [fine_mm if a in (thick_axis, fine_axis) else geometry.spacing_zyx[a] for a in range(3)]
-    origin = corner + geometry.direction_matrix @ (0.5 * np.asarray(spacing[::-1]))
+    from_corner = Geometry(tuple(spacing), tuple(corner), geometry.direction, target.shape)
+    origin = from_corner.index_to_world([0.5, 0.5, 0.5])[0]  # the first voxel centre, half a voxel inside
     return target, Geometry(tuple(spacing), tuple(origin), geometry.direction, target.shape)
 
 
