@@ -3,6 +3,7 @@ with complete sidecars; a rerun skips what is done; extra files of the dataset a
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -48,7 +49,11 @@ def test_bids_in_derivatives_out_validator_clean_and_resumable(trained_phantom, 
     assert sidecar["Sources"] == ["bids:raw:sub-02/ses-3T/anat/sub-02_ses-3T_T1w.nii.gz"]
     assert sidecar["SkullStripped"] is False and sidecar["Folds"] == [0, 1] and sidecar["Trainer"] == "Trainer"
     assert sidecar["Seed"] == 0 and sidecar["Sampling"]["generative"] is False
-    assert "QualityFlag" in sidecar and sidecar["ExpectedError"]["mae"] > 0
+    row = next(r for r in csv.DictReader((out / "summary.csv").open()) if r["case"] == "sub-02_ses-3T_T1w")
+    # checked against the measured training cases (a scan like them): not flagged, as summary.csv says
+    assert sidecar["QualityFlag"] is False and row["flag"] == "False"
+    assert sidecar["QualityFlagReason"] == row["reason"] == sidecar["autosr"]["qc"]["reason"]
+    assert sidecar["ExpectedError"]["mae"] > 0
     assert sidecar["autosr"]["inputs"] == [str(bids / "sub-02/ses-3T/anat/sub-02_ses-3T_T1w.nii.gz")]
     assert sidecar["autosr"]["prediction_file"] == "sub-02_ses-3T_desc-autosr_T1w.nii.gz"
     assert sidecar["autosr"]["uncertainty_file"] == "sub-02_ses-3T_desc-autosrStd_T1w.nii.gz"

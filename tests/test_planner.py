@@ -206,15 +206,16 @@ def test_2d_batch_cap_counts_the_planes_of_a_small_dataset():
     from autosr.planning.planner import MAX_BATCH_COVERAGE, batch_coverage_cap
 
     shape, patch = [116, 41, 81], [128, 96]  # the patch is larger than either plane (padded)
-    assert batch_coverage_cap(patch, shape, 6, [1, 2]) == int(MAX_BATCH_COVERAGE * 6 * (41 + 81))
-    old_rule = int(MAX_BATCH_COVERAGE * np.prod(shape) * 6 / np.prod(patch))
-    assert old_rule == 9 and batch_coverage_cap(patch, shape, 6, [1, 2]) == 36
+    assert batch_coverage_cap(patch, shape, 6, [1, 2]) == int(MAX_BATCH_COVERAGE * 6 * (41 + 81)) == 36
     assert batch_coverage_cap([64, 64], [10, 256, 256], 4, [0]) == int(MAX_BATCH_COVERAGE * 4 * 10 * 16)  # 16 tiles
     assert batch_coverage_cap([8, 8, 8], [16, 16, 16], 1, None) == 2  # 3D unchanged: voxels over patch voxels
     plans = plan_experiment(
         fingerprint((2.0, 2.0, 2.0), shape, num_cases=6, input_spacing_zyx=(6.0, 2.0, 2.0)), SPEC, gpu_memory_gb=8
     )
-    assert plans.configuration("2d").batch_size > old_rule
+    configuration = plans.configuration("2d")
+    assert (configuration.patch_size, configuration.raw["slice_axes"]) == ((128, 96), [1, 2])
+    # 8 GB hold more: the cap decides (the old rule, 3D voxels over the padded patch, planned 9)
+    assert configuration.batch_size == 36
 
 
 def test_resolution_enhancement_of_one_contrast_exports_at_the_input_level():

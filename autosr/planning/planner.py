@@ -289,10 +289,11 @@ def normalization_entries(fingerprint: dict, spec: DatasetSpec, resolution_enhan
     rather than the dataset's typical one. Held-out real anatomy measured -11 (brain slabs) and -20 (spine)
     intensity units of bias without it (documentation/benchmark.md, "Super-resolution on real anatomy")."""
     stats = fingerprint["intensity_statistics"]
+    target_scheme = target_scheme_name(spec)
     export_from_input = (
         resolution_enhancement
-        and exports_with_dataset_scale(target_scheme_name(spec))
-        and input_scheme_names(spec)[0] == target_scheme_name(spec)
+        and exports_with_dataset_scale(target_scheme)
+        and input_scheme_names(spec)[0] == target_scheme
         and spec.channel_names[str(spec.channel_indices[0])] == spec.target_name
     )
 
@@ -328,7 +329,7 @@ def normalization_entries(fingerprint: dict, spec: DatasetSpec, resolution_enhan
         entry(name, stats["input_channels"][str(i)], is_target=False)
         for i, name in zip(spec.channel_indices, input_scheme_names(spec))
     ]
-    return {"input": inputs, "target": entry(target_scheme_name(spec), stats["target"], is_target=True)}
+    return {"input": inputs, "target": entry(target_scheme, stats["target"], is_target=True)}
 
 
 def plan_experiment(
