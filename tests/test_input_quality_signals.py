@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from autosr.inference.qc import SIGNAL_RULES, noise_level, octant_medians, quality_signals, rule_of
+from autosr.inference.qc import SIGNAL_RULES, flag_score, noise_level, octant_medians, quality_signals, rule_of
 
 RNG = np.random.default_rng(3)
 
@@ -99,3 +99,26 @@ def test_quality_signals_have_rules():
     assert rule_of("noise_level_c0") is SIGNAL_RULES["noise_level"] and SIGNAL_RULES["noise_level"].sides == "both"
     assert rule_of("background_c2") is SIGNAL_RULES["background"]
     assert rule_of("nonuniformity_c0") is SIGNAL_RULES["nonuniformity"]
+
+
+BOUNDS = {  # training ranges (cv_low, cv_high); flag_score needs no more
+    "noise_level_c0": {"cv_low": 1.0, "cv_high": 2.0},  # log rule, margin max(0.5 log 2, log 1.5) = log 1.5
+    "intensity_scale_c0": {"cv_low": 10.0, "cv_high": 10.0},  # log rule, margin log 3; not the network's input
+    "intensity_distance_c0": {"cv_low": 0.0, "cv_high": 0.1},  # linear, margin max(0.05, 0.15) = 0.15
+}
+
+
+@pytest.mark.parametrize(
+    ("values", "score", "shift"),
+    [
+        ({"noise_level_c0": 1.5, "intensity_scale_c0": 10.0, "intensity_distance_c0": 0.05}, 0.0, 0.0),
+        ({"noise_level_c0": 2.0 * 1.5**2}, 2.0, 2.0),  # two margins above
+        ({"noise_level_c0": 0.5}, math.log(2) / math.log(1.5), math.log(2) / math.log(1.5)),  # both sides
+        ({"intensity_scale_c0": 10.0 * 3**3}, 3.0, 0.0),  # x27 units: the network sees the same input
+        ({"intensity_distance_c0": 0.4, "noise_level_c0": 2.0 * 1.5}, 2.0, 2.0),  # the farthest signal counts
+        ({"intensity_distance_c0": -5.0}, 0.0, 0.0),  # a one-sided signal below its range
+    ],
+)
+def test_flag_score_and_input_shift_in_margins(values, score, shift):
+    assert flag_score(values, BOUNDS) == pytest.approx(score, rel=1e-12, abs=1e-12)
+    assert flag_score(values, BOUNDS, network_input_only=True) == pytest.approx(shift, rel=1e-12, abs=1e-12)

@@ -69,6 +69,9 @@ class SignalRule:
 
     `log`: compared as log(value) (ratio-type quantities: spacings, sizes, intensity scales), so the margin
     `floor` is log(factor). `sides`: "both" (too small is as suspicious as too large) or "high".
+    `network_input`: measured on what the network sees (the normalized input on its working grid), so it
+    counts in the scan's `input_shift`; geometry and the raw intensity scale do not (preprocessing resamples
+    and normalizes them away: a scan exported x3 gives the network the same input).
     """
 
     words: str
@@ -76,6 +79,7 @@ class SignalRule:
     log: bool
     sides: str
     floor: float
+    network_input: bool = False
 
 
 # ... and at least `floor`. Floors: a factor 1.5 for geometry (a 1 mm model on 1.5 mm scans is plausible,
@@ -98,6 +102,7 @@ SIGNAL_RULES: dict[str, SignalRule] = {
         log=False,
         sides="high",
         floor=0.15,
+        network_input=True,
     ),  # fmt: skip
     "intensity_profile": SignalRule(
         "distance of the intensity-by-depth profile to the training cases'",
@@ -105,14 +110,18 @@ SIGNAL_RULES: dict[str, SignalRule] = {
         log=False,
         sides="high",
         floor=0.15,
+        network_input=True,
     ),  # fmt: skip
-    "noise_level": SignalRule("noise level of the normalized input", "SD", log=True, sides="both", floor=math.log(1.5)),
+    "noise_level": SignalRule(
+        "noise level of the normalized input", "SD", log=True, sides="both", floor=math.log(1.5), network_input=True
+    ),
     "background": SignalRule(
         "signal outside the subject (mean |intensity| there over the median inside)",
         "",
         log=True,
         sides="both",
         floor=math.log(1.5),
+        network_input=True,
     ),  # fmt: skip
     "nonuniformity": SignalRule(
         "intensity non-uniformity (SD of the octants' median normalized intensity)",
@@ -120,6 +129,7 @@ SIGNAL_RULES: dict[str, SignalRule] = {
         log=False,
         sides="high",
         floor=0.15,
+        network_input=True,
     ),  # fmt: skip
     "uncertainty_mean": SignalRule("mean uncertainty", "SD", log=True, sides="high", floor=math.log(1.5)),
     "uncertainty_p99": SignalRule(
@@ -318,6 +328,24 @@ def bounds_for(cases: dict[str, dict[str, float]]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def flag_score(values: dict[str, float], bounds: dict[str, dict[str, Any]], network_input_only: bool = False) -> float:
+    """How far the farthest signal lies outside the training cases' range, in units of its flagging margin: 0
+    inside the range, 1 at the flagging limit (so above 1 is the flag), 3 three margins out. It ranks scans
+    with everything the yes/no flag knows. `network_input_only`: over the signals of what the network sees
+    (`SignalRule.network_input`): the scan's *input shift*."""
+    score = 0.0
+    for name, b in bounds.items():
+        value, rule = values.get(name), rule_of(name)
+        if value is None or rule is None or not np.isfinite(value) or (network_input_only and not rule.network_input):
+            continue
+        transform = (lambda v: math.log(max(v, 1e-12))) if rule.log else (lambda v: v)
+        lo, hi, v = transform(b["cv_low"]), transform(b["cv_high"]), transform(value)
+        margin = max(MARGIN_FRACTION * (hi - lo), rule.floor) or 1.0
+        excess = (v - hi) / margin if v > hi else ((lo - v) / margin if rule.sides == "both" and v < lo else 0.0)
+        score = max(score, excess)
+    return float(score)
+
+
 def _fmt(value: float, unit: str) -> str:
     text = f"{value:.3g}" if abs(value) < 1e4 else f"{value:.3e}"
     return f"{text} {unit}".rstrip()
@@ -374,20 +402,26 @@ class QCReference:
     def assess(
         self, signals: ScanSignals, uncertainty: dict[str, float] | None, key: str | None
     ) -> tuple[dict[str, float], bool, str]:
-        """(all values incl. distances and uncertainty, flag, reason in words) of one scan."""
+        """(all values incl. distances and uncertainty, flag, reason in words) of one scan. The values end with
+        `flag_score` (over every compared signal) and `input_shift` (over the network's input alone; see
+        `flag_score`), the numbers to sort scans by."""
         values = dict(signals.values)
         values.update(_distances(signals, self.reference_quantiles, self.data["reference_profiles"]))
-        reasons = check_against(values, self.data["bounds"])
+        bounds = dict(self.data["bounds"])
+        reasons = check_against(values, bounds)
         notes = []
         if uncertainty is not None:
             values.update(uncertainty)
-            bounds = self.uncertainty_bounds(key)
-            if bounds is None:
+            spread_bounds = self.uncertainty_bounds(key)
+            if spread_bounds is None:
                 notes.append(
                     "uncertainty not compared: no reference for this ensemble (autosr qc-reference ... --uncertainty)"
                 )
             else:
-                reasons += check_against(values, bounds)
+                reasons += check_against(values, spread_bounds)
+                bounds.update(spread_bounds)
+        values["flag_score"] = flag_score(values, bounds)
+        values["input_shift"] = flag_score(values, bounds, network_input_only=True)
         return values, bool(reasons), "; ".join(reasons + notes)
 
     def save(self, model_dir: str | os.PathLike) -> Path:
