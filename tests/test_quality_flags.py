@@ -88,6 +88,10 @@ def test_out_of_distribution_scans_are_flagged_and_held_out_scans_are_not(traine
     assert "intensity scale" in table.loc["ood_scaled", "reason"]
     assert "intensity-by-depth profile" in table.loc["ood_contrast", "reason"]
     assert table.loc["phantom_006", "spacing_z"] == 1.5 and table.loc["phantom_006", "network_s"] > 0
+    # the scores to sort by: above 1 exactly when flagged; x10 units leave the network's input as it was
+    assert ((table["flag_score"] > 1) == table["flag"]).all()
+    assert table.loc["ood_scaled", "input_shift"] == pytest.approx(table.loc["phantom_006", "input_shift"], abs=1e-6)
+    assert table.loc["ood_contrast", "input_shift"] > 1 and table.loc["ood_spacing", "input_shift"] > 1
 
     # the report page of the folder: the flagged scans with their reasons, the signals, a picture of each
     assert main(["report", "--predictions", "held-out + OOD", str(out)]) == 0

@@ -24,6 +24,7 @@ from autosr.inference.calibration import (
     conformal_quantile,
     fit_calibration,
     load_calibration,
+    roughness,
     save_calibration,
 )
 
@@ -101,13 +102,14 @@ def test_error_table_holds_the_mean_error_of_each_cell():
 
 def test_fit_calibration_covers_the_nominal_fraction_and_round_trips(tmp_path):
     cases = []
-    for _ in range(3):
-        prediction = RNG.uniform(0, 100, 3000)
+    for _ in range(3):  # 24000 voxels: about 47 per cell of the 8 x 8 x 8 table
+        prediction = RNG.uniform(0, 100, 8000)
         error = RNG.normal(0, 1 + prediction / 20)  # the error grows with the intensity
-        cases.append(CalibrationVoxels(prediction, RNG.uniform(0, 1, 3000), RNG.uniform(0, 1, 3000), error))
+        edges, rough = RNG.uniform(0, 1, 8000), RNG.uniform(0, 1, 8000)
+        cases.append(CalibrationVoxels(prediction, edges, rough, RNG.uniform(0, 1, 8000), error))
     calibration = fit_calibration(cases)
     covered = [
-        np.abs(c.error) <= calibration.half_width(calibration.expected_error(c.prediction, c.edges, c.spread))
+        np.abs(c.error) <= calibration.half_width(calibration.expected_error(c.prediction, c.edges, c.rough))
         for c in cases
     ]
     assert np.mean(np.concatenate(covered)) >= 0.9
@@ -117,3 +119,13 @@ def test_fit_calibration_covers_the_nominal_fraction_and_round_trips(tmp_path):
     assert load_calibration(tmp_path, "folds=0") == Calibration.from_json(calibration.to_json())
     assert load_calibration(tmp_path, "folds=1") is None
     assert math.isclose(calibration.scan_expected_error(np.ones(3), 2 * np.full(3, calibration.spread_mean)), 2.0)
+
+
+def test_roughness_is_the_difference_from_the_neighbourhood_mean_by_brute_force():
+    image = RNG.normal(0.0, 1.0, (4, 5, 6))
+    padded = np.pad(image, 1, mode="symmetric")  # scipy's "reflect": the edge voxel repeated
+    expected = np.empty_like(image)
+    for z, y, x in itertools.product(*(range(n) for n in image.shape)):
+        expected[z, y, x] = abs(image[z, y, x] - padded[z : z + 3, y : y + 3, x : x + 3].mean())
+    assert np.allclose(roughness(image), expected, atol=1e-6)
+    assert np.allclose(roughness(np.fromfunction(lambda z, y, x: 2 * z + y - x, (5, 5, 5)))[1:-1, 1:-1, 1:-1], 0.0)

@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"stress test of {len(summary['cases'])} case(s) written to {args.output}")
     for key in (
         "uncertainty_error_spearman", "sparsification_ratio", "interval_coverage", "interval_coverage_perturbed",
-        "flag_auroc", "flag_score_auroc", "expected_error_auroc",
+        "flag_auroc", "flag_score_auroc", "input_shift_auroc", "expected_error_auroc",
     ):  # fmt: skip
         value = summary.get(key)
         print(f"  {key}: {value:.3f}" if isinstance(value, float) else f"  {key}: {value}")

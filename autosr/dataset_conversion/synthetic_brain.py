@@ -154,15 +154,28 @@ def input_spacing_zyx(input_spacing_mm: float, slice_thickness_mm: float | None,
     return spacing
 
 
-def make_subject(
+@dataclass
+class SubjectParts:
+    """One synthetic subject before the input's noise: the noise-free input on its grid, the noise-free and the
+    written (noisy) target and the brain mask on the template grid. Benchmarks use the noise-free images to
+    separate what a model's error owes to the subject from what it owes to the noise draw."""
+
+    clean_input: np.ndarray
+    input_geometry: Geometry
+    clean_target: np.ndarray
+    target: np.ndarray
+    brain: np.ndarray
+
+
+def subject_parts(
     template: TissueTemplate,
     input_spacing_mm: float,
     rng: np.random.Generator,
     slice_thickness_mm: float | None = None,
     slice_axis: int = 0,
     contrast: str = "low-field",
-) -> tuple[np.ndarray, Geometry, np.ndarray, np.ndarray]:
-    """One synthetic subject: (input, input geometry, target, mask uint8); target and mask on the template grid.
+) -> SubjectParts:
+    """One synthetic subject up to the input's noise (`rician` adds it with the same `rng`, as the dataset does).
 
     With `slice_thickness_mm` the input is a thick-slice acquisition: slices along array axis `slice_axis`
     (0 = z) average the signal over their thickness (`autosr.dataset_conversion.acquisition`).
@@ -174,8 +187,8 @@ def make_subject(
         for m in (template.csf, template.gm, template.wm)
     )
     brain = ndimage.binary_fill_holes((csf + gm + wm) > 0.5)
-    target = TARGET_INTENSITY[0] * csf + TARGET_INTENSITY[1] * gm + TARGET_INTENSITY[2] * wm
-    target += brain * rng.normal(0.0, TARGET_NOISE, target.shape).astype(np.float32)
+    clean_target = TARGET_INTENSITY[0] * csf + TARGET_INTENSITY[1] * gm + TARGET_INTENSITY[2] * wm
+    target = clean_target + brain * rng.normal(0.0, TARGET_NOISE, clean_target.shape).astype(np.float32)
     target = np.clip(target, 0.0, None)
     if contrast == "same":  # resolution enhancement alone: the target's tissue contrast, no bias field
         fine_input = TARGET_INTENSITY[0] * csf + TARGET_INTENSITY[1] * gm + TARGET_INTENSITY[2] * wm
@@ -186,10 +199,14 @@ def make_subject(
     thick_axes = [slice_axis] if slice_thickness_mm is not None else []
     spacing = input_spacing_zyx(input_spacing_mm, slice_thickness_mm, slice_axis)
     coarse, input_geometry = acquire(fine_input, template.geometry, spacing, thick_axes)
-    real = coarse + rng.normal(0.0, INPUT_RICIAN_SIGMA, coarse.shape)
-    imaginary = rng.normal(0.0, INPUT_RICIAN_SIGMA, coarse.shape)
-    noisy_input = np.sqrt(real**2 + imaginary**2).astype(np.float32)
-    return noisy_input, input_geometry, target.astype(np.float32), brain.astype(np.uint8)
+    return SubjectParts(coarse, input_geometry, clean_target.astype(np.float32), target.astype(np.float32), brain)
+
+
+def rician(image: np.ndarray, rng: np.random.Generator, sigma: float = INPUT_RICIAN_SIGMA) -> np.ndarray:
+    """The magnitude of `image` plus complex Gaussian noise of `sigma` per channel (Rician), float32."""
+    real = image + rng.normal(0.0, sigma, image.shape)
+    imaginary = rng.normal(0.0, sigma, image.shape)
+    return np.sqrt(real**2 + imaginary**2).astype(np.float32)
 
 
 _WORKER_TEMPLATE: TissueTemplate | None = None
@@ -215,9 +232,8 @@ def _write_subject(
 ) -> tuple[str, dict | None]:
     folder, split, case_id, seed, case_index, input_spacing_mm, slice_thickness_mm, slice_axis, contrast, misalign = job
     rng = np.random.default_rng([seed, case_index])
-    inp, input_geometry, target, mask = make_subject(
-        _WORKER_TEMPLATE, input_spacing_mm, rng, slice_thickness_mm, slice_axis, contrast
-    )
+    parts = subject_parts(_WORKER_TEMPLATE, input_spacing_mm, rng, slice_thickness_mm, slice_axis, contrast)
+    inp, input_geometry, target, mask = rician(parts.clean_input, rng), parts.input_geometry, parts.target, parts.brain
     target_geometry = _WORKER_TEMPLATE.geometry
     displacement = None
     if misalign is not None:  # its own random stream: the images stay those of the aligned dataset
@@ -236,7 +252,7 @@ TISSUE_LABELS = {1: "csf", 2: "gm", 3: "wm"}
 def true_tissue_labels(template: TissueTemplate, seed: int, case_index: int) -> np.ndarray:
     """The true tissue label map (uint8, target grid, `TISSUE_LABELS`) of case `case_index` of a seed.
 
-    Repeats `make_subject`'s deformation, which is the first draw from the case's generator, so the
+    Repeats `subject_parts`'s deformation, which is the first draw from the case's generator, so the
     labels belong to exactly the written target (their union equals its brain mask).
     """
     coordinates = random_deformation(template, np.random.default_rng([seed, case_index]))

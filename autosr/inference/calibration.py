@@ -3,13 +3,16 @@
 The spread of the fold ensemble (`--uncertainty`: folds x mirrorings, in target units) is not an error: it
 can be small where every fold makes the same mistake, and measured on the benchmark datasets it ranks the
 voxels' errors no better than chance (documentation/trust.md). What did rank them there is *where* a voxel
-is: a model's error depends on the tissue (the predicted intensity) and on edges (the prediction's gradient
-magnitude). A calibration measured on cases with known targets therefore maps three features of each voxel
-to its expected error, and that expected error to an interval:
+is and what the output looks like there: a model's error depends on the tissue (the predicted intensity), on
+edges (the prediction's gradient magnitude) and on how rough the output is around the voxel (its difference
+from the mean of its 3 x 3 x 3 neighbourhood: noise the model carried over, fine detail it drew). A
+calibration measured on cases with known targets therefore maps these three features of each voxel, all
+computed from the prediction alone, to its expected error, and that expected error to an interval:
 
 - *expected error* per voxel: an `ErrorTable`, the mean |error| of the calibration voxels in the same cell
-  of a grid of `BINS` quantile bins per feature (predicted intensity, edge strength, spread); a cell with
-  fewer than `MIN_CELL_VOXELS` calibration voxels holds the overall mean;
+  of a grid of `BINS` quantile bins per feature (predicted intensity, edge strength, roughness); a cell with
+  fewer than `MIN_CELL_VOXELS` calibration voxels holds the overall mean. Roughness replaced the spread as
+  the third feature: measured on both benchmark datasets it ranked the errors better (documentation/trust.md);
 - an *interval*: prediction +- half_width with half_width = q x (expected error + offset), where q is the
   split-conformal quantile (Vovk et al. 2005; Angelopoulos & Bates 2021, "A gentle introduction to conformal
   prediction") of |error| / (expected error + offset) over the calibration voxels at the nominal level (0.9:
@@ -41,10 +44,10 @@ from autosr.io import Geometry, read_json, write_image
 from autosr.io.atomic import atomic_write_json
 
 CALIBRATION_NAME = "calibration.json"
-CALIBRATION_VERSION = 1
+CALIBRATION_VERSION = 2  # 2: roughness instead of the spread as the table's third feature
 NOMINAL_COVERAGE = 0.9
 OFFSET_MULTIPLES = (0.01, 0.1, 0.3, 1.0, 3.0)  # of the median expected error: the offsets tried
-FEATURES = ("prediction", "edges", "spread")
+FEATURES = ("prediction", "edges", "roughness")
 BINS = 8  # quantile bins per feature: 512 cells, most with hundreds of voxels from a few held-out scans
 MIN_CELL_VOXELS = 20
 
@@ -53,6 +56,14 @@ def edge_strength(image: np.ndarray, spacing_zyx: Sequence[float]) -> np.ndarray
     """|gradient| of an image (Z, Y, X), central differences in physical units (intensity per mm)."""
     gradients = np.gradient(np.asarray(image, dtype=np.float64), *spacing_zyx)
     return np.sqrt(sum(g * g for g in gradients)).astype(np.float32)
+
+
+def roughness(image: np.ndarray) -> np.ndarray:
+    """|image - the mean of its 3 x 3 x 3 neighbourhood| per voxel (mirrored at the borders), image units."""
+    from scipy import ndimage
+
+    image = np.asarray(image, dtype=np.float64)
+    return np.abs(image - ndimage.uniform_filter(image, 3, mode="reflect")).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -97,9 +108,9 @@ class Calibration:
     num_cases: int = 0
     num_voxels: int = 0
 
-    def expected_error(self, prediction: np.ndarray, edges: np.ndarray, spread: np.ndarray) -> np.ndarray:
-        """Expected |error| per voxel (arrays of one shape: prediction, its edge strength, the spread)."""
-        return self.table.lookup([prediction, edges, spread])
+    def expected_error(self, prediction: np.ndarray, edges: np.ndarray, rough: np.ndarray) -> np.ndarray:
+        """Expected |error| per voxel (arrays of one shape: prediction, its edge strength, its roughness)."""
+        return self.table.lookup([prediction, edges, rough])
 
     def half_width(self, expected_error: np.ndarray) -> np.ndarray:
         """Half width of the nominal interval per voxel, from the voxels' expected errors."""
@@ -149,10 +160,12 @@ def conformal_quantile(scores: np.ndarray, coverage: float) -> float:
 
 @dataclass
 class CalibrationVoxels:
-    """One case's voxels inside its subject: prediction, its edge strength, the spread and the |error|."""
+    """One case's voxels inside its subject: prediction, its edge strength and roughness, the spread and the
+    |error|."""
 
     prediction: np.ndarray
     edges: np.ndarray
+    rough: np.ndarray
     spread: np.ndarray
     error: np.ndarray
 
@@ -165,12 +178,12 @@ def fit_calibration(cases: Sequence[CalibrationVoxels], coverage: float = NOMINA
     def joined(name: str) -> np.ndarray:
         return np.concatenate([np.asarray(getattr(c, name), dtype=np.float64).ravel() for c in cases])
 
-    prediction, edges, spread, error = (joined(n) for n in ("prediction", "edges", "spread", "error"))
+    prediction, edges, rough, spread, error = (joined(n) for n in ("prediction", "edges", "rough", "spread", "error"))
     error = np.abs(error)
-    if not prediction.size == edges.size == spread.size == error.size or error.size == 0:
-        raise ValueError("every case needs as many prediction, edge, spread and error values, and some voxels")
-    table = ErrorTable.fit([prediction, edges, spread], error)
-    expected = table.lookup([prediction, edges, spread]).astype(np.float64)
+    if not prediction.size == edges.size == rough.size == spread.size == error.size or error.size == 0:
+        raise ValueError("every case needs as many prediction, edge, roughness, spread and error values, and voxels")
+    table = ErrorTable.fit([prediction, edges, rough], error)
+    expected = table.lookup([prediction, edges, rough]).astype(np.float64)
     scale = float(np.median(expected)) or float(expected.mean()) or 1.0
     best = None
     for multiple in OFFSET_MULTIPLES:
@@ -218,7 +231,8 @@ def write_interval(
     interval beside the prediction (`OUT/intervals/<case><ending>`, target units) and return the summary.csv
     columns `expected_error` (the scan's) and `interval_half_width` (its mean over the subject, the voxels
     with a non-zero spread)."""
-    expected = calibration.expected_error(prediction, edge_strength(prediction, geometry.spacing_zyx), spread)
+    edges = edge_strength(prediction, geometry.spacing_zyx)
+    expected = calibration.expected_error(prediction, edges, roughness(prediction))
     half_width = calibration.half_width(expected)
     subject = spread > 0
     if not subject.any():

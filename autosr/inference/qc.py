@@ -13,6 +13,15 @@ trust. Each scan gets *signals* measured the same way on the training (cross-val
   from the subject's surface inward) to the training cases' typical profile. A different contrast (T2 instead
   of T1: the profile turns upside down even where the histogram stays alike), a failed skull-strip or a
   different body part moves them;
+- acquisition quality, per input channel: the *noise level* of the normalized input (`noise_level`: a
+  robust estimate of the standard deviation of white noise, from the median absolute value of a
+  second-difference residual inside the subject, as Immerkaer 1996 does in 2D; higher: a noisier scan,
+  lower: a smoother one, e.g. acquired at a coarser voxel size and interpolated, or denoised), the *signal
+  outside the subject* (`background`: the mean absolute raw intensity outside the subject region over the
+  median inside; ghosting, wrap-around or a contrast mapping that lifts the background raise it) and the
+  *low-frequency intensity non-uniformity* (`nonuniformity`: the standard deviation of the median
+  normalized intensity over the eight octants of the subject; a bias field raises it, and medians keep a
+  small bright or dark structure from moving it);
 - with an uncertainty map (`--uncertainty`, folds x mirrorings): its mean and 99th percentile inside the
   subject, in normalized target units.
 
@@ -36,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from autosr.errors import AutosrError
+from autosr.imaging.foreground import subject_region
 from autosr.io import Geometry, read_json
 from autosr.io.atomic import atomic_write_json
 from autosr.io.orientation import to_world_axes
@@ -43,7 +53,7 @@ from autosr.preprocessing.normalization import invert_image
 from autosr.preprocessing.preprocess import PreprocessedScan
 
 QC_REFERENCE_NAME = "qc_reference.json"
-REFERENCE_VERSION = 2
+REFERENCE_VERSION = 3
 AXES = ("z", "y", "x")
 DISTRIBUTION_QUANTILES = tuple(float(q) for q in np.linspace(2.5, 97.5, 20))
 DEPTH_LAYERS = 5
@@ -59,6 +69,9 @@ class SignalRule:
 
     `log`: compared as log(value) (ratio-type quantities: spacings, sizes, intensity scales), so the margin
     `floor` is log(factor). `sides`: "both" (too small is as suspicious as too large) or "high".
+    `network_input`: measured on what the network sees (the normalized input on its working grid), so it
+    counts in the scan's `input_shift`; geometry and the raw intensity scale do not (preprocessing resamples
+    and normalizes them away: a scan exported x3 gives the network the same input).
     """
 
     words: str
@@ -66,6 +79,7 @@ class SignalRule:
     log: bool
     sides: str
     floor: float
+    network_input: bool = False
 
 
 # ... and at least `floor`. Floors: a factor 1.5 for geometry (a 1 mm model on 1.5 mm scans is plausible,
@@ -73,7 +87,8 @@ class SignalRule:
 # global scale, so only gross departures mean a different export or protocol); 0.15 SD for the intensity
 # distribution and a factor 1.5 for the uncertainty: measured (documentation/benchmark.md, "Quality flags")
 # to leave every held-out synthetic brain and phantom unflagged and to flag x3 spacing, x10 intensities and an
-# inverted (T2-like) contrast.
+# inverted (T2-like) contrast. Acquisition quality: a factor 1.5 in noise level and in background (the SNR or the
+# background signal changed by half), and 0.15 SD for the non-uniformity, as for the intensity distribution.
 SIGNAL_RULES: dict[str, SignalRule] = {
     "spacing": SignalRule("voxel spacing", "mm", log=True, sides="both", floor=math.log(1.5)),
     "extent": SignalRule("field of view", "mm", log=True, sides="both", floor=math.log(1.5)),
@@ -87,6 +102,7 @@ SIGNAL_RULES: dict[str, SignalRule] = {
         log=False,
         sides="high",
         floor=0.15,
+        network_input=True,
     ),  # fmt: skip
     "intensity_profile": SignalRule(
         "distance of the intensity-by-depth profile to the training cases'",
@@ -94,6 +110,26 @@ SIGNAL_RULES: dict[str, SignalRule] = {
         log=False,
         sides="high",
         floor=0.15,
+        network_input=True,
+    ),  # fmt: skip
+    "noise_level": SignalRule(
+        "noise level of the normalized input", "SD", log=True, sides="both", floor=math.log(1.5), network_input=True
+    ),
+    "background": SignalRule(
+        "signal outside the subject (mean |intensity| there over the median inside)",
+        "",
+        log=True,
+        sides="both",
+        floor=math.log(1.5),
+        network_input=True,
+    ),  # fmt: skip
+    "nonuniformity": SignalRule(
+        "intensity non-uniformity (SD of the octants' median normalized intensity)",
+        "SD",
+        log=False,
+        sides="high",
+        floor=0.15,
+        network_input=True,
     ),  # fmt: skip
     "uncertainty_mean": SignalRule("mean uncertainty", "SD", log=True, sides="high", floor=math.log(1.5)),
     "uncertainty_p99": SignalRule(
@@ -141,6 +177,61 @@ def depth_layers(foreground: np.ndarray, spacing_zyx: Sequence[float]) -> np.nda
     return layers
 
 
+SECOND_DIFFERENCE = (1.0, -2.0, 1.0)
+
+
+def noise_level(image: np.ndarray, inside: np.ndarray) -> float:
+    """Robust standard deviation of white noise in `image` (Z, Y, X) inside the mask `inside`.
+
+    The image is filtered with the second difference (1, -2, 1) along every axis of at least 3 voxels (their
+    product: it removes any intensity that is linear along one of those axes, so smooth anatomy and bias
+    leave little), and the residual's median absolute value over the voxels whose whole neighbourhood lies
+    inside, times 1.4826 (the MAD of a Gaussian), is divided by the filter's gain on white noise (the norm
+    of its coefficients, sqrt(6) per axis). The median ignores the few voxels on edges. 0 without voxels."""
+    from scipy import ndimage
+
+    image = np.asarray(image, dtype=np.float64)
+    inside = np.asarray(inside, dtype=bool)
+    axes = [a for a, n in enumerate(image.shape) if n >= 3]
+    residual, interior = image, inside.copy()
+    for axis in axes:
+        residual = ndimage.correlate1d(residual, SECOND_DIFFERENCE, axis=axis, mode="nearest")
+        structure = np.ones([3 if a == axis else 1 for a in range(image.ndim)], dtype=bool)
+        interior = ndimage.binary_erosion(interior, structure, border_value=0)
+    values = residual[interior]
+    if values.size == 0:
+        return 0.0
+    gain = math.sqrt(6.0 ** len(axes))
+    return float(1.4826 * np.median(np.abs(values - np.median(values))) / gain)
+
+
+def octant_medians(image: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """Median of `image` over each of the 8 octants of the mask `inside`, split at its centroid along each array
+    axis (a voxel at or above the centroid goes to the upper half); an empty octant holds the mask's median."""
+    inside = np.asarray(inside, dtype=bool)
+    index = np.nonzero(inside)
+    code = np.zeros(index[0].size, dtype=np.int64)
+    for axis, i in enumerate(index):
+        code |= (i >= i.mean()).astype(np.int64) << axis
+    values = np.asarray(image, dtype=np.float64)[inside]
+    everywhere = float(np.median(values)) if values.size else 0.0
+    return np.array([np.median(values[code == k]) if (code == k).any() else everywhere for k in range(8)])
+
+
+def quality_signals(normalized: np.ndarray, raw: np.ndarray, foreground: np.ndarray, channel: int) -> dict[str, float]:
+    """The acquisition-quality signals (module docstring) of one input channel (Z, Y, X), normalized and raw."""
+    foreground = np.asarray(foreground, dtype=bool)
+    values = {
+        f"noise_level_c{channel}": noise_level(normalized, foreground),
+        f"nonuniformity_c{channel}": float(np.std(octant_medians(normalized, foreground))),
+    }
+    outside = ~subject_region(foreground)
+    level = float(np.median(raw[foreground]))
+    if outside.any() and level > 0:  # a scan cropped tight to its subject has no background to measure
+        values[f"background_c{channel}"] = float(np.mean(np.abs(raw[outside]))) / level
+    return values
+
+
 def input_signals(scan: PreprocessedScan) -> ScanSignals:
     """Geometry and intensity signals of a preprocessed scan (its properties keep the input's geometry).
 
@@ -168,6 +259,8 @@ def input_signals(scan: PreprocessedScan) -> ScanSignals:
         values[f"intensity_mean_c{c}"] = float(raw.mean())
         values[f"intensity_scale_c{c}"] = float(raw.std())
         values[f"intensity_p99_5_c{c}"] = float(np.percentile(raw, 99.5))
+        if foreground.any():
+            values.update(quality_signals(channel, invert_image(channel, params), foreground, c))
         quantiles.append([float(q) for q in np.percentile(normalized, DISTRIBUTION_QUANTILES)])
         sums = np.bincount(layers, weights=normalized, minlength=DEPTH_LAYERS)
         counts = np.maximum(np.bincount(layers, minlength=DEPTH_LAYERS), 1)
@@ -235,6 +328,24 @@ def bounds_for(cases: dict[str, dict[str, float]]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def flag_score(values: dict[str, float], bounds: dict[str, dict[str, Any]], network_input_only: bool = False) -> float:
+    """How far the farthest signal lies outside the training cases' range, in units of its flagging margin: 0
+    inside the range, 1 at the flagging limit (so above 1 is the flag), 3 three margins out. It ranks scans
+    with everything the yes/no flag knows. `network_input_only`: over the signals of what the network sees
+    (`SignalRule.network_input`): the scan's *input shift*."""
+    score = 0.0
+    for name, b in bounds.items():
+        value, rule = values.get(name), rule_of(name)
+        if value is None or rule is None or not np.isfinite(value) or (network_input_only and not rule.network_input):
+            continue
+        transform = (lambda v: math.log(max(v, 1e-12))) if rule.log else (lambda v: v)
+        lo, hi, v = transform(b["cv_low"]), transform(b["cv_high"]), transform(value)
+        margin = max(MARGIN_FRACTION * (hi - lo), rule.floor) or 1.0
+        excess = (v - hi) / margin if v > hi else ((lo - v) / margin if rule.sides == "both" and v < lo else 0.0)
+        score = max(score, excess)
+    return float(score)
+
+
 def _fmt(value: float, unit: str) -> str:
     text = f"{value:.3g}" if abs(value) < 1e4 else f"{value:.3e}"
     return f"{text} {unit}".rstrip()
@@ -291,20 +402,26 @@ class QCReference:
     def assess(
         self, signals: ScanSignals, uncertainty: dict[str, float] | None, key: str | None
     ) -> tuple[dict[str, float], bool, str]:
-        """(all values incl. distances and uncertainty, flag, reason in words) of one scan."""
+        """(all values incl. distances and uncertainty, flag, reason in words) of one scan. The values end with
+        `flag_score` (over every compared signal) and `input_shift` (over the network's input alone; see
+        `flag_score`), the numbers to sort scans by."""
         values = dict(signals.values)
         values.update(_distances(signals, self.reference_quantiles, self.data["reference_profiles"]))
-        reasons = check_against(values, self.data["bounds"])
+        bounds = dict(self.data["bounds"])
+        reasons = check_against(values, bounds)
         notes = []
         if uncertainty is not None:
             values.update(uncertainty)
-            bounds = self.uncertainty_bounds(key)
-            if bounds is None:
+            spread_bounds = self.uncertainty_bounds(key)
+            if spread_bounds is None:
                 notes.append(
                     "uncertainty not compared: no reference for this ensemble (autosr qc-reference ... --uncertainty)"
                 )
             else:
-                reasons += check_against(values, bounds)
+                reasons += check_against(values, spread_bounds)
+                bounds.update(spread_bounds)
+        values["flag_score"] = flag_score(values, bounds)
+        values["input_shift"] = flag_score(values, bounds, network_input_only=True)
         return values, bool(reasons), "; ".join(reasons + notes)
 
     def save(self, model_dir: str | os.PathLike) -> Path:

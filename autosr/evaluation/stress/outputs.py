@@ -5,7 +5,8 @@ The summary's headline numbers (documentation/trust.md defines each):
 `interval_coverage` are means over the clean cases; `interval_coverage_perturbed` is the mean over the
 perturbed scans with a known truth (acquisition changes and paired lesions); the AUROCs rank all scans with a
 known truth for "error (MAE in the mask) above the worst clean scan's": `flag_auroc` by the yes/no flag,
-`flag_score_auroc` by the flag's score, `expected_error_auroc` by the calibrated expected error.
+`flag_score_auroc` by the flag's score, `input_shift_auroc` by the score over the network's input alone,
+`expected_error_auroc` by the calibrated expected error.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ def failure_aurocs(rows: list[dict[str, Any]]) -> dict[str, Any]:
     for name, column in (
         ("flag_auroc", "flag"),
         ("flag_score_auroc", "flag_score"),
+        ("input_shift_auroc", "input_shift"),
         ("expected_error_auroc", "expected_error"),
         ("spread_auroc", "spread_mean"),
     ):
@@ -121,6 +123,7 @@ def per_perturbation(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         entry.update({c: _mean(group[c]) for c in columns})
         entry["flag_rate"] = _mean(group["flag"]) if group["flag"].notna().all() else None
         entry["flag_score"] = _mean(group["flag_score"])
+        entry["input_shift"] = _mean(group["input_shift"])
         out.append(entry)
     return out
 

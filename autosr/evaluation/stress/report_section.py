@@ -44,7 +44,8 @@ def stress_section_html(folder: str | Path, title: str) -> str:
         f"mean half width {_number(s.get('interval_half_width'), '{:.3g}')} target units.",
         f"Of {s.get('scans')} scans, {s.get('failures')} had an error above the worst clean scan's. Ranking scans "
         f"by the expected error finds them with an AUROC of {_number(s.get('expected_error_auroc'))}; by the "
-        f"quality flag's score {_number(s.get('flag_score_auroc'))}; by the yes/no flag "
+        f"quality flag's score {_number(s.get('flag_score_auroc'))}; by the input shift (the flag's score over "
+        f"the signals of what the network sees) {_number(s.get('input_shift_auroc'))}; by the yes/no flag "
         f"{_number(s.get('flag_auroc'))} (0.5 = chance).",
     ]
     rows = "".join(
