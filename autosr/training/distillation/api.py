@@ -43,7 +43,10 @@ class DistillationRequest:
     `folds`/`checkpoint`: the teacher; `trainer`/`plans_name`: which model folder; `unpaired_dir`: a folder of
     `<case>_<XXXX><ending>` scans without targets the teacher also labels; `student_plan`: one of `STUDENT_PLANS`;
     `epochs`/`iters_per_epoch`/`num_workers`/`device`: the student's training budget, as `autosr train` takes them
-    (None: the trainer's fixed schedule, the machine's worker count, CUDA/MPS/CPU)."""
+    (None: the trainer's fixed schedule, the machine's worker count, CUDA/MPS/CPU). `init_fold`: start the student
+    from this teacher fold's weights (planned student only); `perturb_inputs`: degrade the student's inputs like
+    another scanner's (student.py); `unpaired_share`: the share of patches drawn from unpaired scans (None: every
+    cached case equally often); `seed`: of the student's initialisation and batch stream."""
 
     dataset: str | int
     configuration: str
@@ -59,6 +62,10 @@ class DistillationRequest:
     device: str | None = None
     continue_training: bool = False
     progress: bool = True
+    init_fold: int | None = None
+    perturb_inputs: bool = False
+    unpaired_share: float | None = None
+    seed: int = 0
 
     def __post_init__(self) -> None:
         try:
@@ -73,6 +80,25 @@ class DistillationRequest:
                 raise AutosrError(f"{flag} must be at least 1, got {value}")
         if self.num_workers is not None and self.num_workers < 0:
             raise AutosrError(f"--num-workers must be 0 or more, got {self.num_workers}")
+        if self.unpaired_share is not None:
+            if self.unpaired_dir is None:
+                raise AutosrError("--unpaired-share needs --unpaired DIR")
+            if not 0 < self.unpaired_share < 1:
+                raise AutosrError(f"--unpaired-share must be between 0 and 1 (exclusive), got {self.unpaired_share}")
+        if self.init_fold is not None and self.student_plan != "planned":
+            raise AutosrError("--init-fold: a student starts from a fold's weights only with --student-plan planned")
+
+
+def draw_list(case_ids: list[str], unpaired_ids: list[str], unpaired_share: float | None) -> list[str]:
+    """The cases the student's batches are drawn from, uniformly: each case once (`unpaired_share` None), or
+    each case repeated so that unpaired scans make up about `unpaired_share` of the draws (repetition keeps the
+    trainer's uniform sampler and its batch stream)."""
+    if unpaired_share is None or not unpaired_ids:
+        return [*case_ids, *unpaired_ids]
+    # n_u * b / (n_t * a + n_u * b) = share, with small whole repeat counts a, b
+    ratio = unpaired_share * len(case_ids) / ((1 - unpaired_share) * len(unpaired_ids))  # b / a
+    paired_repeats, unpaired_repeats = (1, max(1, round(ratio))) if ratio >= 1 else (max(1, round(1 / ratio)), 1)
+    return case_ids * paired_repeats + unpaired_ids * unpaired_repeats
 
 
 def _training_cases(paths: AutosrPaths, model_dir: Path, plans: Plans, configuration: str) -> tuple[Path, list[str]]:
@@ -94,6 +120,8 @@ def distill(request: DistillationRequest, paths: AutosrPaths | None = None) -> P
     model_dir = locate_model_folder(paths, request.dataset, request.configuration, request.trainer, request.plans_name)
     model = ModelFolder.at(model_dir)
     files = require_checkpoints(model_dir, list(request.folds), request.checkpoint)
+    init = request.init_fold
+    init_file = None if init is None else require_checkpoints(model_dir, [init], request.checkpoint)[init]
     plans = Plans.load(model.plans_file)
     configuration = request.configuration
     data_folder, case_ids = _training_cases(paths, model_dir, plans, configuration)
@@ -111,16 +139,26 @@ def distill(request: DistillationRequest, paths: AutosrPaths | None = None) -> P
         device = choose_device(request.device)
         cache_dir = fill_cache(teacher, jobs, request.device, request.progress, record)
         teacher_mirror = load_checkpoint(next(iter(files.values()))).get("mirror_axes")
-        student = StudentSpec(request.student_plan, None if teacher_mirror is None else tuple(teacher_mirror))
+        student = StudentSpec(
+            request.student_plan,
+            None if teacher_mirror is None else tuple(teacher_mirror),
+            init_checkpoint=init_file,
+            perturb_inputs=request.perturb_inputs,
+        )
         budget = {
             "num_epochs": request.epochs,
             "iters_per_epoch": request.iters_per_epoch,
             "num_workers": default_num_workers() if request.num_workers is None else request.num_workers,
+            "seed": request.seed,
         }
+        draws = draw_list(
+            [j.case_id for j in jobs if j.source == "training"],
+            [j.case_id for j in jobs if j.source == "unpaired"],
+            request.unpaired_share,
+        )
         runner, finished = build_student(
-            plans, configuration, fold, cache_dir, [j.case_id for j in jobs], student, device, budget,
-            request.continue_training, record,
-        )  # fmt: skip
+            plans, configuration, fold, cache_dir, draws, student, device, budget, request.continue_training, record
+        )
         if not finished:
             runner.fit()
     finally:

@@ -1,11 +1,14 @@
 """The student's side of distillation: the default trainer's loop, loss, optimizer and augmentation, fed with
 the teacher's cached predictions as targets (teacher.py), written to `fold_distilled/`.
 
-Only two parts differ from `Trainer`, each by one override: the network may be the planned one or a
+Only these parts differ from `Trainer`, each by one override: the network may be the planned one or a
 half-width variant (`STUDENT_PLANS`; the checkpoint records the network it built, so prediction rebuilds it),
 and the mirroring augmentation follows the teacher's (a teacher trained without left-right flips must not teach
 a student that sees them). The student's patches are augmented like a fold's (intensity transforms on the
-input only), so it learns to give the teacher's answer for a range of inputs around each cached one.
+input only), so it learns to give the teacher's answer for a range of inputs around each cached one; with
+`perturb_inputs` the input is further degraded like another scanner's (a linear bias field and noise, drawn per
+patch) while the target stays the teacher's prediction of the clean input (a "noisy student"). A fresh student
+may start from a teacher fold's weights (`init_checkpoint`) instead of a random initialisation.
 
 Like a fold, one process writes `fold_distilled/` (its `.training.lock`), nothing trained is overwritten without
 `--continue`, and a run resumes from `checkpoint_latest.pt` on the same batch stream. `teacher.json` in the
@@ -40,10 +43,42 @@ class StudentSpec:
 
     plan: str = "planned"
     mirror_axes: tuple[int, ...] | None = None  # None: every spatial axis, like `Trainer`
+    init_checkpoint: Path | None = None  # a teacher fold's checkpoint the fresh student's weights start from
+    perturb_inputs: bool = False  # the scanner perturbation of `perturb_like_another_scanner` on every patch
 
     def __post_init__(self) -> None:
         if self.plan not in STUDENT_PLANS:
             raise AutosrError(f"--student-plan {self.plan}: unknown (valid: {', '.join(STUDENT_PLANS)})")
+
+
+# the scanner perturbation: peak slope of the linear bias field per axis, and the largest noise level (a share of
+# the patch's standard deviation); each drawn uniformly per patch
+BIAS_SLOPE = 0.3
+NOISE_SHARE = 0.15
+
+
+def perturb_like_another_scanner(inputs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """`inputs` (B, C, *spatial) as another scanner might have acquired them: each patch multiplied, above its
+    lowest value (the background), by a linear bias field of random slope per axis, plus Gaussian noise of a
+    random level. Used for the student's input only, so it learns the teacher's answer for the clean scan."""
+    batch, spatial = inputs.shape[0], inputs.shape[2:]
+    device, dtype = inputs.device, inputs.dtype
+
+    def uniform(*shape: int) -> torch.Tensor:
+        return torch.rand(*shape, generator=generator).to(device=device, dtype=dtype)
+
+    field = torch.ones((batch, 1, *spatial), device=device, dtype=dtype)
+    for axis, size in enumerate(spatial):
+        shape = [1] * len(spatial)
+        shape[axis] = size
+        ramp = torch.linspace(-1.0, 1.0, size, device=device, dtype=dtype).reshape(1, 1, *shape)
+        slope = (uniform(batch) * 2 - 1) * BIAS_SLOPE
+        field = field + slope.reshape(batch, 1, *[1] * len(spatial)) * ramp
+    dims = tuple(range(1, inputs.dim()))
+    low = inputs.amin(dim=dims, keepdim=True)
+    sigma = uniform(batch).reshape(batch, *[1] * (inputs.dim() - 1)) * NOISE_SHARE * inputs.std(dim=dims, keepdim=True)
+    noise = torch.randn(inputs.shape, generator=generator).to(device=device, dtype=dtype)
+    return low + (inputs - low) * field + sigma * noise
 
 
 class DistillationTrainer(Trainer):
@@ -62,8 +97,31 @@ class DistillationTrainer(Trainer):
     def mirror_axes(self) -> tuple[int, ...]:
         return super().mirror_axes() if self.spec.mirror_axes is None else tuple(self.spec.mirror_axes)
 
+    def training_step(self, batch: dict[str, Any]) -> dict[str, float]:
+        if self.spec.perturb_inputs:  # drawn from torch's generator, which the batch stream seeds per batch
+            batch = {**batch, "input": perturb_like_another_scanner(torch.as_tensor(batch["input"]))}
+        return super().training_step(batch)
+
+    def start_from_teacher(self, checkpoint: Path) -> None:
+        """Start from a teacher fold's network weights (the optimizer and schedule start fresh); the fold's
+        network must be the student's."""
+        stored = load_checkpoint(checkpoint, map_location="cpu")
+        if stored.get("network_plan") != self.network_plan():
+            raise AutosrError(
+                f"{checkpoint}: the fold's network is not the '{self.spec.plan}' student's; a student starts from a "
+                "fold's weights only with --student-plan planned"
+            )
+        self.network.load_state_dict(stored["network_weights"])
+
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "student_plan": self.spec.plan}
+        init = self.spec.init_checkpoint  # as fold_k/checkpoint_<name>.pt: a package moves the model folder
+        start = None if init is None else f"{Path(init).parent.name}/{Path(init).name}"
+        return {
+            **super().state_dict(),
+            "student_plan": self.spec.plan,
+            "student_start": start,
+            "student_perturb_inputs": self.spec.perturb_inputs,
+        }
 
     def load(self, path: Path) -> None:
         stored = load_checkpoint(path, map_location="cpu").get("student_plan")
@@ -134,7 +192,10 @@ def build_student(
         return runner, True
     if continue_training and latest.is_file():
         runner.load(latest)
-    elif continue_training:
-        runner.logger.print(f"--continue: no {latest.name} in {fold.path}, starting the student from scratch")
+    else:
+        if continue_training:
+            runner.logger.print(f"--continue: no {latest.name} in {fold.path}, starting the student from scratch")
+        if spec.init_checkpoint is not None:
+            runner.start_from_teacher(spec.init_checkpoint)
     atomic_write_json(teacher, fold.teacher_record_file)
     return runner, False
