@@ -23,7 +23,7 @@ from autosr.inference.predictor import Predictor
 from autosr.inference.settings import ModelSource, PredictionSettings
 from autosr.io import read_image
 from autosr.model_layout import ModelFolder
-from autosr.preprocessing.case_store import list_cases
+from autosr.preprocessing.case_store import case_paths, list_cases
 from autosr.training.distillation.api import draw_list
 from autosr.training.distillation.student import StudentSpec, build_student, perturb_like_another_scanner
 
@@ -76,9 +76,13 @@ def test_distill_predict_export_install(model, tmp_path, capsys):
     expected, _ = teacher_model.predict_preprocessed(cached_input)
     assert np.allclose(np.load(cache / "cases" / f"{cases[0]}_target.npy")[0], expected, atol=1e-5)
 
-    # already distilled: refused without --continue, nothing to do with it
+    # already distilled: refused without --continue; with it nothing is done, the teacher cache not even looked at
     assert _distill(model) == 2
     assert "already distilled" in capsys.readouterr().err
+    missing = case_paths(cache / "cases", cases[0])["properties"]
+    missing.unlink()
+    assert _distill(model, "--continue") == 0 and "nothing left to do" in capsys.readouterr().out
+    assert not missing.exists()
 
     flags = ["-d", "999", "-c", "2d", *model["flags"]]
     ensemble = _predict(model, tmp_path / "ensemble", *flags, "-f", "0", "1")
@@ -183,11 +187,10 @@ def test_student_options(model, capsys):
     fold_0 = model["model_dir"] / "fold_0" / "checkpoint_final.pt"
     cases = model["model_dir"] / "distillation_cache" / "cases"
     budget = {"num_epochs": 1, "iters_per_epoch": 1, "num_workers": 0, "seed": 0}
-    runner, finished = build_student(
+    runner = build_student(
         Plans.load(model["model_dir"] / "plans.json"), "2d", ModelFolder.at(model["model_dir"]).distilled, cases,
         list_cases(cases), StudentSpec(init_checkpoint=fold_0), torch.device("cpu"), budget, False, {},
     )  # fmt: skip
-    assert not finished
     weights = load_checkpoint(fold_0)["network_weights"]
     assert all(torch.equal(v, weights[k]) for k, v in runner.network.state_dict().items())
 

@@ -29,11 +29,11 @@ from autosr.inference.model_folder import locate_model_folder, require_checkpoin
 from autosr.inference.settings import ALL_FOLDS, DEFAULT_CHECKPOINT
 from autosr.io.locks import HeldLock
 from autosr.model_layout import ModelFolder
-from autosr.paths import DEFAULT_PLANS_NAME, DEFAULT_TRAINER, AutosrPaths, ensure_writable_folder, path_under
-from autosr.preprocessing.case_store import list_cases
+from autosr.paths import DEFAULT_PLANS_NAME, DEFAULT_TRAINER, AutosrPaths, ensure_writable_folder
 from autosr.training.data import default_num_workers
-from autosr.training.distillation.student import StudentSpec, build_student, check_student_folder
+from autosr.training.distillation.student import STUDENT, StudentSpec, build_student, check_student_folder
 from autosr.training.distillation.teacher import TeacherSpec, fill_cache, teacher_record, training_jobs, unpaired_jobs
+from autosr.training.fold_setup import check_budget, preprocessed_cases
 
 
 @dataclass(frozen=True)
@@ -75,11 +75,7 @@ class DistillationRequest:
         if not self.folds:
             raise AutosrError("no teacher folds: pass -f 0 1 2 3 4 (or the folds that were trained)")
         StudentSpec(self.student_plan)  # refuses an unknown plan before any work
-        for flag, value in (("--epochs", self.epochs), ("--iters-per-epoch", self.iters_per_epoch)):
-            if value is not None and value < 1:
-                raise AutosrError(f"{flag} must be at least 1, got {value}")
-        if self.num_workers is not None and self.num_workers < 0:
-            raise AutosrError(f"--num-workers must be 0 or more, got {self.num_workers}")
+        check_budget(self.epochs, self.iters_per_epoch, self.num_workers)
         if self.unpaired_share is not None:
             if self.unpaired_dir is None:
                 raise AutosrError("--unpaired-share needs --unpaired DIR")
@@ -101,19 +97,6 @@ def draw_list(case_ids: list[str], unpaired_ids: list[str], unpaired_share: floa
     return case_ids * paired_repeats + unpaired_ids * unpaired_repeats
 
 
-def _training_cases(paths: AutosrPaths, model_dir: Path, plans: Plans, configuration: str) -> tuple[Path, list[str]]:
-    """The preprocessed folder of the model's configuration and its cases (the teacher's training cases)."""
-    preprocessed_dir = paths.preprocessed_dataset(model_dir.parent.name)
-    data_folder = path_under(preprocessed_dir, plans.configuration(configuration).data_identifier)
-    case_ids = list_cases(data_folder)
-    if not case_ids:
-        raise AutosrError(
-            f"{data_folder}: no preprocessed cases for configuration '{configuration}'; the student learns from the "
-            f"teacher's predictions of them: run `autosr plan {model_dir.parent.name}` (with preprocessing) first"
-        )
-    return data_folder, case_ids
-
-
 def distill(request: DistillationRequest, paths: AutosrPaths | None = None) -> Path:
     """Fill the teacher cache and train (or resume) the student; returns `fold_distilled/`."""
     paths = paths or AutosrPaths.resolve()
@@ -124,7 +107,8 @@ def distill(request: DistillationRequest, paths: AutosrPaths | None = None) -> P
     init_file = None if init is None else require_checkpoints(model_dir, [init], request.checkpoint)[init]
     plans = Plans.load(model.plans_file)
     configuration = request.configuration
-    data_folder, case_ids = _training_cases(paths, model_dir, plans, configuration)
+    # the teacher's training cases: the student learns from its predictions of them
+    data_folder, case_ids = preprocessed_cases(paths.preprocessed_dataset(model_dir.parent.name), plans, configuration)
     jobs = training_jobs(data_folder, case_ids)
     if request.unpaired_dir is not None:
         spec = load_dataset_spec(model_dir)
@@ -136,6 +120,9 @@ def distill(request: DistillationRequest, paths: AutosrPaths | None = None) -> P
         teacher = TeacherSpec(model_dir, request.folds, request.checkpoint)
         record = teacher_record(teacher)
         check_student_folder(fold, request.continue_training, record)
+        if request.continue_training and fold.checkpoint("final").is_file():
+            print(f"autosr distill: {fold.checkpoint('final')} exists: {STUDENT.finished}")
+            return fold.path  # before the teacher cache: a finished student needs none of it
         device = choose_device(request.device)
         cache_dir = fill_cache(teacher, jobs, request.device, request.progress, record)
         teacher_mirror = load_checkpoint(next(iter(files.values()))).get("mirror_axes")
@@ -156,11 +143,10 @@ def distill(request: DistillationRequest, paths: AutosrPaths | None = None) -> P
             [j.case_id for j in jobs if j.source == "unpaired"],
             request.unpaired_share,
         )
-        runner, finished = build_student(
+        runner = build_student(
             plans, configuration, fold, cache_dir, draws, student, device, budget, request.continue_training, record
         )
-        if not finished:
-            runner.fit()
+        runner.fit()
     finally:
         lock.release()
     return fold.path

@@ -30,6 +30,7 @@ from autosr.formats.plans import Plans
 from autosr.io.atomic import atomic_write_json
 from autosr.io.json_file import read_json_file
 from autosr.model_layout import DISTILLED_FOLD, FoldFolder
+from autosr.training.fold_setup import FoldWording, check_fold_folder, restore_fold
 from autosr.training.trainer import Trainer, TrainingContext
 
 # the student's network: the configuration's, or the same topology with half the features per stage (about a
@@ -133,22 +134,20 @@ class DistillationTrainer(Trainer):
         super().load(path)
 
 
+STUDENT = FoldWording(
+    done="the student is already distilled",
+    redo="distill it again",
+    stopped="distillation",
+    finished="the student is distilled; nothing left to do",
+    fresh="starting the student from scratch",
+)
+
+
 def check_student_folder(fold: FoldFolder, continue_training: bool, teacher: dict[str, Any]) -> None:
     """Refuse to overwrite a student, or to continue one that learned from another teacher."""
-    final, latest = fold.checkpoint("final"), fold.checkpoint("latest")
-    if not continue_training:
-        if final.is_file():
-            raise AutosrError(
-                f"{final} exists: the student is already distilled. Delete {fold.path} to distill it again"
-            )
-        if latest.is_file():
-            raise AutosrError(
-                f"{latest} exists: an earlier distillation stopped part way. Pass --continue to resume it, or delete "
-                f"{fold.path} to start over"
-            )
-        return
-    started = final.is_file() or latest.is_file()
-    if started and fold.teacher_record_file.is_file():
+    check_fold_folder(fold, continue_training, STUDENT)
+    started = fold.checkpoint("final").is_file() or fold.checkpoint("latest").is_file()
+    if continue_training and started and fold.teacher_record_file.is_file():
         recorded = read_json_file(fold.teacher_record_file, "")
         if recorded != teacher:
             raise AutosrError(
@@ -169,9 +168,10 @@ def build_student(
     budget: dict[str, int | None],
     continue_training: bool,
     teacher: dict[str, Any],
-) -> tuple[DistillationTrainer, bool]:
-    """(the student's trainer, restored from its checkpoint with `continue_training`; whether it is finished).
-    `budget`: `num_epochs`, `iters_per_epoch`, `num_workers` as `TrainingContext` takes them."""
+) -> DistillationTrainer:
+    """The student's trainer, restored from its latest checkpoint with `continue_training` (a finished student
+    is the caller's to skip). `budget`: `num_epochs`, `iters_per_epoch`, `num_workers`, `seed` as
+    `TrainingContext` takes them."""
     ctx = TrainingContext(
         plans=plans,
         configuration=configuration,
@@ -185,17 +185,7 @@ def build_student(
     )
     fold.path.mkdir(parents=True, exist_ok=True)
     runner = DistillationTrainer(ctx, spec)
-    final, latest = fold.checkpoint("final"), fold.checkpoint("latest")
-    if continue_training and final.is_file():
-        runner.load(final)
-        runner.logger.print(f"{final} exists: the student is distilled; nothing left to do")
-        return runner, True
-    if continue_training and latest.is_file():
-        runner.load(latest)
-    else:
-        if continue_training:
-            runner.logger.print(f"--continue: no {latest.name} in {fold.path}, starting the student from scratch")
-        if spec.init_checkpoint is not None:
-            runner.start_from_teacher(spec.init_checkpoint)
+    if restore_fold(runner, fold, continue_training, STUDENT) is None and spec.init_checkpoint is not None:
+        runner.start_from_teacher(spec.init_checkpoint)
     atomic_write_json(teacher, fold.teacher_record_file)
-    return runner, False
+    return runner
