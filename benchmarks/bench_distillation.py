@@ -14,7 +14,12 @@ shared CPU), folds 0-4 train `--fold-iters` iterations each (`train_fold`), then
 (`distill`, `--student-iters` iterations, the planned network): from the training cases only, with the 20
 in-distribution unpaired scans, and with the 20 shifted unpaired scans. Each student is kept in a model folder
 of its own under WORKDIR/students/<name>_<iterations>/ (the model folder holds one `fold_distilled/`); `--students`
-picks which are distilled besides the first.
+picks which are distilled besides the first. A student's name is its recipe: `student`, `student_unpaired` or
+`student_shifted_unpaired` (which unpaired scans), then `+`-joined options of `DistillationRequest`: `seedN`
+(another seed), `initN` (start from fold N's weights), `perturbed` (inputs degraded like another scanner's),
+`shareNN` (NN % of the patches from the unpaired scans); e.g. `student_shifted_unpaired+init0+share25`.
+`--students-only` scores the named students alone (the ensemble and fold rows do not change between runs on
+the same workdir).
 
 Every method predicts the held-out scans of both kinds from the raw files through `Predictor.predict_case`
 (preprocessing, network, export), timed per scan (wall and CPU seconds of this process), with its forward passes
@@ -98,7 +103,28 @@ def train_folds(paths, folder: str, iterations: int) -> Path:
     return model_dir
 
 
-def distill_student(paths, folder: str, model_dir: Path, name: str, unpaired: Path | None, iterations: int, workdir):
+def recipe(name: str, sets: dict[str, Path]) -> dict[str, Any]:
+    """The `DistillationRequest` fields of the student `name` (see the module docstring)."""
+    base, *options = name.split("+")
+    unpaired = {"student": None, "student_unpaired": "unpaired", "student_shifted_unpaired": "shifted"}
+    if base not in unpaired:
+        raise SystemExit(f"{name}: a student's name starts with one of {', '.join(unpaired)}")
+    fields: dict[str, Any] = {"unpaired_dir": None if unpaired[base] is None else sets[unpaired[base]] / "imagesTr"}
+    for option in options:
+        if option == "perturbed":
+            fields["perturb_inputs"] = True
+        elif option.startswith("seed"):
+            fields["seed"] = int(option[4:])
+        elif option.startswith("init"):
+            fields["init_fold"] = int(option[4:])
+        elif option.startswith("share"):
+            fields["unpaired_share"] = int(option[5:]) / 100
+        else:
+            raise SystemExit(f"{name}: unknown option '{option}'")
+    return fields
+
+
+def distill_student(paths, folder: str, model_dir: Path, name: str, fields: dict[str, Any], iterations: int, workdir):
     """Distil one student and keep it in a model folder of its own (WORKDIR/students/<name>_<iterations>/<model>); returns it."""
     from autosr.training.distillation.api import DistillationRequest, distill
 
@@ -108,8 +134,8 @@ def distill_student(paths, folder: str, model_dir: Path, name: str, unpaired: Pa
     shutil.rmtree(model_dir / "fold_distilled", ignore_errors=True)
     start = time.perf_counter()
     request = DistillationRequest(
-        folder, CONFIGURATION, unpaired_dir=unpaired, epochs=max(1, iterations // ITERS_PER_EPOCH),
-        iters_per_epoch=ITERS_PER_EPOCH, num_workers=0, device="cpu", progress=False,
+        folder, CONFIGURATION, epochs=max(1, iterations // ITERS_PER_EPOCH),
+        iters_per_epoch=ITERS_PER_EPOCH, num_workers=0, device="cpu", progress=False, **fields,
     )  # fmt: skip
     distill(request, paths)
     print(f"{name}: distilled in {time.perf_counter() - start:.0f} s", flush=True)
@@ -190,8 +216,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument(
         "--students", nargs="+", default=["student", "student_unpaired", "student_shifted_unpaired"],
-        help="which students to distil and score (default: all three; 'student' always)",
+        help="which students to distil and score (default: the three without options; 'student' always)",
     )  # fmt: skip
+    parser.add_argument(
+        "--students-only", action="store_true", help="score the students alone (no ensemble, fold and --tta rows)"
+    )
     parser.add_argument(
         "--uncertainty-only", action="store_true",
         help="only the uncertainty check (spread vs error per scan) of the ensemble and the student with --tta",
@@ -205,15 +234,10 @@ def main() -> None:
     start = time.perf_counter()
     model_dir = train_folds(paths, folder, args.fold_iters)
     print(f"folds trained ({time.perf_counter() - start:.0f} s)", flush=True)
-    students = {
-        "student": None,
-        "student_unpaired": sets["unpaired"] / "imagesTr",
-        "student_shifted_unpaired": sets["shifted"] / "imagesTr",
-    }
-    students = {n: u for n, u in students.items() if n in {"student", *args.students}}
+    names = list(dict.fromkeys(["student", *args.students]))
     kept = {
-        n: distill_student(paths, folder, model_dir, n, u, args.student_iters, args.workdir)
-        for n, u in students.items()
+        n: distill_student(paths, folder, model_dir, n, recipe(n, sets), args.student_iters, args.workdir)
+        for n in names
     }
     cpu = PredictionSettings(device="cpu", tile_batch_size=1)
     if args.uncertainty_only:
@@ -233,7 +257,7 @@ def main() -> None:
             )
         args.out.write_text(json.dumps(results, indent=2) + "\n")
         return
-    methods = {
+    references = {
         "ensemble 5 folds x 8 mirrorings": lambda: Predictor.from_trained(model_dir, (0, 1, 2, 3, 4), settings=cpu),
         "fold 0 x 8 mirrorings": lambda: Predictor.from_trained(model_dir, (0,), settings=cpu),
         "fold 0, no mirroring": lambda: Predictor.from_trained(
@@ -244,6 +268,9 @@ def main() -> None:
             ("distilled",),
             settings=PredictionSettings(device="cpu", tile_batch_size=1, mirror_student=True),
         ),
+    }
+    methods = {
+        **({} if args.students_only else references),
         **{name: (lambda d=d: Predictor.from_trained(d, ("distilled",), settings=cpu)) for name, d in kept.items()},
     }
     results: dict[str, Any] = {

@@ -18,10 +18,14 @@ from test_training import kill_training_after_first_checkpoint
 from autosr.checkpoint import load_checkpoint, save_checkpoint
 from autosr.cli import main
 from autosr.errors import AutosrError
+from autosr.formats.plans import Plans
 from autosr.inference.predictor import Predictor
 from autosr.inference.settings import ModelSource, PredictionSettings
 from autosr.io import read_image
-from autosr.preprocessing.case_store import list_cases
+from autosr.model_layout import ModelFolder
+from autosr.preprocessing.case_store import case_paths, list_cases
+from autosr.training.distillation.api import draw_list
+from autosr.training.distillation.student import StudentSpec, build_student, perturb_like_another_scanner
 
 torch.set_num_threads(1)
 MODEL = "Trainer__autosrPlans__2d"
@@ -72,9 +76,13 @@ def test_distill_predict_export_install(model, tmp_path, capsys):
     expected, _ = teacher_model.predict_preprocessed(cached_input)
     assert np.allclose(np.load(cache / "cases" / f"{cases[0]}_target.npy")[0], expected, atol=1e-5)
 
-    # already distilled: refused without --continue, nothing to do with it
+    # already distilled: refused without --continue; with it nothing is done, the teacher cache not even looked at
     assert _distill(model) == 2
     assert "already distilled" in capsys.readouterr().err
+    missing = case_paths(cache / "cases", cases[0])["properties"]
+    missing.unlink()
+    assert _distill(model, "--continue") == 0 and "nothing left to do" in capsys.readouterr().out
+    assert not missing.exists()
 
     flags = ["-d", "999", "-c", "2d", *model["flags"]]
     ensemble = _predict(model, tmp_path / "ensemble", *flags, "-f", "0", "1")
@@ -158,3 +166,44 @@ def test_resume_after_kill_and_cache_invalidation(model, capsys):
     student = load_checkpoint(fold / "checkpoint_final.pt")
     assert student["student_plan"] == "half-width"
     assert student["network_plan"]["features_per_stage"] == [2, 4, 8]  # half of the tiny network's 4, 8, 16
+
+
+def test_student_options(model, capsys):
+    """--init-fold, --perturb-inputs and --unpaired-share through the CLI; wrong combinations refused first."""
+    fold = model["model_dir"] / "fold_distilled"
+    assert _distill(model, "--student-plan", "half-width", "--init-fold", "0") == 2
+    assert "only with --student-plan planned" in capsys.readouterr().err
+    assert _distill(model, "--unpaired-share", "0.25") == 2 and "needs --unpaired" in capsys.readouterr().err
+    unpaired = ["--unpaired", str(model["unpaired"])]
+    assert _distill(model, *unpaired, "--unpaired-share", "1") == 2 and "between 0 and 1" in capsys.readouterr().err
+    assert not fold.exists()
+    options = ["--unpaired-share", "0.25", "--init-fold", "0", "--perturb-inputs"]
+    assert _distill(model, *unpaired, *options) == 0
+    final = load_checkpoint(fold / "checkpoint_final.pt")
+    assert final["student_start"] == "fold_0/checkpoint_final.pt" and final["student_perturb_inputs"] is True
+
+    # the fresh student's weights are fold 0's before its first step (the optimizer starts fresh)
+    shutil.rmtree(fold)
+    fold_0 = model["model_dir"] / "fold_0" / "checkpoint_final.pt"
+    cases = model["model_dir"] / "distillation_cache" / "cases"
+    budget = {"num_epochs": 1, "iters_per_epoch": 1, "num_workers": 0, "seed": 0}
+    runner = build_student(
+        Plans.load(model["model_dir"] / "plans.json"), "2d", ModelFolder.at(model["model_dir"]).distilled, cases,
+        list_cases(cases), StudentSpec(init_checkpoint=fold_0), torch.device("cpu"), budget, False, {},
+    )  # fmt: skip
+    weights = load_checkpoint(fold_0)["network_weights"]
+    assert all(torch.equal(v, weights[k]) for k, v in runner.network.state_dict().items())
+
+
+def test_draw_list_and_perturbation():
+    paired, unpaired = [f"p{i}" for i in range(20)], [f"u{i}" for i in range(20)]
+    assert draw_list(paired, unpaired, None) == paired + unpaired
+    for share in (0.25, 0.5, 0.75):
+        draws = draw_list(paired, unpaired, share)
+        assert sum(d.startswith("u") for d in draws) / len(draws) == pytest.approx(share)
+        assert set(draws) == set(paired + unpaired)
+    assert draw_list(paired, [], 0.25) == paired
+    inputs = torch.rand(2, 1, 8, 8, 8) + 1.0
+    first = perturb_like_another_scanner(inputs, torch.Generator().manual_seed(3))
+    again = perturb_like_another_scanner(inputs, torch.Generator().manual_seed(3))
+    assert torch.equal(first, again) and first.shape == inputs.shape and not torch.equal(first, inputs)

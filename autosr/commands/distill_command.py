@@ -2,6 +2,7 @@
 
 autosr distill 902 -c 3d_fullres                         # the student of folds 0-4, from the training cases
 autosr distill 902 -c 3d_fullres --unpaired unpaired_3t/ # ... and from unpaired scans the teacher labels
+autosr distill 902 -c 3d_fullres --init-fold 0           # the student starts from fold 0's weights
 autosr predict -i scans/ -o out/ -d 902 -c 3d_fullres -f distilled
 """
 
@@ -41,6 +42,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--student-plan", choices=STUDENT_PLANS, default=default_of(DistillationRequest, "student_plan"),
         help="the student's network: the planned one, or half the features per stage (default: planned)",
     )  # fmt: skip
+    parser.add_argument(
+        "--unpaired-share", type=float, default=None, metavar="SHARE",
+        help="the share of the student's patches drawn from the unpaired scans, e.g. 0.25 (default: every cached "
+        "case equally often)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--init-fold", type=int, default=None, metavar="FOLD",
+        help="start the student from this teacher fold's weights instead of a random initialisation (planned "
+        "student only)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--perturb-inputs", action="store_true",
+        help="noisy student: degrade the student's inputs like another scanner's (linear bias field, noise); the "
+        "target stays the teacher's prediction of the clean input",
+    )  # fmt: skip
     parser.add_argument("--device", default=None, help="cuda, cuda:N, mps or cpu (default: CUDA, else MPS, else CPU)")
     parser.add_argument(
         "--continue", dest="continue_training", action="store_true",
@@ -74,6 +90,9 @@ def run(args: argparse.Namespace) -> int:
         num_workers=args.num_workers,
         device=args.device,
         continue_training=args.continue_training,
+        init_fold=args.init_fold,
+        perturb_inputs=args.perturb_inputs,
+        unpaired_share=args.unpaired_share,
     )
     folder = distill(request, paths_from_args(args))
     print(f"autosr distill: the student is in {folder}; predict with it: autosr predict ... -f distilled")

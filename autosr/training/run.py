@@ -29,9 +29,10 @@ from autosr.io.json_file import read_json_file
 from autosr.io.locks import HeldLock
 from autosr.model_layout import PLANNING_FILES, FoldFolder, ModelFolder
 from autosr.paths import AutosrPaths, ensure_writable_folder, path_under
-from autosr.preprocessing.case_store import array_problems, case_identities, list_cases
+from autosr.preprocessing.case_store import array_problems, case_identities
 from autosr.training.data import default_num_workers
 from autosr.training.device import init_distributed
+from autosr.training.fold_setup import TRAINING, check_budget, check_fold_folder, preprocessed_cases, restore_fold
 from autosr.training.trainer import Trainer, TrainingContext
 from autosr.training.trainers import get_trainer_class
 from autosr.training.validation import validate_fold
@@ -115,22 +116,6 @@ def _check_data_unchanged(
     return warnings
 
 
-def _check_fold_folder(fold: FoldFolder, continue_training: bool) -> None:
-    fold_dir, final, latest = fold.path, fold.checkpoint("final"), fold.checkpoint("latest")
-    if continue_training:
-        return
-    if final.is_file():
-        raise AutosrError(
-            f"{final} exists: this fold is already trained. Delete {fold_dir} to train it again, "
-            "or pass --continue to (re)run its final validation"
-        )
-    if latest.is_file():
-        raise AutosrError(
-            f"{latest} exists: an earlier run of this fold stopped part way. Pass --continue to resume it, "
-            f"or delete {fold_dir} to start over"
-        )
-
-
 @dataclass(frozen=True)
 class FoldRequest:
     """One fold to train, as `autosr train` or `train_fold` was asked (see `train_fold` for the fields)."""
@@ -172,19 +157,10 @@ def prepare_fold(request: FoldRequest, paths: AutosrPaths | None = None) -> Fold
     configuration = request.configuration
     fold = parse_fold(request.fold)
     get_trainer_class(request.trainer)  # an unknown trainer is refused before anything else
-    for name, value in (("epochs", request.epochs), ("iters_per_epoch", request.iters_per_epoch)):
-        if value is not None and value < 1:
-            raise AutosrError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    check_budget(request.epochs, request.iters_per_epoch, request.num_workers)
     preprocessed_dir = paths.preprocessed_dataset(request.dataset)
     plans = Plans.load(preprocessed_dir / "plans.json")
-    config = plans.configuration(configuration)
-    data_folder = path_under(preprocessed_dir, config.data_identifier)
-    case_ids = list_cases(data_folder)
-    if not case_ids:
-        raise AutosrError(
-            f"{data_folder}: no preprocessed cases for configuration '{configuration}'; "
-            f"run `autosr plan {preprocessed_dir.name}` (with preprocessing) first"
-        )
+    data_folder, case_ids = preprocessed_cases(preprocessed_dir, plans, configuration)
     model = ModelFolder.create(
         path_under(paths.require("results"), preprocessed_dir.name), request.trainer, plans.plans_name, configuration
     )
@@ -218,7 +194,7 @@ def _build_run(
     """What `prepare_fold` does once it holds the fold's lock."""
     configuration, continue_training = request.configuration, request.continue_training
     fold_dir, model_dir = fold_folder.path, fold_folder.path.parent
-    _check_fold_folder(fold_folder, continue_training)
+    check_fold_folder(fold_folder, continue_training, TRAINING)
     identities = case_identities(data_folder, case_ids)
     data_warnings = _check_data_unchanged(
         ModelFolder.at(model_dir), fold_folder, identities, continue_training, preprocessed_dir.name
@@ -251,16 +227,7 @@ def _build_run(
         world_size=world_size,
     )
     runner = get_trainer_class(request.trainer)(ctx)
-    final, latest = fold_folder.checkpoint("final"), fold_folder.checkpoint("latest")
-    finished = False
-    if continue_training and final.is_file():
-        runner.load(final)
-        runner.logger.print(f"{final} exists: training is complete; running the final validation only")
-        finished = True
-    elif continue_training and latest.is_file():
-        runner.load(latest)
-    elif continue_training:
-        runner.logger.print(f"--continue: no {latest.name} in {fold_dir}, starting this fold from scratch")
+    finished = restore_fold(runner, fold_folder, continue_training, TRAINING) == "final"
     raw_dataset_dir = paths.raw_dataset(preprocessed_dir.name) if paths.raw else None
     if val_cases and raw_dataset_dir is None:
         raise AutosrError(

@@ -29,11 +29,11 @@ from autosr.inference.model_folder import locate_model_folder, require_checkpoin
 from autosr.inference.settings import ALL_FOLDS, DEFAULT_CHECKPOINT
 from autosr.io.locks import HeldLock
 from autosr.model_layout import ModelFolder
-from autosr.paths import DEFAULT_PLANS_NAME, DEFAULT_TRAINER, AutosrPaths, ensure_writable_folder, path_under
-from autosr.preprocessing.case_store import list_cases
+from autosr.paths import DEFAULT_PLANS_NAME, DEFAULT_TRAINER, AutosrPaths, ensure_writable_folder
 from autosr.training.data import default_num_workers
-from autosr.training.distillation.student import StudentSpec, build_student, check_student_folder
+from autosr.training.distillation.student import STUDENT, StudentSpec, build_student, check_student_folder
 from autosr.training.distillation.teacher import TeacherSpec, fill_cache, teacher_record, training_jobs, unpaired_jobs
+from autosr.training.fold_setup import check_budget, preprocessed_cases
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,10 @@ class DistillationRequest:
     `folds`/`checkpoint`: the teacher; `trainer`/`plans_name`: which model folder; `unpaired_dir`: a folder of
     `<case>_<XXXX><ending>` scans without targets the teacher also labels; `student_plan`: one of `STUDENT_PLANS`;
     `epochs`/`iters_per_epoch`/`num_workers`/`device`: the student's training budget, as `autosr train` takes them
-    (None: the trainer's fixed schedule, the machine's worker count, CUDA/MPS/CPU)."""
+    (None: the trainer's fixed schedule, the machine's worker count, CUDA/MPS/CPU). `init_fold`: start the student
+    from this teacher fold's weights (planned student only); `perturb_inputs`: degrade the student's inputs like
+    another scanner's (student.py); `unpaired_share`: the share of patches drawn from unpaired scans (None: every
+    cached case equally often); `seed`: of the student's initialisation and batch stream."""
 
     dataset: str | int
     configuration: str
@@ -59,6 +62,10 @@ class DistillationRequest:
     device: str | None = None
     continue_training: bool = False
     progress: bool = True
+    init_fold: int | None = None
+    perturb_inputs: bool = False
+    unpaired_share: float | None = None
+    seed: int = 0
 
     def __post_init__(self) -> None:
         try:
@@ -68,24 +75,26 @@ class DistillationRequest:
         if not self.folds:
             raise AutosrError("no teacher folds: pass -f 0 1 2 3 4 (or the folds that were trained)")
         StudentSpec(self.student_plan)  # refuses an unknown plan before any work
-        for flag, value in (("--epochs", self.epochs), ("--iters-per-epoch", self.iters_per_epoch)):
-            if value is not None and value < 1:
-                raise AutosrError(f"{flag} must be at least 1, got {value}")
-        if self.num_workers is not None and self.num_workers < 0:
-            raise AutosrError(f"--num-workers must be 0 or more, got {self.num_workers}")
+        check_budget(self.epochs, self.iters_per_epoch, self.num_workers)
+        if self.unpaired_share is not None:
+            if self.unpaired_dir is None:
+                raise AutosrError("--unpaired-share needs --unpaired DIR")
+            if not 0 < self.unpaired_share < 1:
+                raise AutosrError(f"--unpaired-share must be between 0 and 1 (exclusive), got {self.unpaired_share}")
+        if self.init_fold is not None and self.student_plan != "planned":
+            raise AutosrError("--init-fold: a student starts from a fold's weights only with --student-plan planned")
 
 
-def _training_cases(paths: AutosrPaths, model_dir: Path, plans: Plans, configuration: str) -> tuple[Path, list[str]]:
-    """The preprocessed folder of the model's configuration and its cases (the teacher's training cases)."""
-    preprocessed_dir = paths.preprocessed_dataset(model_dir.parent.name)
-    data_folder = path_under(preprocessed_dir, plans.configuration(configuration).data_identifier)
-    case_ids = list_cases(data_folder)
-    if not case_ids:
-        raise AutosrError(
-            f"{data_folder}: no preprocessed cases for configuration '{configuration}'; the student learns from the "
-            f"teacher's predictions of them: run `autosr plan {model_dir.parent.name}` (with preprocessing) first"
-        )
-    return data_folder, case_ids
+def draw_list(case_ids: list[str], unpaired_ids: list[str], unpaired_share: float | None) -> list[str]:
+    """The cases the student's batches are drawn from, uniformly: each case once (`unpaired_share` None), or
+    each case repeated so that unpaired scans make up about `unpaired_share` of the draws (repetition keeps the
+    trainer's uniform sampler and its batch stream)."""
+    if unpaired_share is None or not unpaired_ids:
+        return [*case_ids, *unpaired_ids]
+    # n_u * b / (n_t * a + n_u * b) = share, with small whole repeat counts a, b
+    ratio = unpaired_share * len(case_ids) / ((1 - unpaired_share) * len(unpaired_ids))  # b / a
+    paired_repeats, unpaired_repeats = (1, max(1, round(ratio))) if ratio >= 1 else (max(1, round(1 / ratio)), 1)
+    return case_ids * paired_repeats + unpaired_ids * unpaired_repeats
 
 
 def distill(request: DistillationRequest, paths: AutosrPaths | None = None) -> Path:
@@ -94,9 +103,12 @@ def distill(request: DistillationRequest, paths: AutosrPaths | None = None) -> P
     model_dir = locate_model_folder(paths, request.dataset, request.configuration, request.trainer, request.plans_name)
     model = ModelFolder.at(model_dir)
     files = require_checkpoints(model_dir, list(request.folds), request.checkpoint)
+    init = request.init_fold
+    init_file = None if init is None else require_checkpoints(model_dir, [init], request.checkpoint)[init]
     plans = Plans.load(model.plans_file)
     configuration = request.configuration
-    data_folder, case_ids = _training_cases(paths, model_dir, plans, configuration)
+    # the teacher's training cases: the student learns from its predictions of them
+    data_folder, case_ids = preprocessed_cases(paths.preprocessed_dataset(model_dir.parent.name), plans, configuration)
     jobs = training_jobs(data_folder, case_ids)
     if request.unpaired_dir is not None:
         spec = load_dataset_spec(model_dir)
@@ -108,21 +120,33 @@ def distill(request: DistillationRequest, paths: AutosrPaths | None = None) -> P
         teacher = TeacherSpec(model_dir, request.folds, request.checkpoint)
         record = teacher_record(teacher)
         check_student_folder(fold, request.continue_training, record)
+        if request.continue_training and fold.checkpoint("final").is_file():
+            print(f"autosr distill: {fold.checkpoint('final')} exists: {STUDENT.finished}")
+            return fold.path  # before the teacher cache: a finished student needs none of it
         device = choose_device(request.device)
         cache_dir = fill_cache(teacher, jobs, request.device, request.progress, record)
         teacher_mirror = load_checkpoint(next(iter(files.values()))).get("mirror_axes")
-        student = StudentSpec(request.student_plan, None if teacher_mirror is None else tuple(teacher_mirror))
+        student = StudentSpec(
+            request.student_plan,
+            None if teacher_mirror is None else tuple(teacher_mirror),
+            init_checkpoint=init_file,
+            perturb_inputs=request.perturb_inputs,
+        )
         budget = {
             "num_epochs": request.epochs,
             "iters_per_epoch": request.iters_per_epoch,
             "num_workers": default_num_workers() if request.num_workers is None else request.num_workers,
+            "seed": request.seed,
         }
-        runner, finished = build_student(
-            plans, configuration, fold, cache_dir, [j.case_id for j in jobs], student, device, budget,
-            request.continue_training, record,
-        )  # fmt: skip
-        if not finished:
-            runner.fit()
+        draws = draw_list(
+            [j.case_id for j in jobs if j.source == "training"],
+            [j.case_id for j in jobs if j.source == "unpaired"],
+            request.unpaired_share,
+        )
+        runner = build_student(
+            plans, configuration, fold, cache_dir, draws, student, device, budget, request.continue_training, record
+        )
+        runner.fit()
     finally:
         lock.release()
     return fold.path

@@ -1,11 +1,14 @@
 """The student's side of distillation: the default trainer's loop, loss, optimizer and augmentation, fed with
 the teacher's cached predictions as targets (teacher.py), written to `fold_distilled/`.
 
-Only two parts differ from `Trainer`, each by one override: the network may be the planned one or a
+Only these parts differ from `Trainer`, each by one override: the network may be the planned one or a
 half-width variant (`STUDENT_PLANS`; the checkpoint records the network it built, so prediction rebuilds it),
 and the mirroring augmentation follows the teacher's (a teacher trained without left-right flips must not teach
 a student that sees them). The student's patches are augmented like a fold's (intensity transforms on the
-input only), so it learns to give the teacher's answer for a range of inputs around each cached one.
+input only), so it learns to give the teacher's answer for a range of inputs around each cached one; with
+`perturb_inputs` the input is further degraded like another scanner's (a linear bias field and noise, drawn per
+patch) while the target stays the teacher's prediction of the clean input (a "noisy student"). A fresh student
+may start from a teacher fold's weights (`init_checkpoint`) instead of a random initialisation.
 
 Like a fold, one process writes `fold_distilled/` (its `.training.lock`), nothing trained is overwritten without
 `--continue`, and a run resumes from `checkpoint_latest.pt` on the same batch stream. `teacher.json` in the
@@ -27,6 +30,7 @@ from autosr.formats.plans import Plans
 from autosr.io.atomic import atomic_write_json
 from autosr.io.json_file import read_json_file
 from autosr.model_layout import DISTILLED_FOLD, FoldFolder
+from autosr.training.fold_setup import FoldWording, check_fold_folder, restore_fold
 from autosr.training.trainer import Trainer, TrainingContext
 
 # the student's network: the configuration's, or the same topology with half the features per stage (about a
@@ -40,10 +44,42 @@ class StudentSpec:
 
     plan: str = "planned"
     mirror_axes: tuple[int, ...] | None = None  # None: every spatial axis, like `Trainer`
+    init_checkpoint: Path | None = None  # a teacher fold's checkpoint the fresh student's weights start from
+    perturb_inputs: bool = False  # the scanner perturbation of `perturb_like_another_scanner` on every patch
 
     def __post_init__(self) -> None:
         if self.plan not in STUDENT_PLANS:
             raise AutosrError(f"--student-plan {self.plan}: unknown (valid: {', '.join(STUDENT_PLANS)})")
+
+
+# the scanner perturbation: peak slope of the linear bias field per axis, and the largest noise level (a share of
+# the patch's standard deviation); each drawn uniformly per patch
+BIAS_SLOPE = 0.3
+NOISE_SHARE = 0.15
+
+
+def perturb_like_another_scanner(inputs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """`inputs` (B, C, *spatial) as another scanner might have acquired them: each patch multiplied, above its
+    lowest value (the background), by a linear bias field of random slope per axis, plus Gaussian noise of a
+    random level. Used for the student's input only, so it learns the teacher's answer for the clean scan."""
+    batch, spatial = inputs.shape[0], inputs.shape[2:]
+    device, dtype = inputs.device, inputs.dtype
+
+    def uniform(*shape: int) -> torch.Tensor:
+        return torch.rand(*shape, generator=generator).to(device=device, dtype=dtype)
+
+    field = torch.ones((batch, 1, *spatial), device=device, dtype=dtype)
+    for axis, size in enumerate(spatial):
+        shape = [1] * len(spatial)
+        shape[axis] = size
+        ramp = torch.linspace(-1.0, 1.0, size, device=device, dtype=dtype).reshape(1, 1, *shape)
+        slope = (uniform(batch) * 2 - 1) * BIAS_SLOPE
+        field = field + slope.reshape(batch, 1, *[1] * len(spatial)) * ramp
+    dims = tuple(range(1, inputs.dim()))
+    low = inputs.amin(dim=dims, keepdim=True)
+    sigma = uniform(batch).reshape(batch, *[1] * (inputs.dim() - 1)) * NOISE_SHARE * inputs.std(dim=dims, keepdim=True)
+    noise = torch.randn(inputs.shape, generator=generator).to(device=device, dtype=dtype)
+    return low + (inputs - low) * field + sigma * noise
 
 
 class DistillationTrainer(Trainer):
@@ -62,8 +98,31 @@ class DistillationTrainer(Trainer):
     def mirror_axes(self) -> tuple[int, ...]:
         return super().mirror_axes() if self.spec.mirror_axes is None else tuple(self.spec.mirror_axes)
 
+    def training_step(self, batch: dict[str, Any]) -> dict[str, float]:
+        if self.spec.perturb_inputs:  # drawn from torch's generator, which the batch stream seeds per batch
+            batch = {**batch, "input": perturb_like_another_scanner(torch.as_tensor(batch["input"]))}
+        return super().training_step(batch)
+
+    def start_from_teacher(self, checkpoint: Path) -> None:
+        """Start from a teacher fold's network weights (the optimizer and schedule start fresh); the fold's
+        network must be the student's."""
+        stored = load_checkpoint(checkpoint, map_location="cpu")
+        if stored.get("network_plan") != self.network_plan():
+            raise AutosrError(
+                f"{checkpoint}: the fold's network is not the '{self.spec.plan}' student's; a student starts from a "
+                "fold's weights only with --student-plan planned"
+            )
+        self.network.load_state_dict(stored["network_weights"])
+
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "student_plan": self.spec.plan}
+        init = self.spec.init_checkpoint  # as fold_k/checkpoint_<name>.pt: a package moves the model folder
+        start = None if init is None else f"{Path(init).parent.name}/{Path(init).name}"
+        return {
+            **super().state_dict(),
+            "student_plan": self.spec.plan,
+            "student_start": start,
+            "student_perturb_inputs": self.spec.perturb_inputs,
+        }
 
     def load(self, path: Path) -> None:
         stored = load_checkpoint(path, map_location="cpu").get("student_plan")
@@ -75,22 +134,20 @@ class DistillationTrainer(Trainer):
         super().load(path)
 
 
+STUDENT = FoldWording(
+    done="the student is already distilled",
+    redo="distill it again",
+    stopped="distillation",
+    finished="the student is distilled; nothing left to do",
+    fresh="starting the student from scratch",
+)
+
+
 def check_student_folder(fold: FoldFolder, continue_training: bool, teacher: dict[str, Any]) -> None:
     """Refuse to overwrite a student, or to continue one that learned from another teacher."""
-    final, latest = fold.checkpoint("final"), fold.checkpoint("latest")
-    if not continue_training:
-        if final.is_file():
-            raise AutosrError(
-                f"{final} exists: the student is already distilled. Delete {fold.path} to distill it again"
-            )
-        if latest.is_file():
-            raise AutosrError(
-                f"{latest} exists: an earlier distillation stopped part way. Pass --continue to resume it, or delete "
-                f"{fold.path} to start over"
-            )
-        return
-    started = final.is_file() or latest.is_file()
-    if started and fold.teacher_record_file.is_file():
+    check_fold_folder(fold, continue_training, STUDENT)
+    started = fold.checkpoint("final").is_file() or fold.checkpoint("latest").is_file()
+    if continue_training and started and fold.teacher_record_file.is_file():
         recorded = read_json_file(fold.teacher_record_file, "")
         if recorded != teacher:
             raise AutosrError(
@@ -111,9 +168,10 @@ def build_student(
     budget: dict[str, int | None],
     continue_training: bool,
     teacher: dict[str, Any],
-) -> tuple[DistillationTrainer, bool]:
-    """(the student's trainer, restored from its checkpoint with `continue_training`; whether it is finished).
-    `budget`: `num_epochs`, `iters_per_epoch`, `num_workers` as `TrainingContext` takes them."""
+) -> DistillationTrainer:
+    """The student's trainer, restored from its latest checkpoint with `continue_training` (a finished student
+    is the caller's to skip). `budget`: `num_epochs`, `iters_per_epoch`, `num_workers`, `seed` as
+    `TrainingContext` takes them."""
     ctx = TrainingContext(
         plans=plans,
         configuration=configuration,
@@ -127,14 +185,7 @@ def build_student(
     )
     fold.path.mkdir(parents=True, exist_ok=True)
     runner = DistillationTrainer(ctx, spec)
-    final, latest = fold.checkpoint("final"), fold.checkpoint("latest")
-    if continue_training and final.is_file():
-        runner.load(final)
-        runner.logger.print(f"{final} exists: the student is distilled; nothing left to do")
-        return runner, True
-    if continue_training and latest.is_file():
-        runner.load(latest)
-    elif continue_training:
-        runner.logger.print(f"--continue: no {latest.name} in {fold.path}, starting the student from scratch")
+    if restore_fold(runner, fold, continue_training, STUDENT) is None and spec.init_checkpoint is not None:
+        runner.start_from_teacher(spec.init_checkpoint)
     atomic_write_json(teacher, fold.teacher_record_file)
-    return runner, False
+    return runner
