@@ -145,7 +145,9 @@ def run_stress_test(
     lesion_rows: list[dict[str, Any]] = []
     pictures: list[dict[str, Any]] = []
     with model.opened(paths) as opened:
-        predictor = Predictor.from_trained(opened.model_dir, opened.folds, opened.checkpoint, prediction)
+        predictor = Predictor.from_trained(
+            opened.model_dir, opened.folds, opened.checkpoint, prediction, package=opened.package
+        )
         scorer = QCScorer.for_predictor(predictor, raw)
         for case_index, case in enumerate(cases):
             inputs = [read_image(p) for p in case.channels]
