@@ -510,7 +510,7 @@ def predict_folder(
     when the predictor was loaded with `Predictor.from_trained` and the file matches its plans).
     """
     from autosr.inference.folder import discover_prediction_cases, ignored_input_files, is_finished, select_part
-    from autosr.inference.qc import reference_is_current, uncertainty_key
+    from autosr.inference.qc import reference_is_current
     from autosr.inference.scan_summary import refuse_foreign_images, write_summary
     from autosr.preprocessing.preprocess import preprocessing_hash
 
@@ -538,13 +538,7 @@ def predict_folder(
     if qc_reference is not None and not reference_is_current(qc_reference, predictor.configuration_name, expected_hash):
         qc_reference = None
         reason = "not checked: qc_reference.json was made with other plans; run `autosr qc-reference` again"
-    key = None
-    folds = getattr(predictor, "folds", None)
-    if settings.uncertainty and folds is not None:
-        key = uncertainty_key(
-            folds, predictor.checkpoint_name, predictor.mirror_axes, predictor.settings.step_fraction,
-            getattr(predictor, "sampling_key", None),
-        )  # fmt: skip
+    key = predictor.ensemble_key if settings.uncertainty else None
     qc = QCSettings(qc_reference.data if qc_reference else None, key, settings.part, reason, model_record(predictor))
     if key is not None and model_dir is not None:
         qc.calibration = load_calibration(model_dir, key)

@@ -193,6 +193,18 @@ class Predictor:
         return self.dataset_spec.file_ending if self.dataset_spec is not None else ".nii.gz"
 
     @property
+    def ensemble_key(self) -> str | None:
+        """Which ensemble this predictor's spread comes from (`qc.uncertainty_key`: the key of its QC
+        uncertainty reference and of its calibration); None when it was not loaded by `from_trained`."""
+        if self.folds is None:
+            return None
+        from autosr.inference.qc import uncertainty_key
+
+        return uncertainty_key(
+            self.folds, self.checkpoint_name, self.mirror_axes, self.settings.step_fraction, self.sampling_key
+        )
+
+    @property
     def sampling_key(self) -> str | None:
         """How a generative model is sampled (its spread depends on it), for the QC uncertainty key; None for
         a regression model."""

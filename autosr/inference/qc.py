@@ -299,14 +299,23 @@ def _distances(signals: ScanSignals, reference_quantiles, reference_profiles) ->
 # --- bounds from the cross-validation cases -----------------------------------------------------------------
 
 
+def on_rule_scale(value: Any, rule: SignalRule) -> Any:
+    """A signal's value(s) on the scale its rule compares on: log for ratio-type signals, else as is."""
+    return np.log(np.maximum(value, 1e-12)) if rule.log else value
+
+
+def flag_margin(low: float, high: float, rule: SignalRule) -> float:
+    """The flagging margin of a signal whose training range is [low, high] on its rule's scale."""
+    return max(MARGIN_FRACTION * (high - low), rule.floor)
+
+
 def bounds_from_values(values: Sequence[float], rule: SignalRule) -> dict[str, Any]:
     """The flagging bounds of one signal from the training cases' values (see the module docstring)."""
     raw = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=np.float64)
     if raw.size == 0:
         raise ValueError("no values to derive bounds from")
-    transformed = np.log(np.maximum(raw, 1e-12)) if rule.log else raw
-    lo, hi = np.percentile(transformed, REFERENCE_PERCENTILES)
-    margin = max(MARGIN_FRACTION * (hi - lo), rule.floor)
+    lo, hi = np.percentile(on_rule_scale(raw, rule), REFERENCE_PERCENTILES)
+    margin = flag_margin(lo, hi, rule)
     back = np.exp if rule.log else (lambda v: v)
     return {
         "cv_low": float(back(lo)),
@@ -338,9 +347,8 @@ def flag_score(values: dict[str, float], bounds: dict[str, dict[str, Any]], netw
         value, rule = values.get(name), rule_of(name)
         if value is None or rule is None or not np.isfinite(value) or (network_input_only and not rule.network_input):
             continue
-        transform = (lambda v: math.log(max(v, 1e-12))) if rule.log else (lambda v: v)
-        lo, hi, v = transform(b["cv_low"]), transform(b["cv_high"]), transform(value)
-        margin = max(MARGIN_FRACTION * (hi - lo), rule.floor) or 1.0
+        lo, hi, v = (float(on_rule_scale(x, rule)) for x in (b["cv_low"], b["cv_high"], value))
+        margin = flag_margin(lo, hi, rule) or 1.0
         excess = (v - hi) / margin if v > hi else ((lo - v) / margin if rule.sides == "both" and v < lo else 0.0)
         score = max(score, excess)
     return float(score)

@@ -34,7 +34,6 @@ from autosr.inference.qc import (
     input_signals,
     reference_from_cases,
     reference_is_current,
-    uncertainty_key,
     uncertainty_signals,
 )
 from autosr.inference.settings import ALL_FOLDS, DEFAULT_CHECKPOINT, PredictionSettings
@@ -87,10 +86,7 @@ def add_uncertainty(
         raise AutosrError(
             "one fold without mirroring has no spread: the uncertainty reference needs several folds or mirroring"
         )
-    key = uncertainty_key(
-        predictor.folds, predictor.checkpoint_name, predictor.mirror_axes, predictor.settings.step_fraction,
-        getattr(predictor, "sampling_key", None),
-    )  # fmt: skip
+    key = predictor.ensemble_key
     values = {}
     for case_id, files in tqdm(
         sorted(training_cases(raw_dataset_dir).items()), desc="QC reference (uncertainty)", disable=not progress

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from autosr.inference.qc import QCReference, input_signals, uncertainty_key, uncertainty_signals
+from autosr.inference.qc import QCReference, input_signals, uncertainty_signals
 from autosr.preprocessing.preprocess import PreprocessedScan
 
 
@@ -25,7 +25,7 @@ class QCScorer:
     """The model folder's quality-control reference (None when it cannot be built) and the ensemble's key."""
 
     reference: QCReference | None
-    key: str
+    key: str | None
 
     @classmethod
     def for_predictor(cls, predictor, raw_dataset_dir: Path) -> QCScorer:
@@ -33,15 +33,8 @@ class QCScorer:
         has no current one (as `autosr predict` does); the key of its ensemble."""
         from autosr.inference.qc_reference import ensure_reference
 
-        model_dir = predictor.model_dir
-        key = uncertainty_key(
-            predictor.folds,
-            predictor.checkpoint_name,
-            predictor.mirror_axes,
-            predictor.settings.step_fraction,
-            predictor.sampling_key,
-        )
-        return cls(ensure_reference(model_dir, raw_dataset_dir, progress=False), key)  # the current one, or built
+        reference = ensure_reference(predictor.model_dir, raw_dataset_dir, progress=False)  # the current one, or built
+        return cls(reference, predictor.ensemble_key)
 
     def assess(self, scan: PreprocessedScan, uncertainty: np.ndarray | None) -> dict[str, Any]:
         """flag, reason, flag_score and input_shift of one preprocessed scan (with its normalized spread, when
