@@ -17,7 +17,8 @@ of its own under WORKDIR/students/<name>_<iterations>/ (the model folder holds o
 picks which are distilled besides the first. A student's name is its recipe: `student`, `student_unpaired` or
 `student_shifted_unpaired` (which unpaired scans), then `+`-joined options of `DistillationRequest`: `seedN`
 (another seed), `initN` (start from fold N's weights), `perturbed` (inputs degraded like another scanner's),
-`shareNN` (NN % of the patches from the unpaired scans); e.g. `student_shifted_unpaired+init0+share25`.
+`shareNN` (NN % of the patches from the unpaired scans), `nomatch` (the paired inputs are not degraded like the
+unpaired scans, `--no-unpaired-match`); e.g. `student_shifted_unpaired+init0+share25`.
 `--students-only` scores the named students alone (the ensemble and fold rows do not change between runs on
 the same workdir).
 
@@ -113,6 +114,8 @@ def recipe(name: str, sets: dict[str, Path]) -> dict[str, Any]:
     for option in options:
         if option == "perturbed":
             fields["perturb_inputs"] = True
+        elif option == "nomatch":
+            fields["match_unpaired"] = False
         elif option.startswith("seed"):
             fields["seed"] = int(option[4:])
         elif option.startswith("init"):

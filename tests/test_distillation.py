@@ -70,6 +70,9 @@ def test_distill_predict_export_install(model, tmp_path, capsys):
     teacher = json.loads((cache / "teacher.json").read_text())
     assert teacher["folds"] == [0, 1] and set(teacher["sha256"]) == {"0", "1"}
     assert json.loads((fold / "teacher.json").read_text()) == teacher
+    # the unpaired scans are copies of test inputs (the training inputs' kind): a shift was measured and recorded
+    recorded = load_checkpoint(fold / "checkpoint_final.pt")["student_scanner_shift"]
+    assert set(recorded) == {"blur_sigma", "noise_sigma", "bias_slope"} and recorded["blur_sigma"] <= 0.5
     # the cached target is the teacher's prediction of the cached input (folds 0+1 with their mirroring)
     teacher_model = Predictor.from_trained(model["model_dir"], (0, 1), settings=PredictionSettings(device="cpu"))
     cached_input = np.load(cache / "cases" / f"{cases[0]}_input.npy")
@@ -177,10 +180,11 @@ def test_student_options(model, capsys):
     unpaired = ["--unpaired", str(model["unpaired"])]
     assert _distill(model, *unpaired, "--unpaired-share", "1") == 2 and "between 0 and 1" in capsys.readouterr().err
     assert not fold.exists()
-    options = ["--unpaired-share", "0.25", "--init-fold", "0", "--perturb-inputs"]
+    options = ["--unpaired-share", "0.25", "--init-fold", "0", "--perturb-inputs", "--no-unpaired-match"]
     assert _distill(model, *unpaired, *options) == 0
     final = load_checkpoint(fold / "checkpoint_final.pt")
     assert final["student_start"] == "fold_0/checkpoint_final.pt" and final["student_perturb_inputs"] is True
+    assert final["student_scanner_shift"] is None
 
     # the fresh student's weights are fold 0's before its first step (the optimizer starts fresh)
     shutil.rmtree(fold)

@@ -57,6 +57,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="noisy student: degrade the student's inputs like another scanner's (linear bias field, noise); the "
         "target stays the teacher's prediction of the clean input",
     )  # fmt: skip
+    parser.add_argument(
+        "--no-unpaired-match", dest="match_unpaired", action="store_false",
+        help="with --unpaired: do not degrade the paired inputs like the unpaired scans (by default their blur, noise "
+        "and bias field against the training inputs are measured and half the paired patches get them)",
+    )  # fmt: skip
     parser.add_argument("--device", default=None, help="cuda, cuda:N, mps or cpu (default: CUDA, else MPS, else CPU)")
     parser.add_argument(
         "--continue", dest="continue_training", action="store_true",
@@ -93,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         init_fold=args.init_fold,
         perturb_inputs=args.perturb_inputs,
         unpaired_share=args.unpaired_share,
+        match_unpaired=args.match_unpaired,
     )
     folder = distill(request, paths_from_args(args))
     print(f"autosr distill: the student is in {folder}; predict with it: autosr predict ... -f distilled")

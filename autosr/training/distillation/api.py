@@ -31,6 +31,7 @@ from autosr.io.locks import HeldLock
 from autosr.model_layout import ModelFolder
 from autosr.paths import DEFAULT_PLANS_NAME, DEFAULT_TRAINER, AutosrPaths, ensure_writable_folder
 from autosr.training.data import default_num_workers
+from autosr.training.distillation.scanner_shift import measure_cached_shift
 from autosr.training.distillation.student import STUDENT, StudentSpec, build_student, check_student_folder
 from autosr.training.distillation.teacher import TeacherSpec, fill_cache, teacher_record, training_jobs, unpaired_jobs
 from autosr.training.fold_setup import check_budget, preprocessed_cases
@@ -46,7 +47,9 @@ class DistillationRequest:
     (None: the trainer's fixed schedule, the machine's worker count, CUDA/MPS/CPU). `init_fold`: start the student
     from this teacher fold's weights (planned student only); `perturb_inputs`: degrade the student's inputs like
     another scanner's (student.py); `unpaired_share`: the share of patches drawn from unpaired scans (None: every
-    cached case equally often); `seed`: of the student's initialisation and batch stream."""
+    cached case equally often); `seed`: of the student's initialisation and batch stream; `match_unpaired`: measure
+    how the unpaired scans' inputs differ from the training inputs (blur, noise, bias field) and degrade half the
+    paired patches the same way (scanner_shift.py)."""
 
     dataset: str | int
     configuration: str
@@ -66,6 +69,7 @@ class DistillationRequest:
     perturb_inputs: bool = False
     unpaired_share: float | None = None
     seed: int = 0
+    match_unpaired: bool = True
 
     def __post_init__(self) -> None:
         try:
@@ -126,11 +130,20 @@ def distill(request: DistillationRequest, paths: AutosrPaths | None = None) -> P
         device = choose_device(request.device)
         cache_dir = fill_cache(teacher, jobs, request.device, request.progress, record)
         teacher_mirror = load_checkpoint(next(iter(files.values()))).get("mirror_axes")
+        training_ids = [j.case_id for j in jobs if j.source == "training"]
+        unpaired_ids = [j.case_id for j in jobs if j.source == "unpaired"]
+        shift, extent_share = None, 1.0
+        if request.match_unpaired and unpaired_ids:
+            patch = plans.configuration(configuration).patch_size
+            shift, extent_share = measure_cached_shift(cache_dir, training_ids, unpaired_ids, patch)
+            print(f"autosr distill: the unpaired scans against the training inputs: {shift.describe()}")
         student = StudentSpec(
             request.student_plan,
             None if teacher_mirror is None else tuple(teacher_mirror),
             init_checkpoint=init_file,
             perturb_inputs=request.perturb_inputs,
+            scanner_shift=shift,
+            extent_share=extent_share,
         )
         budget = {
             "num_epochs": request.epochs,
@@ -138,11 +151,7 @@ def distill(request: DistillationRequest, paths: AutosrPaths | None = None) -> P
             "num_workers": default_num_workers() if request.num_workers is None else request.num_workers,
             "seed": request.seed,
         }
-        draws = draw_list(
-            [j.case_id for j in jobs if j.source == "training"],
-            [j.case_id for j in jobs if j.source == "unpaired"],
-            request.unpaired_share,
-        )
+        draws = draw_list(training_ids, unpaired_ids, request.unpaired_share)
         runner = build_student(
             plans, configuration, fold, cache_dir, draws, student, device, budget, request.continue_training, record
         )
