@@ -190,6 +190,14 @@ def _blur(patch: torch.Tensor, sigma: float) -> torch.Tensor:
     return x[0]
 
 
+def standard_normal_like(inputs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Gaussian noise of `inputs`' shape, dtype and device: drawn on the device itself (no host-to-device copy of
+    a whole batch per step) unless a (CPU) `generator` is given, as tests do for exact draws."""
+    if generator is None:
+        return torch.randn(inputs.shape, device=inputs.device, dtype=inputs.dtype)
+    return torch.randn(inputs.shape, generator=generator).to(device=inputs.device, dtype=inputs.dtype)
+
+
 def apply_shift(
     inputs: torch.Tensor,
     shift: ScannerShift,
@@ -206,9 +214,9 @@ def apply_shift(
     out = inputs.clone()
     spatial = inputs.shape[2:]
     lo, hi = STRENGTH_RANGE
-    for b, allowed in enumerate(eligible):
-        draws = torch.rand(3 + len(spatial), generator=generator).tolist()
-        noise = torch.randn(inputs.shape[1:], generator=generator).to(device=inputs.device, dtype=inputs.dtype)
+    draws_all = torch.rand(inputs.shape[0], 3 + len(spatial), generator=generator).tolist()
+    noises = standard_normal_like(inputs, generator)
+    for b, (allowed, draws, noise) in enumerate(zip(eligible, draws_all, noises)):
         if not allowed or draws[0] >= SHIFT_SHARE:
             continue
         strength = lo + (hi - lo) * draws[1]

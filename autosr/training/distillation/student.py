@@ -32,7 +32,7 @@ from autosr.formats.plans import Plans
 from autosr.io.atomic import atomic_write_json
 from autosr.io.json_file import read_json_file
 from autosr.model_layout import DISTILLED_FOLD, FoldFolder
-from autosr.training.distillation.scanner_shift import ScannerShift, apply_shift
+from autosr.training.distillation.scanner_shift import ScannerShift, apply_shift, standard_normal_like
 from autosr.training.distillation.teacher import UNPAIRED_PREFIX
 from autosr.training.fold_setup import FoldWording, check_fold_folder, restore_fold
 from autosr.training.trainer import Trainer, TrainingContext
@@ -86,7 +86,7 @@ def perturb_like_another_scanner(inputs: torch.Tensor, generator: torch.Generato
     dims = tuple(range(1, inputs.dim()))
     low = inputs.amin(dim=dims, keepdim=True)
     sigma = uniform(batch).reshape(batch, *[1] * (inputs.dim() - 1)) * NOISE_SHARE * inputs.std(dim=dims, keepdim=True)
-    noise = torch.randn(inputs.shape, generator=generator).to(device=device, dtype=dtype)
+    noise = standard_normal_like(inputs, generator)
     return low + (inputs - low) * field + sigma * noise
 
 
