@@ -2,42 +2,41 @@
 
 Teaching the student the teacher's predictions of unpaired scans from another scanner helps little where the
 teacher is itself no better on that scanner than the student (documentation/benchmark.md, "Distillation"). What
-the unpaired scans do show is *how* that scanner's inputs differ: smoother (a coarser voxel size interpolated
-onto the planned grid), noisier, a stronger bias field. `measure_shift` estimates these three differences in the
-student's normalized input space from the cached inputs, and `apply_shift` degrades paired training patches by
-them while their target stays the teacher's prediction of the clean input: the student learns to give the clean
-answer for a scan of the other scanner's kind. Where the unpaired scans are like the training inputs, the
-measured shift is about zero and nothing changes.
+the unpaired scans do show is *how* that scanner's inputs differ: coarser voxels (interpolated onto the planned
+grid, so smoother there), more noise, a stronger bias field. `measure_shift` estimates these three differences
+in the student's normalized input space, and `apply_shift` degrades paired training patches by them while their
+target stays the teacher's prediction of the clean input: the student learns to give the clean answer for a scan
+of the other scanner's kind. Where the unpaired scans are like the training inputs the measured shift is about
+zero and nothing changes.
 
-The model of a scanner's input: y = blur(low + (x - low) * field + noise), with an isotropic Gaussian `blur`
-(sigma in voxels; acquisition noise is interpolated with the anatomy, so noise is added before the blur), white
-Gaussian `noise` and a linear bias `field` (1 + slope * ramp per axis, ramp in [-1, 1]). Measured per volume
-(at most `MAX_CASES` of each kind, a central crop of at most `MAX_CROP` voxels per axis):
+The model of the other scanner's input: y = blur(low + (x - low) * field) + noise, each measured from the
+scans (at most `MAX_CASES` of each kind, a central crop of at most `MAX_CROP` voxels per axis):
 
-- *detail*: the robust standard deviation (median absolute deviation x 1.4826) of the second difference
-  (1, -2, 1) along each axis, at step 1 and at step 2 (coarser detail), averaged over the axes, inside the
-  mask. Blur lowers step 1 more than step 2; noise raises both. For each blur of `BLUR_GRID`, the training
-  volumes are blurred, the noise that best raises their detail to the unpaired scans' follows from the
-  filters' gain on white noise, and the blur with the smallest remaining (log) misfit is kept;
-- *bias*: the slope per axis of the least-squares fit of (x - low) / mean(x - low) inside the mask against the
-  ramps; the shift is the root-mean-square slope the unpaired scans have beyond the training inputs'.
+- *blur*, per axis of the planned grid: a Gaussian whose full width at half maximum widens the training
+  inputs' voxel size (median, from their headers, per world axis) to the unpaired scans': sqrt(u^2 - t^2) mm,
+  in planned voxels; none along an axis where the unpaired voxels are not larger. The voxel sizes are read,
+  not estimated: the image statistics that could estimate them cannot tell blur from anatomy on small data;
+- *noise*: white Gaussian noise raising the training inputs' noise level (`qc.noise_level`, a robust
+  second-difference estimate), after the blur, to the unpaired scans' (medians);
+- *bias*: per axis, the slope of the least-squares fit of (x - low) / mean(x - low) inside the mask (low: the
+  level outside it) against
+  a ramp from -1 to 1 over the mask's extent; the shift is the root-mean-square slope the unpaired scans have
+  beyond the training inputs' (a linear field 1 + slope * ramp per axis, of random sign and size).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-BLUR_GRID = tuple(float(s) for s in np.arange(0.0, 2.01, 0.25))  # voxels
 MAX_CASES = 8
 MAX_CROP = 96
-STEPS = (1, 2, 4)
-MISFIT_TOLERANCE = 0.01  # of the summed squared log misfit: within it, the weaker shift is kept
+FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 # per paired patch: the chance it is degraded, and the range of strengths drawn (x the measured shift)
 SHIFT_SHARE = 0.5
 STRENGTH_RANGE = (0.5, 1.5)
@@ -47,22 +46,24 @@ STRENGTH_RANGE = (0.5, 1.5)
 class ScannerShift:
     """The unpaired scans' inputs against the training inputs, in normalized input units (module docstring)."""
 
-    blur_sigma: float = 0.0  # voxels
-    noise_sigma: float = 0.0  # normalized input units, before the blur
+    blur_sigma: tuple[float, ...] = field(default=(0.0, 0.0, 0.0))  # planned voxels, per planned array axis
+    noise_sigma: float = 0.0  # normalized input units, added after the blur
     bias_slope: float = 0.0  # root-mean-square slope per axis over the subject's extent
 
     @property
     def is_null(self) -> bool:
-        return self.blur_sigma == 0 and self.noise_sigma == 0 and self.bias_slope == 0
+        return not any(self.blur_sigma) and self.noise_sigma == 0 and self.bias_slope == 0
 
-    def as_json(self) -> dict[str, float]:
-        return {k: round(float(v), 6) for k, v in asdict(self).items()}
+    def as_json(self) -> dict[str, object]:
+        return {
+            "blur_sigma": [round(float(v), 6) for v in self.blur_sigma],
+            "noise_sigma": round(float(self.noise_sigma), 6),
+            "bias_slope": round(float(self.bias_slope), 6),
+        }
 
     def describe(self) -> str:
-        return (
-            f"blur sigma {self.blur_sigma:.2f} voxels, noise {self.noise_sigma:.3f} (normalized), "
-            f"bias slope {self.bias_slope:.3f}"
-        )
+        blur = " x ".join(f"{v:.2f}" for v in self.blur_sigma)
+        return f"blur sigma {blur} voxels, noise {self.noise_sigma:.3f} (normalized), bias slope {self.bias_slope:.3f}"
 
 
 def _crop(volume: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -77,12 +78,6 @@ def _crop(volume: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return volume[tuple(index)], mask[tuple(index)]
 
 
-def _second_difference_kernel(step: int) -> np.ndarray:
-    kernel = np.zeros(2 * step + 1)
-    kernel[[0, step, 2 * step]] = (1.0, -2.0, 1.0)
-    return kernel
-
-
 def _gaussian_kernel(sigma: float) -> np.ndarray:
     if sigma <= 0:
         return np.ones(1)
@@ -92,44 +87,26 @@ def _gaussian_kernel(sigma: float) -> np.ndarray:
     return kernel / kernel.sum()
 
 
-def detail(volume: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Robust standard deviation of the second difference at each of `STEPS`, averaged over the axes of at
-    least 5 voxels, over the mask's voxels whose neighbourhood lies inside it (module docstring)."""
-    from scipy import ndimage
-
-    volume = np.asarray(volume, dtype=np.float64)
-    mask = np.asarray(mask, dtype=bool)
-    values = []
-    for step in STEPS:
-        per_axis = []
-        for axis, n in enumerate(volume.shape):
-            if n < 2 * step + 1:
-                continue
-            residual = ndimage.correlate1d(volume, _second_difference_kernel(step), axis=axis, mode="nearest")
-            structure = np.ones([2 * step + 1 if a == axis else 1 for a in range(volume.ndim)], dtype=bool)
-            inside = ndimage.binary_erosion(mask, structure, border_value=0)
-            if inside.any():
-                per_axis.append(float(np.std(residual[inside])))
-        values.append(float(np.mean(per_axis)) if per_axis else 0.0)
-    return np.array(values)
-
-
-def noise_gain(blur_sigma: float, ndim: int = 3) -> np.ndarray:
-    """Per step of `STEPS`: the squared detail white noise of unit variance has after a Gaussian blur of
-    `blur_sigma` (the second difference along one axis, the blur along every axis)."""
-    gaussian = _gaussian_kernel(blur_sigma)
-    across = float(np.sum(gaussian**2)) ** (ndim - 1)
-    return np.array([float(np.sum(np.convolve(_second_difference_kernel(s), gaussian) ** 2)) * across for s in STEPS])
+def widening_blur(
+    training_mm: Sequence[float], unpaired_mm: Sequence[float], grid_mm: Sequence[float]
+) -> tuple[float, ...]:
+    """Per axis: the Gaussian sigma (in grid voxels) whose FWHM widens a `training_mm` voxel to an `unpaired_mm`
+    one (FWHMs add in quadrature); 0 where the unpaired voxel is not larger."""
+    return tuple(
+        math.sqrt(max(0.0, u * u - t * t)) / FWHM_PER_SIGMA / g for t, u, g in zip(training_mm, unpaired_mm, grid_mm)
+    )
 
 
 def bias_slopes(volume: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Per axis: the slope of the least-squares linear fit of (x - low) / mean(x - low) inside the mask
-    against a ramp from -1 to 1 over the mask's extent along that axis (low: the volume's 1st percentile)."""
+    against a ramp from -1 to 1 over the mask's extent along that axis (low: the median outside the mask, the
+    level without signal; the 1st percentile where the mask covers everything)."""
     volume = np.asarray(volume, dtype=np.float64)
     points = np.argwhere(mask)
     if len(points) < 10:
         return np.zeros(volume.ndim)
-    low = float(np.percentile(volume, 1))
+    outside = ~np.asarray(mask, dtype=bool)
+    low = float(np.median(volume[outside])) if outside.any() else float(np.percentile(volume, 1))
     values = volume[tuple(points.T)] - low
     scale = float(values.mean())
     if scale <= 0:
@@ -142,45 +119,50 @@ def bias_slopes(volume: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def measure_shift(
-    training: Sequence[tuple[np.ndarray, np.ndarray]], unpaired: Sequence[tuple[np.ndarray, np.ndarray]]
+    training: Sequence[tuple[np.ndarray, np.ndarray]],
+    unpaired: Sequence[tuple[np.ndarray, np.ndarray]],
+    blur_sigma: Sequence[float] = (0.0, 0.0, 0.0),
 ) -> ScannerShift:
-    """The shift from the training inputs to the unpaired ones; each a sequence of (volume (Z, Y, X) of the
-    first input channel, mask). Null when either is empty."""
+    """The shift from the training inputs to the unpaired ones, each a sequence of (volume (Z, Y, X) of the first
+    input channel, mask), given the blur the voxel sizes call for (`widening_blur`, grid voxels per array axis).
+    Null when either sequence is empty."""
     from scipy import ndimage
+
+    from autosr.inference.qc import noise_level
 
     if not training or not unpaired:
         return ScannerShift()
     train = [_crop(np.asarray(v, dtype=np.float64), np.asarray(m, dtype=bool)) for v, m in training[:MAX_CASES]]
     other = [_crop(np.asarray(v, dtype=np.float64), np.asarray(m, dtype=bool)) for v, m in unpaired[:MAX_CASES]]
-    wanted = np.median([detail(v, m) for v, m in other], axis=0)
-    fits: list[tuple[float, float, float]] = []  # (misfit, blur, noise) per blur of the grid
-    for blur in BLUR_GRID:
-        blurred = [(ndimage.gaussian_filter(v, blur, mode="nearest") if blur > 0 else v, m) for v, m in train]
-        have = np.median([detail(v, m) for v, m in blurred], axis=0)
-        gain = noise_gain(blur, train[0][0].ndim)
-        rise = wanted**2 - have**2
-        variance = max(0.0, float(np.sum(gain * rise) / np.sum(gain**2)))
-        model = np.sqrt(have**2 + variance * gain)
-        misfit = float(np.sum((np.log(np.maximum(model, 1e-12)) - np.log(np.maximum(wanted, 1e-12))) ** 2))
-        fits.append((misfit, blur, math.sqrt(variance)))
-    least = min(f[0] for f in fits)
-    best = next(f for f in fits if f[0] <= least + MISFIT_TOLERANCE)  # the weakest blur that fits about as well
+    blur = tuple(float(b) for b in blur_sigma)
+    if any(blur):
+        train_blurred = [(ndimage.gaussian_filter(v, blur, mode="nearest"), m) for v, m in train]
+    else:
+        train_blurred = train
+    have = float(np.median([noise_level(v, m) for v, m in train_blurred]))
+    wanted = float(np.median([noise_level(v, m) for v, m in other]))
     rms = [float(np.sqrt(np.mean([bias_slopes(v, m) ** 2 for v, m in group]))) for group in (train, other)]
-    slope = math.sqrt(max(0.0, rms[1] ** 2 - rms[0] ** 2))
-    return ScannerShift(blur_sigma=best[1], noise_sigma=best[2], bias_slope=slope)
+    return ScannerShift(
+        blur_sigma=blur,
+        noise_sigma=math.sqrt(max(0.0, wanted**2 - have**2)),
+        bias_slope=math.sqrt(max(0.0, rms[1] ** 2 - rms[0] ** 2)),
+    )
 
 
-def _blur(patch: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Gaussian blur of `patch` (C, *spatial; 2 or 3 spatial axes) along every spatial axis, the border
-    replicated."""
+def _blur(patch: torch.Tensor, sigma: Sequence[float]) -> torch.Tensor:
+    """Gaussian blur of `patch` (C, *spatial; 2 or 3 spatial axes), `sigma` voxels per spatial axis (one value:
+    every axis), the border replicated."""
     import torch.nn.functional as F
 
-    kernel = torch.as_tensor(_gaussian_kernel(sigma), dtype=patch.dtype, device=patch.device)
-    radius = (kernel.numel() - 1) // 2
     spatial = patch.dim() - 1
+    sigmas = list(sigma) * spatial if len(sigma) == 1 else list(sigma)
     conv = F.conv3d if spatial == 3 else F.conv2d
     x, channels = patch.unsqueeze(0), patch.shape[0]
     for axis in range(spatial):
+        if sigmas[axis] <= 0:
+            continue
+        kernel = torch.as_tensor(_gaussian_kernel(sigmas[axis]), dtype=patch.dtype, device=patch.device)
+        radius = (kernel.numel() - 1) // 2
         pad = [0, 0] * spatial  # F.pad lists the last axis first
         pad[2 * (spatial - 1 - axis)] = pad[2 * (spatial - 1 - axis) + 1] = radius
         shape = [1] * spatial
@@ -222,17 +204,19 @@ def apply_shift(
         strength = lo + (hi - lo) * draws[1]
         patch = inputs[b]
         low = patch.amin()
-        field = torch.ones_like(patch[:1])
+        bias = torch.ones_like(patch[:1])
         for axis, size in enumerate(spatial):
             shape = [1] * len(spatial)
             shape[axis] = size
             ramp = torch.linspace(-1.0, 1.0, size, dtype=patch.dtype, device=patch.device).reshape(1, *shape)
             # uniform in +-sqrt(3) x the measured root-mean-square slope
             slope = (2 * draws[3 + axis] - 1) * math.sqrt(3) * shift.bias_slope * strength * extent_share
-            field = field + slope * ramp
-        patch = low + (patch - low) * field + shift.noise_sigma * strength * noise
-        if shift.blur_sigma > 0:
-            patch = _blur(patch, shift.blur_sigma * (lo + (hi - lo) * draws[2]))
+            bias = bias + slope * ramp
+        patch = low + (patch - low) * bias
+        if any(shift.blur_sigma):
+            widths = shift.blur_sigma if len(spatial) == len(shift.blur_sigma) else [float(np.mean(shift.blur_sigma))]
+            patch = _blur(patch, [w * (lo + (hi - lo) * draws[2]) for w in widths])
+        patch = patch + shift.noise_sigma * strength * noise
         out[b] = patch
     return out
 
@@ -241,21 +225,32 @@ def measure_cached_shift(
     cases_dir: Path, training_ids: Sequence[str], unpaired_ids: Sequence[str], patch_size: Sequence[int]
 ) -> tuple[ScannerShift, float]:
     """(the shift from the cached training inputs to the cached unpaired ones, the patch's share of the
-    training subjects' extent); the first input channel, each case's mask (its foreground where it has none)."""
+    training subjects' extent); the first input channel, each case's mask (its foreground where it has none),
+    the voxel sizes from each case's recorded input geometry."""
+    from autosr.io import Geometry
+    from autosr.io.orientation import from_world_axes, to_world_axes
     from autosr.preprocessing.case_store import load_case
 
-    def volumes(ids: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+    def read(ids: Sequence[str]) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[list[float]], Geometry]:
         chosen = list(ids)[:: max(1, len(ids) // MAX_CASES)][:MAX_CASES]  # spread over the list, not its start
-        out = []
+        volumes, spacings, planned = [], [], None
         for case_id in chosen:
             case = load_case(cases_dir, case_id, mmap=True)
             volume = np.asarray(case.input[0], dtype=np.float64)
             mask = np.asarray(case.mask[0]) > 0 if case.mask is not None else np.ones(volume.shape, dtype=bool)
-            out.append((volume, mask))
-        return out
+            volumes.append((volume, mask))
+            geometry = Geometry.from_json(case.properties["input_geometry"])
+            spacings.append(to_world_axes(list(geometry.spacing_zyx), geometry))
+            planned = Geometry.from_json(case.properties["planned_geometry"])
+        return volumes, spacings, planned
 
-    training = volumes(training_ids)
-    shift = measure_shift(training, volumes(unpaired_ids))
+    training, training_mm, planned = read(training_ids)
+    unpaired, unpaired_mm, _ = read(unpaired_ids)
+    if not training or not unpaired:
+        return ScannerShift(), 1.0
+    grid_mm = to_world_axes(list(planned.spacing_zyx), planned)
+    blur_world = widening_blur(np.median(training_mm, axis=0), np.median(unpaired_mm, axis=0), grid_mm)
+    shift = measure_shift(training, unpaired, from_world_axes(list(blur_world), planned))
     extents = [np.ptp(np.argwhere(m), axis=0) + 1 for _, m in training if m.any()]
     extent = float(np.mean(np.median(extents, axis=0))) if extents else 1.0
     return shift, float(min(1.0, np.mean(patch_size) / max(extent, 1.0)))
