@@ -2,7 +2,7 @@
 
 autosr distill 902 -c 3d_fullres                         # the student of folds 0-4, from the training cases
 autosr distill 902 -c 3d_fullres --unpaired unpaired_3t/ # ... and from unpaired scans the teacher labels
-autosr distill 902 -c 3d_fullres --init-fold 0           # the student starts from fold 0's weights
+autosr distill 902 -c 3d_fullres --from-scratch          # random weights instead of the first fold's
 autosr predict -i scans/ -o out/ -d 902 -c 3d_fullres -f distilled
 """
 
@@ -49,8 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--init-fold", type=int, default=None, metavar="FOLD",
-        help="start the student from this teacher fold's weights instead of a random initialisation (planned "
-        "student only)",
+        help="start the student from this teacher fold's weights (planned student only; default: the first teacher "
+        "fold's)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--from-scratch", action="store_true",
+        help="start the student from random weights instead of a teacher fold's (a half-width student always does)",
     )  # fmt: skip
     parser.add_argument(
         "--perturb-inputs", action="store_true",
@@ -96,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         continue_training=args.continue_training,
         init_fold=args.init_fold,
+        from_scratch=args.from_scratch,
         perturb_inputs=args.perturb_inputs,
         unpaired_share=args.unpaired_share,
         match_unpaired=args.match_unpaired,
