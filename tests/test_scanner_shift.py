@@ -54,12 +54,12 @@ def test_measure_shift_null_for_the_same_scanner_and_noise_after_blur():
     assert measure_shift(training, training) == ScannerShift()
     assert measure_shift(training, []) == ScannerShift() == measure_shift([], training)
     rng = np.random.default_rng(7)
-    # blurred by 1 voxel, then white noise of 0.5: the blur is the voxel sizes' to give, the noise is measured
+    # white noise of 0.5, then a blur of 0.5 voxels: the blur is the voxel sizes' to give, the noise is measured
     unpaired = [
-        (ndimage.gaussian_filter(v, 1.0, mode="nearest") + 0.5 * rng.normal(size=v.shape), m) for v, m in training
+        (ndimage.gaussian_filter(v + 0.5 * rng.normal(size=v.shape), 0.5, mode="nearest"), m) for v, m in training
     ]
-    shift = measure_shift(training, unpaired, (1.0, 1.0, 1.0))
-    assert shift.blur_sigma == (1.0, 1.0, 1.0) and shift.noise_sigma == pytest.approx(0.5, rel=0.1)
+    shift = measure_shift(training, unpaired, (0.5, 0.5, 0.5))
+    assert shift.blur_sigma == (0.5, 0.5, 0.5) and shift.noise_sigma == pytest.approx(0.5, rel=0.1)
     assert shift.bias_slope == pytest.approx(0.0, abs=0.02)
 
 

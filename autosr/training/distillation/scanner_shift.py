@@ -9,15 +9,17 @@ target stays the teacher's prediction of the clean input: the student learns to 
 of the other scanner's kind. Where the unpaired scans are like the training inputs the measured shift is about
 zero and nothing changes.
 
-The model of the other scanner's input: y = blur(low + (x - low) * field) + noise, each measured from the
+The model of the other scanner's input: y = blur(low + (x - low) * field + noise), each measured from the
 scans (at most `MAX_CASES` of each kind, a central crop of at most `MAX_CROP` voxels per axis):
 
 - *blur*, per axis of the planned grid: a Gaussian whose full width at half maximum widens the training
   inputs' voxel size (median, from their headers, per world axis) to the unpaired scans': sqrt(u^2 - t^2) mm,
   in planned voxels; none along an axis where the unpaired voxels are not larger. The voxel sizes are read,
   not estimated: the image statistics that could estimate them cannot tell blur from anatomy on small data;
-- *noise*: white Gaussian noise raising the training inputs' noise level (`qc.noise_level`, a robust
-  second-difference estimate), after the blur, to the unpaired scans' (medians);
+- *noise*: white Gaussian noise, added before the blur as a scanner's noise is before interpolation, of the
+  level that raises the blurred training inputs' noise level (`qc.noise_level`, a robust second-difference
+  estimate) to the unpaired scans' (medians; noise levels add in quadrature, and the blur keeps a measured
+  share of white noise's level; where it keeps under `MIN_KEPT_NOISE` of it, no noise is added);
 - *bias*: per axis, the slope of the least-squares fit of (x - low) / mean(x - low) inside the mask (low: the
   level outside it) against
   a ramp from -1 to 1 over the mask's extent; the shift is the root-mean-square slope the unpaired scans have
@@ -36,6 +38,8 @@ import torch
 
 MAX_CASES = 8
 MAX_CROP = 96
+# below this share of white noise's level left by the blur, the noise before it cannot be told from anatomy
+MIN_KEPT_NOISE = 0.05
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 # per paired patch: the chance it is degraded, and the range of strengths drawn (x the measured shift)
 SHIFT_SHARE = 0.5
@@ -141,10 +145,14 @@ def measure_shift(
         train_blurred = train
     have = float(np.median([noise_level(v, m) for v, m in train_blurred]))
     wanted = float(np.median([noise_level(v, m) for v, m in other]))
+    # the noise level the blur leaves of white noise of unit level, measured on the training crops' masks
+    rng = np.random.default_rng(0)
+    unit = [ndimage.gaussian_filter(rng.standard_normal(v.shape), blur, mode="nearest") for v, _ in train]
+    kept = float(np.median([noise_level(u, m) for u, (_, m) in zip(unit, train)])) if any(blur) else 1.0
     rms = [float(np.sqrt(np.mean([bias_slopes(v, m) ** 2 for v, m in group]))) for group in (train, other)]
     return ScannerShift(
         blur_sigma=blur,
-        noise_sigma=math.sqrt(max(0.0, wanted**2 - have**2)),
+        noise_sigma=math.sqrt(max(0.0, wanted**2 - have**2)) / kept if kept >= MIN_KEPT_NOISE else 0.0,
         bias_slope=math.sqrt(max(0.0, rms[1] ** 2 - rms[0] ** 2)),
     )
 
@@ -189,7 +197,8 @@ def apply_shift(
 ) -> torch.Tensor:
     """`inputs` (B, C, *spatial) with each `eligible` patch (a paired case's) degraded like the unpaired
     scanner's with probability `SHIFT_SHARE`, at a strength drawn from `STRENGTH_RANGE` times the measured shift.
-    `extent_share`: the patch's share of the subject's extent (the bias slope is measured over the subject).
+    `extent_share`: the patch's size over the subject's extent (the bias slope is measured over the subject, the
+    field is drawn over the patch: its slope there is the measured one times this ratio).
     Every patch takes the same number of draws, so the stream does not depend on which patches are eligible."""
     if shift.is_null or not any(eligible):
         return inputs
@@ -212,11 +221,10 @@ def apply_shift(
             # uniform in +-sqrt(3) x the measured root-mean-square slope
             slope = (2 * draws[3 + axis] - 1) * math.sqrt(3) * shift.bias_slope * strength * extent_share
             bias = bias + slope * ramp
-        patch = low + (patch - low) * bias
+        patch = low + (patch - low) * bias + shift.noise_sigma * strength * noise
         if any(shift.blur_sigma):
             widths = shift.blur_sigma if len(spatial) == len(shift.blur_sigma) else [float(np.mean(shift.blur_sigma))]
             patch = _blur(patch, [w * (lo + (hi - lo) * draws[2]) for w in widths])
-        patch = patch + shift.noise_sigma * strength * noise
         out[b] = patch
     return out
 
@@ -224,8 +232,8 @@ def apply_shift(
 def measure_cached_shift(
     cases_dir: Path, training_ids: Sequence[str], unpaired_ids: Sequence[str], patch_size: Sequence[int]
 ) -> tuple[ScannerShift, float]:
-    """(the shift from the cached training inputs to the cached unpaired ones, the patch's share of the
-    training subjects' extent); the first input channel, each case's mask (its foreground where it has none),
+    """(the shift from the cached training inputs to the cached unpaired ones, the patch's size over the training
+    subjects' extent: a patch larger than the subject spreads the measured slope over more voxels); the first input channel, each case's mask (its foreground where it has none),
     the voxel sizes from each case's recorded input geometry."""
     from autosr.io import Geometry
     from autosr.io.orientation import from_world_axes, to_world_axes
@@ -253,4 +261,4 @@ def measure_cached_shift(
     shift = measure_shift(training, unpaired, from_world_axes(list(blur_world), planned))
     extents = [np.ptp(np.argwhere(m), axis=0) + 1 for _, m in training if m.any()]
     extent = float(np.mean(np.median(extents, axis=0))) if extents else 1.0
-    return shift, float(min(1.0, np.mean(patch_size) / max(extent, 1.0)))
+    return shift, float(np.mean(patch_size) / max(extent, 1.0))

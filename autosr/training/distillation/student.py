@@ -51,7 +51,7 @@ class StudentSpec:
     init_checkpoint: Path | None = None  # a teacher fold's checkpoint the fresh student's weights start from
     perturb_inputs: bool = False  # the scanner perturbation of `perturb_like_another_scanner` on every patch
     # the unpaired scans' measured shift, applied to a share of the paired cases' patches (scanner_shift.py), and
-    # the patch's share of the subjects' extent
+    # the patch's size over the subjects' extent
     scanner_shift: ScannerShift | None = None
     extent_share: float = 1.0
 
