@@ -16,8 +16,11 @@ in-distribution unpaired scans, and with the 20 shifted unpaired scans. Each stu
 of its own under WORKDIR/students/<name>_<iterations>/ (the model folder holds one `fold_distilled/`); `--students`
 picks which are distilled besides the first. A student's name is its recipe: `student`, `student_unpaired` or
 `student_shifted_unpaired` (which unpaired scans), then `+`-joined options of `DistillationRequest`: `seedN`
-(another seed), `initN` (start from fold N's weights), `perturbed` (inputs degraded like another scanner's),
-`shareNN` (NN % of the patches from the unpaired scans); e.g. `student_shifted_unpaired+init0+share25`.
+(another seed), `initN` (start from fold N's weights; the default is fold 0's), `scratch` (random weights),
+`perturbed` (inputs degraded like another scanner's), `shareNN` (NN % of the patches from the unpaired scans),
+`nomatch` (the paired inputs are not degraded like the unpaired scans, `--no-unpaired-match`); e.g.
+`student_shifted_unpaired+scratch+share25`. Students kept by runs before fold 0 became the default start were
+trained from scratch under the names without `scratch`.
 `--students-only` scores the named students alone (the ensemble and fold rows do not change between runs on
 the same workdir).
 
@@ -113,6 +116,10 @@ def recipe(name: str, sets: dict[str, Path]) -> dict[str, Any]:
     for option in options:
         if option == "perturbed":
             fields["perturb_inputs"] = True
+        elif option == "scratch":
+            fields["from_scratch"] = True
+        elif option == "nomatch":
+            fields["match_unpaired"] = False
         elif option.startswith("seed"):
             fields["seed"] = int(option[4:])
         elif option.startswith("init"):

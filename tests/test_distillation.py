@@ -70,6 +70,10 @@ def test_distill_predict_export_install(model, tmp_path, capsys):
     teacher = json.loads((cache / "teacher.json").read_text())
     assert teacher["folds"] == [0, 1] and set(teacher["sha256"]) == {"0", "1"}
     assert json.loads((fold / "teacher.json").read_text()) == teacher
+    assert load_checkpoint(fold / "checkpoint_final.pt")["student_start"] == "fold_0/checkpoint_final.pt"  # default
+    # the unpaired scans are copies of test inputs (voxels of the training inputs' size): no blur was measured
+    recorded = load_checkpoint(fold / "checkpoint_final.pt")["student_scanner_shift"]
+    assert set(recorded) == {"blur_sigma", "noise_sigma", "bias_slope"} and recorded["blur_sigma"] == [0.0, 0.0, 0.0]
     # the cached target is the teacher's prediction of the cached input (folds 0+1 with their mirroring)
     teacher_model = Predictor.from_trained(model["model_dir"], (0, 1), settings=PredictionSettings(device="cpu"))
     cached_input = np.load(cache / "cases" / f"{cases[0]}_input.npy")
@@ -164,7 +168,7 @@ def test_resume_after_kill_and_cache_invalidation(model, capsys):
         (n, before[n], after[n]) for n in after
     ]
     student = load_checkpoint(fold / "checkpoint_final.pt")
-    assert student["student_plan"] == "half-width"
+    assert student["student_plan"] == "half-width" and student["student_start"] is None  # a half-width one: random
     assert student["network_plan"]["features_per_stage"] == [2, 4, 8]  # half of the tiny network's 4, 8, 16
 
 
@@ -174,13 +178,15 @@ def test_student_options(model, capsys):
     assert _distill(model, "--student-plan", "half-width", "--init-fold", "0") == 2
     assert "only with --student-plan planned" in capsys.readouterr().err
     assert _distill(model, "--unpaired-share", "0.25") == 2 and "needs --unpaired" in capsys.readouterr().err
+    assert _distill(model, "--init-fold", "1", "--from-scratch") == 2 and "contradict" in capsys.readouterr().err
     unpaired = ["--unpaired", str(model["unpaired"])]
     assert _distill(model, *unpaired, "--unpaired-share", "1") == 2 and "between 0 and 1" in capsys.readouterr().err
     assert not fold.exists()
-    options = ["--unpaired-share", "0.25", "--init-fold", "0", "--perturb-inputs"]
+    options = ["--unpaired-share", "0.25", "--init-fold", "0", "--perturb-inputs", "--no-unpaired-match"]
     assert _distill(model, *unpaired, *options) == 0
     final = load_checkpoint(fold / "checkpoint_final.pt")
     assert final["student_start"] == "fold_0/checkpoint_final.pt" and final["student_perturb_inputs"] is True
+    assert final["student_scanner_shift"] is None
 
     # the fresh student's weights are fold 0's before its first step (the optimizer starts fresh)
     shutil.rmtree(fold)

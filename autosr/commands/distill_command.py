@@ -2,7 +2,7 @@
 
 autosr distill 902 -c 3d_fullres                         # the student of folds 0-4, from the training cases
 autosr distill 902 -c 3d_fullres --unpaired unpaired_3t/ # ... and from unpaired scans the teacher labels
-autosr distill 902 -c 3d_fullres --init-fold 0           # the student starts from fold 0's weights
+autosr distill 902 -c 3d_fullres --from-scratch          # random weights instead of the first fold's
 autosr predict -i scans/ -o out/ -d 902 -c 3d_fullres -f distilled
 """
 
@@ -49,13 +49,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--init-fold", type=int, default=None, metavar="FOLD",
-        help="start the student from this teacher fold's weights instead of a random initialisation (planned "
-        "student only)",
+        help="start the student from this teacher fold's weights (planned student only; default: the first teacher "
+        "fold's)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--from-scratch", action="store_true",
+        help="start the student from random weights instead of a teacher fold's (a half-width student always does)",
     )  # fmt: skip
     parser.add_argument(
         "--perturb-inputs", action="store_true",
         help="noisy student: degrade the student's inputs like another scanner's (linear bias field, noise); the "
         "target stays the teacher's prediction of the clean input",
+    )  # fmt: skip
+    parser.add_argument(
+        "--no-unpaired-match", dest="match_unpaired", action="store_false",
+        help="with --unpaired: do not degrade the paired inputs like the unpaired scans (by default their blur, noise "
+        "and bias field against the training inputs are measured and half the paired patches get them)",
     )  # fmt: skip
     parser.add_argument("--device", default=None, help="cuda, cuda:N, mps or cpu (default: CUDA, else MPS, else CPU)")
     parser.add_argument(
@@ -91,8 +100,10 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         continue_training=args.continue_training,
         init_fold=args.init_fold,
+        from_scratch=args.from_scratch,
         perturb_inputs=args.perturb_inputs,
         unpaired_share=args.unpaired_share,
+        match_unpaired=args.match_unpaired,
     )
     folder = distill(request, paths_from_args(args))
     print(f"autosr distill: the student is in {folder}; predict with it: autosr predict ... -f distilled")

@@ -7,7 +7,9 @@ and the mirroring augmentation follows the teacher's (a teacher trained without 
 a student that sees them). The student's patches are augmented like a fold's (intensity transforms on the
 input only), so it learns to give the teacher's answer for a range of inputs around each cached one; with
 `perturb_inputs` the input is further degraded like another scanner's (a linear bias field and noise, drawn per
-patch) while the target stays the teacher's prediction of the clean input (a "noisy student"). A fresh student
+patch) while the target stays the teacher's prediction of the clean input (a "noisy student"); with a measured
+`scanner_shift` (unpaired scans, scanner_shift.py) half the paired cases' patches are degraded like the unpaired
+scans, the unpaired scans' own patches stay as they are. A fresh student
 may start from a teacher fold's weights (`init_checkpoint`) instead of a random initialisation.
 
 Like a fold, one process writes `fold_distilled/` (its `.training.lock`), nothing trained is overwritten without
@@ -30,6 +32,8 @@ from autosr.formats.plans import Plans
 from autosr.io.atomic import atomic_write_json
 from autosr.io.json_file import read_json_file
 from autosr.model_layout import DISTILLED_FOLD, FoldFolder
+from autosr.training.distillation.scanner_shift import ScannerShift, apply_shift, standard_normal_like
+from autosr.training.distillation.teacher import UNPAIRED_PREFIX
 from autosr.training.fold_setup import FoldWording, check_fold_folder, restore_fold
 from autosr.training.trainer import Trainer, TrainingContext
 
@@ -46,6 +50,10 @@ class StudentSpec:
     mirror_axes: tuple[int, ...] | None = None  # None: every spatial axis, like `Trainer`
     init_checkpoint: Path | None = None  # a teacher fold's checkpoint the fresh student's weights start from
     perturb_inputs: bool = False  # the scanner perturbation of `perturb_like_another_scanner` on every patch
+    # the unpaired scans' measured shift, applied to a share of the paired cases' patches (scanner_shift.py), and
+    # the patch's size over the subjects' extent
+    scanner_shift: ScannerShift | None = None
+    extent_share: float = 1.0
 
     def __post_init__(self) -> None:
         if self.plan not in STUDENT_PLANS:
@@ -78,7 +86,7 @@ def perturb_like_another_scanner(inputs: torch.Tensor, generator: torch.Generato
     dims = tuple(range(1, inputs.dim()))
     low = inputs.amin(dim=dims, keepdim=True)
     sigma = uniform(batch).reshape(batch, *[1] * (inputs.dim() - 1)) * NOISE_SHARE * inputs.std(dim=dims, keepdim=True)
-    noise = torch.randn(inputs.shape, generator=generator).to(device=device, dtype=dtype)
+    noise = standard_normal_like(inputs, generator)
     return low + (inputs - low) * field + sigma * noise
 
 
@@ -99,6 +107,13 @@ class DistillationTrainer(Trainer):
         return super().mirror_axes() if self.spec.mirror_axes is None else tuple(self.spec.mirror_axes)
 
     def training_step(self, batch: dict[str, Any]) -> dict[str, float]:
+        shift = self.spec.scanner_shift
+        if shift is not None and not shift.is_null:  # drawn like the perturbation below
+            paired = [not str(c).startswith(UNPAIRED_PREFIX) for c in batch["cases"]]
+            batch = {
+                **batch,
+                "input": apply_shift(torch.as_tensor(batch["input"]), shift, self.spec.extent_share, paired),
+            }
         if self.spec.perturb_inputs:  # drawn from torch's generator, which the batch stream seeds per batch
             batch = {**batch, "input": perturb_like_another_scanner(torch.as_tensor(batch["input"]))}
         return super().training_step(batch)
@@ -122,6 +137,7 @@ class DistillationTrainer(Trainer):
             "student_plan": self.spec.plan,
             "student_start": start,
             "student_perturb_inputs": self.spec.perturb_inputs,
+            "student_scanner_shift": None if self.spec.scanner_shift is None else self.spec.scanner_shift.as_json(),
         }
 
     def load(self, path: Path) -> None:
