@@ -65,6 +65,26 @@ def test_sparsification_curve_removes_the_most_uncertain_voxels_first():
     assert sparsification(-e, e, steps=5)["ratio"] > 1  # the worst ordering is worse than random
 
 
+def test_sparsification_error_ratio_is_the_area_to_the_oracle_over_random_by_brute_force():
+    u = RNG.permutation(12).astype(float)
+    e = RNG.uniform(0, 3, 12)
+    steps = 4  # remove 0, 3, 6, 9 of the 12 voxels
+
+    def kept_mean(score, removed):  # the voxels with the smallest score kept
+        return np.mean(e[sorted(range(12), key=lambda i: score[i])[: 12 - removed]])
+
+    area = np.mean([kept_mean(u, 3 * k) for k in range(steps)])
+    oracle = np.mean([kept_mean(e, 3 * k) for k in range(steps)])
+    result = sparsification(u, e, steps=steps)
+    assert result["error_ratio"] == pytest.approx((area - oracle) / (e.mean() - oracle))
+    assert result["error_ratio"] == pytest.approx(
+        (result["ratio"] - result["oracle_ratio"]) / (1 - result["oracle_ratio"])
+    )
+    assert sparsification(e, e, steps=steps)["error_ratio"] == pytest.approx(0.0)  # the oracle itself
+    assert sparsification(-e, e, steps=steps)["error_ratio"] > 1  # worse than chance
+    assert sparsification(u, np.ones(12), steps=steps)["error_ratio"] is None  # equal errors: undefined
+
+
 def test_auroc_is_the_fraction_of_correctly_ordered_pairs_ties_half():
     scores = [0.1, 0.4, 0.4, 0.8, 0.3, 0.9]
     positive = [False, True, False, True, False, True]

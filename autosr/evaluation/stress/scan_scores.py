@@ -57,7 +57,7 @@ def expected_errors(voxels: ScanVoxels, calibration: Calibration) -> np.ndarray:
 
 def voxel_scores(voxels: ScanVoxels, calibration: Calibration | None) -> dict[str, float]:
     """For one scan: the MAE; how well the raw spread ranks the voxels' errors (`spread_*`); with a
-    calibration, how well its expected error ranks them (`uncertainty_*`, `sparsification_ratio`), the
+    calibration, how well its expected error ranks them (`uncertainty_*`, `sparsification_*`), the
     interval's coverage and mean half width and the scan's expected error."""
     error = voxels.error
     raw = sparsification(voxels.spread, error)
@@ -65,6 +65,7 @@ def voxel_scores(voxels: ScanVoxels, calibration: Calibration | None) -> dict[st
         "mae": float(error.mean()),
         "spread_error_spearman": spearman(voxels.spread, error),
         "spread_sparsification_ratio": raw["ratio"],
+        "spread_sparsification_error_ratio": raw["error_ratio"],
         "oracle_sparsification_ratio": raw["oracle_ratio"],
         "spread_mean": float(voxels.spread.mean()),
     }
@@ -72,7 +73,9 @@ def voxel_scores(voxels: ScanVoxels, calibration: Calibration | None) -> dict[st
         expected = expected_errors(voxels, calibration)
         half_width = calibration.half_width(expected)
         row["uncertainty_error_spearman"] = spearman(expected, error)
-        row["sparsification_ratio"] = sparsification(expected, error)["ratio"]
+        sparsified = sparsification(expected, error)
+        row["sparsification_ratio"] = sparsified["ratio"]
+        row["sparsification_error_ratio"] = sparsified["error_ratio"]
         row["interval_coverage"] = interval_coverage(voxels.prediction, voxels.target, half_width)
         row["interval_half_width"] = float(half_width.mean())
         row["expected_error"] = calibration.scan_expected_error(expected, voxels.spread)
