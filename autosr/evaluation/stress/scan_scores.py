@@ -21,38 +21,38 @@ import numpy as np
 from autosr.evaluation.stress.lesions import Lesion, centre_distance
 from autosr.evaluation.stress.trust_metrics import interval_coverage, sparsification, spearman
 from autosr.evaluation.tissue import dice
-from autosr.inference.calibration import Calibration, CalibrationVoxels, edge_strength, roughness
+from autosr.inference.calibration import Calibration, CalibrationVoxels, edge_strength, residual
 from autosr.io import Geometry
 
 
 @dataclass
 class ScanVoxels:
     """One scan's voxels inside the mask: prediction, target, spread (all target units) and the prediction's
-    edge strength (gradient magnitude per mm) and roughness (calibration.roughness)."""
+    edge strength (gradient magnitude per mm) and signed residual (calibration.residual)."""
 
     prediction: np.ndarray
     target: np.ndarray
     spread: np.ndarray
     edges: np.ndarray
-    rough: np.ndarray
+    residual: np.ndarray
 
     @property
     def error(self) -> np.ndarray:
         return np.abs(self.prediction - self.target)
 
     def for_calibration(self) -> CalibrationVoxels:
-        return CalibrationVoxels(self.prediction, self.edges, self.rough, self.spread, self.error)
+        return CalibrationVoxels(self.prediction, self.edges, self.residual, self.spread, self.error)
 
 
 def scan_voxels(
     prediction: np.ndarray, target: np.ndarray, spread: np.ndarray, mask: np.ndarray, geometry: Geometry
 ) -> ScanVoxels:
     edges = edge_strength(prediction, geometry.spacing_zyx)
-    return ScanVoxels(prediction[mask], target[mask], spread[mask], edges[mask], roughness(prediction)[mask])
+    return ScanVoxels(prediction[mask], target[mask], spread[mask], edges[mask], residual(prediction)[mask])
 
 
 def expected_errors(voxels: ScanVoxels, calibration: Calibration) -> np.ndarray:
-    return calibration.expected_error(voxels.prediction, voxels.edges, voxels.rough)
+    return calibration.expected_error(voxels.prediction, voxels.edges, voxels.residual)
 
 
 def voxel_scores(voxels: ScanVoxels, calibration: Calibration | None) -> dict[str, float]:
