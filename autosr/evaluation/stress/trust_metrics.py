@@ -13,7 +13,8 @@ or lists, so a notebook can score any uncertainty (not only autosr's) against an
   possible (Ilg et al., ECCV 2018, "Uncertainty estimates and multi-hypotheses networks for optical flow").
   `error_ratio` is the literature's normalized reading: the area *between* the uncertainty's curve and the
   oracle's (AUSE, Ilg et al.) over the same area for a random ordering, i.e. (ratio - oracle_ratio) /
-  (1 - oracle_ratio): 0 is the oracle, 1 chance. The issue's "area against the oracle" can mean either.
+  (1 - oracle_ratio): 0 is the oracle, 1 chance. An "area against the oracle" can be read either way
+  (documentation/trust.md gives both).
 - `auroc`: the probability that a randomly chosen positive scan scores above a randomly chosen negative one
   (ties count one half; the Mann-Whitney U statistic over the product of the class sizes).
 - `interval_coverage`: the fraction of voxels whose truth lies inside prediction +- half width.
