@@ -15,6 +15,12 @@ of other intensity scales share a table. For each candidate (a set of features a
 counts) an `ErrorTable` is fitted on all cases but one and scored on that one: Spearman correlation of the
 expected error with |error| and the sparsification ratio, means over the cases (what the stress test's
 `uncertainty_error_spearman` and `sparsification_ratio` measure, with the calibration's leave one case out).
+
+On the brains, each held-out subject is also rebuilt from its generator (as `bench_trust_ceiling.py` does,
+checked equal to the written files) and predicted from its noise-free input, which gives two *oracle*
+features no real scan has: the noise response (prediction - the noise-free input's prediction: what this
+noise draw did to the output) and the noise-free error (|the noise-free input's prediction - target|: where
+the model errs whatever the draw). Tables over them say how far knowing either would carry the ranking.
 documentation/trust.md quotes it; autosr/inference/calibration.py holds the kept table.
 """
 
@@ -51,6 +57,13 @@ CANDIDATES: list[tuple[tuple[str, ...], tuple[int, ...]]] = [
     (("prediction", "input_residual"), (24, 12)),
     (("prediction", "edges", "residual", "input_abs_residual_smooth1"), (16, 4, 4, 4)),
     (("prediction", "edges", "residual", "input_residual"), (16, 4, 4, 4)),
+]
+ORACLE_CANDIDATES: list[tuple[tuple[str, ...], tuple[int, ...]]] = [
+    (("prediction", "edges", "oracle_noise_response"), (32, 4, 4)),
+    (("prediction", "oracle_noise_response"), (32, 16)),
+    (("prediction", "edges", "residual", "oracle_noise_response"), (16, 4, 4, 8)),
+    (("prediction", "oracle_noise_free_error"), (32, 16)),
+    (("prediction", "oracle_noise_free_error", "oracle_noise_response"), (16, 8, 8)),
 ]
 
 
@@ -148,6 +161,19 @@ def main() -> None:
             predicted = resample_to_geometry(predicted, out_geometry, target_geometry, order=1)
         return predicted
 
+    def noise_free_input(case_id: str, written: np.ndarray) -> tuple[np.ndarray, object] | None:
+        """A held-out brain's noise-free input and its geometry, rebuilt from the generator (None: phantom)."""
+        if args.dataset != "brain":
+            return None
+        from autosr.dataset_conversion import synthetic_brain as sb
+
+        brain = sb.SyntheticBrainSettings(num_train=12, num_test=4, target_spacing_mm=2.0)  # as bench_trust.py
+        rng = np.random.default_rng([brain.seed, int(case_id.rsplit("_", 1)[1])])
+        parts = sb.subject_parts(sb.load_template(brain.target_spacing_mm), brain.input_spacing, rng)
+        if not np.allclose(written, sb.rician(parts.clean_input, rng), atol=1e-3):
+            raise SystemExit(f"{case_id}: the rebuilt subject differs from the written files (other settings?)")
+        return parts.clean_input.astype(np.float32), parts.input_geometry
+
     voxels = []
     for case in cases:
         image, geometry = read_image(case.channels[0])
@@ -160,13 +186,19 @@ def main() -> None:
         on_target_grid = resample_to_geometry(image, geometry, target_geometry, order=1)
         features = voxel_features(prediction, smoothed, on_target_grid, mask, target_geometry.spacing_zyx)
         features["error"] = np.abs(prediction - target)[mask].astype(np.float64)
+        clean = noise_free_input(case.case_id, image)
+        if clean is not None:
+            noise_free = predict(clean[0], clean[1], target_geometry)
+            features["oracle_noise_response"] = (prediction - noise_free)[mask].astype(np.float64)
+            features["oracle_noise_free_error"] = np.abs(noise_free - target)[mask].astype(np.float64)
         voxels.append(features)
         print(f"[bench_trust_features] {case.case_id}: MAE {features['error'].mean():.1f}", flush=True)
     single = {
         name: float(np.mean([spearman(c[name], c["error"]) for c in voxels])) for name in voxels[0] if name != "error"
     }
     rows = []
-    for names, bins in CANDIDATES:
+    oracle = ORACLE_CANDIDATES if "oracle_noise_response" in voxels[0] else []
+    for names, bins in CANDIDATES + oracle:
         row = {"features": list(names), "bins": list(bins), **score(voxels, names, bins)}
         rows.append(row)
         print(f"  {' + '.join(names):60s} {'x'.join(map(str, bins)):>10s}  rho {row['spearman']:.3f}  "
