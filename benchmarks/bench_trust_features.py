@@ -1,7 +1,7 @@
 """Which per-voxel features rank a model's errors? Candidate calibration tables, scored leave one case out.
 
     python benchmarks/bench_trust_features.py --workdir W --dataset brain [--max-cases 3] [--no-tta]
-        [--out features.json]
+        [--out features.json] [--cache DIR] [--learned-only] [--learned log,2,0 ...] [--learned-steps 400]
 
 Needs the trained model of `benchmarks/bench_trust.py` in the same `--workdir`. Predicts the clean held-out
 cases as the stress test does (the 5-fold ensemble, mirroring unless `--no-tta`; each scan also once more
@@ -21,6 +21,14 @@ checked equal to the written files) and predicted from its noise-free input, whi
 features no real scan has: the noise response (prediction - the noise-free input's prediction: what this
 noise draw did to the output) and the noise-free error (|the noise-free input's prediction - target|: where
 the model errs whatever the draw). Tables over them say how far knowing either would carry the ranking.
+
+A *learned* candidate beside the tables: a tiny 3-d convolutional network (4 layers, 8 channels, receptive
+field 9 voxels; `error_network`) over the prediction and the input on the target grid, each divided by its
+99th percentile in the mask, trained (seeded, Adam, 400 random 24^3 patches, one CPU thread) to regress
+log(|error| / scale + 1e-3) or |error| (softplus output) on the other cases' voxels inside the mask - the
+single voxel's error or its Gaussian-smoothed local mean - alone or as a correction on top of the kept table
+(its log expected error a third channel and the output's offset). It is scored leave one case out exactly as
+the tables are. `--cache DIR` keeps every case's volumes and features, so a rerun skips the prediction.
 documentation/trust.md quotes it; autosr/inference/calibration.py holds the kept table.
 """
 
@@ -126,6 +134,195 @@ def score(cases: list[dict[str, np.ndarray]], names: tuple[str, ...], bins: tupl
     }
 
 
+# The tiny network's candidates: (regression target, Gaussian sd in voxels of the |error| it regresses, whether
+# it learns a correction on top of the kept table). Targets: "log": log(|error| / scale + 1e-3); "abs": |error|
+# over its mean on the training voxels.
+LEARNED_CANDIDATES: list[tuple[str, float, bool]] = [
+    ("abs", 0.0, False),
+    ("log", 0.0, False),
+    ("log", 2.0, False),
+    ("log", 0.0, True),
+    ("log", 2.0, True),
+]
+EPS = 1e-3
+
+
+def robust_scale(volume: np.ndarray, mask: np.ndarray) -> float:
+    """The 99th percentile inside the mask: the unit of a case's intensities (as the input features use)."""
+    return float(np.percentile(volume[mask], 99)) or 1.0
+
+
+def table_volume(table, volume: dict[str, np.ndarray]) -> np.ndarray:
+    """The kept table's expected error at every voxel of the grid (spacing 1: within one dataset every case
+    shares its spacing, and the quantile bins do not see a common factor of the edge strength)."""
+    from autosr.inference.calibration import edge_strength, residual
+
+    prediction = volume["prediction"]
+    features = [prediction, edge_strength(prediction, (1.0, 1.0, 1.0)), residual(prediction)]
+    return table.lookup(features).reshape(prediction.shape)
+
+
+def fit_table(volumes: list[dict[str, np.ndarray]]):
+    """The kept table (intensity, edges, residual; 32 x 4 x 4) on the cases' voxels inside the mask."""
+    from autosr.inference.calibration import ErrorTable, edge_strength, residual
+
+    columns: list[list[np.ndarray]] = [[], [], []]
+    for v in volumes:
+        p = v["prediction"]
+        for column, f in zip(columns, [p, edge_strength(p, (1.0, 1.0, 1.0)), residual(p)]):
+            column.append(f[v["mask"]])
+    error = np.concatenate([v["error"][v["mask"]] for v in volumes]).astype(np.float64)
+    return ErrorTable.fit([np.concatenate(c) for c in columns], error, (32, 4, 4))
+
+
+def network_inputs(volume: dict[str, np.ndarray], table=None) -> tuple[np.ndarray, float]:
+    """The network's channels (prediction and input on the target grid, each over its robust scale; with a
+    table, its log expected error over the prediction's scale as a third) and the prediction's scale, the unit
+    of the regressed error: scans of other intensity scales share the network."""
+    scale = robust_scale(volume["prediction"], volume["mask"])
+    channels = [volume["prediction"] / scale, volume["image"] / robust_scale(volume["image"], volume["mask"])]
+    if table is not None:
+        channels.append(np.log(table_volume(table, volume) / scale + EPS))
+    return np.stack(channels).astype(np.float32), scale
+
+
+def error_network(inputs: int, channels: int = 8):
+    """A few 3 x 3 x 3 convolutions (receptive field 9 voxels: the second dilated) mapping the channels to one
+    expected-error map; small enough to fit on one CPU thread in well under a minute. The last layer starts
+    at zero, so a network on top of the table starts as the table."""
+    import torch
+
+    last = torch.nn.Conv3d(channels, 1, 1)
+    torch.nn.init.zeros_(last.weight)
+    torch.nn.init.zeros_(last.bias)
+    return torch.nn.Sequential(
+        torch.nn.Conv3d(inputs, channels, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv3d(channels, channels, 3, padding=2, dilation=2),
+        torch.nn.ReLU(),
+        torch.nn.Conv3d(channels, channels, 3, padding=1),
+        torch.nn.ReLU(),
+        last,
+    )
+
+
+def smoothed_in_mask(volume: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
+    """A Gaussian average over the mask's voxels only (sigma in voxels; 0: unchanged). A regression target
+    of the *local mean* |error| is far less noisy than the single voxel's, and the expected error is what the
+    network should learn; it is still scored against each voxel's own |error|."""
+    if sigma <= 0:
+        return volume
+    from scipy import ndimage
+
+    weight = ndimage.gaussian_filter(mask.astype(np.float64), sigma)
+    total = ndimage.gaussian_filter(np.where(mask, volume, 0.0).astype(np.float64), sigma)
+    return np.where(mask, total / np.maximum(weight, 1e-6), 0.0)
+
+
+def fit_error_network(volumes: list[dict[str, np.ndarray]], target: str, smooth: float, on_table: bool,
+                      steps: int = 400, patch: int = 24, seed: int = 0) -> dict:  # fmt: skip
+    """Train the network on the cases' voxels inside the mask (random patches, Adam with a cosine decay,
+    seeded); returns it with what applying it needs (the table, the target's unit)."""
+    import torch
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    table = fit_table(volumes) if on_table else None
+    net = error_network(3 if on_table else 2)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
+    data, goals = [], []
+    for volume in volumes:
+        channels, scale = network_inputs(volume, table)
+        error = smoothed_in_mask(volume["error"], volume["mask"], smooth) / scale
+        goals.append(error[volume["mask"]].mean())
+        data.append((channels, error, volume["mask"]))
+    unit = float(np.mean(goals))  # the "abs" target's unit: its mean is near 1
+    tensors = []
+    for channels, error, mask in data:
+        goal = np.log(error + EPS) if target == "log" else error / unit
+        tensors.append((torch.from_numpy(channels), torch.from_numpy(goal.astype(np.float32)),
+                        torch.from_numpy(mask.astype(np.float32))))  # fmt: skip
+    for step in range(steps):
+        channels, goal, mask = tensors[step % len(tensors)]
+        corner = [int(rng.integers(0, max(1, n - patch + 1))) for n in mask.shape]
+        window = tuple(slice(c, c + patch) for c in corner)
+        x = channels[(slice(None), *window)][None]
+        out = net(x)[0, 0] + (x[0, 2] if on_table else 0.0)
+        out = torch.nn.functional.softplus(out) if target == "abs" else out  # |error| is positive
+        weight = mask[window]
+        loss = (weight * (out - goal[window]) ** 2).sum() / weight.sum().clamp(min=1.0)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        for group in optimizer.param_groups:  # cosine decay
+            group["lr"] = 1e-2 * 0.5 * (1 + np.cos(np.pi * (step + 1) / steps))
+    return {"net": net, "table": table, "target": target, "unit": unit}
+
+
+def apply_error_network(model: dict, volume: dict[str, np.ndarray]) -> np.ndarray:
+    """The expected |error| of every voxel inside the mask, in the prediction's units."""
+    import torch
+
+    channels, scale = network_inputs(volume, model["table"])
+    with torch.no_grad():
+        x = torch.from_numpy(channels)[None]
+        out = model["net"](x)[0, 0] + (x[0, 2] if model["table"] is not None else 0.0)
+    if model["target"] == "abs":
+        out = torch.nn.functional.softplus(out)
+    out = out.numpy().astype(np.float64)
+    expected = np.exp(out) if model["target"] == "log" else out * model["unit"]
+    return (expected * scale)[volume["mask"]]
+
+
+def score_learned(volumes: list[dict[str, np.ndarray]], target: str, smooth: float, on_table: bool,
+                  steps: int) -> dict[str, float]:  # fmt: skip
+    """Leave one case out, as `score`: the network trained on the other cases, scored on the left-out one."""
+    import time
+
+    from autosr.evaluation.stress.trust_metrics import sparsification, spearman
+
+    rho, ratio, error_ratio, seconds = [], [], [], []
+    for index, volume in enumerate(volumes):
+        start = time.perf_counter()
+        model = fit_error_network([v for i, v in enumerate(volumes) if i != index], target, smooth, on_table, steps)
+        seconds.append(time.perf_counter() - start)
+        expected = apply_error_network(model, volume)
+        error = volume["error"][volume["mask"]].astype(np.float64)
+        rho.append(spearman(expected, error))  # None: the network collapsed to a constant
+        if rho[-1] is None:
+            print(f"[bench_trust_features] case {index}: constant expected error (no ranking)", flush=True)
+        sparsified = sparsification(expected, error)
+        ratio.append(sparsified["ratio"])
+        error_ratio.append(sparsified["error_ratio"])
+    return {
+        "spearman": float(np.mean([np.nan if r is None else r for r in rho])),
+        "sparsification_ratio": float(np.mean(ratio)),
+        "sparsification_error_ratio": float(np.mean(error_ratio)),
+        "spearman_per_case": rho,
+        "fit_seconds": float(np.mean(seconds)),
+    }
+
+
+def save_cache(folder: str, case_id: str, features: dict[str, np.ndarray], volumes: dict[str, np.ndarray]) -> None:
+    """One case's masked features and full volumes, so that candidates can be rescored without predicting."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    np.savez(Path(folder) / f"{case_id}.npz", **{f"f_{k}": v for k, v in features.items()},
+             **{f"v_{k}": v for k, v in volumes.items()})  # fmt: skip
+
+
+def load_cache(folder: str | None, case_ids: list[str]) -> tuple[list[dict], list[dict]]:
+    """The cached cases (empty lists unless every case is cached)."""
+    if not folder or not all((Path(folder) / f"{c}.npz").exists() for c in case_ids):
+        return [], []
+    voxels, volumes = [], []
+    for case_id in case_ids:
+        with np.load(Path(folder) / f"{case_id}.npz") as data:
+            voxels.append({k[2:]: data[k] for k in data.files if k.startswith("f_")})
+            volumes.append({k[2:]: data[k] for k in data.files if k.startswith("v_")})
+        print(f"[bench_trust_features] {case_id}: MAE {voxels[-1]['error'].mean():.1f} (cached)", flush=True)
+    return voxels, volumes
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", default="bench_trust_work")
@@ -133,6 +330,12 @@ def main() -> None:
     parser.add_argument("--max-cases", type=int, default=3)
     parser.add_argument("--no-tta", action="store_true", help="predict without mirroring")
     parser.add_argument("--out", default=None)
+    parser.add_argument(
+        "--cache", default=None, help="folder of the cases' volumes and features: read if there, else written"
+    )
+    parser.add_argument("--learned", nargs="*", default=None, help="network candidates as target,smooth,on_table")
+    parser.add_argument("--learned-steps", type=int, default=400, help="training steps of the error network")
+    parser.add_argument("--learned-only", action="store_true", help="score only the error network")
     args = parser.parse_args()
 
     import torch
@@ -174,8 +377,8 @@ def main() -> None:
             raise SystemExit(f"{case_id}: the rebuilt subject differs from the written files (other settings?)")
         return parts.clean_input.astype(np.float32), parts.input_geometry
 
-    voxels = []
-    for case in cases:
+    voxels, volumes = load_cache(args.cache, [c.case_id for c in cases])
+    for case in cases if not voxels else []:
         image, geometry = read_image(case.channels[0])
         target, target_geometry = read_image(case.target)
         mask = read_image(case.mask)[0] > 0  # the bench_trust datasets have masks
@@ -192,23 +395,46 @@ def main() -> None:
             features["oracle_noise_response"] = (prediction - noise_free)[mask].astype(np.float64)
             features["oracle_noise_free_error"] = np.abs(noise_free - target)[mask].astype(np.float64)
         voxels.append(features)
+        volumes.append(
+            {
+                "prediction": prediction.astype(np.float32),
+                "image": on_target_grid.astype(np.float32),
+                "mask": mask,
+                "error": np.abs(prediction - target).astype(np.float32),
+            }
+        )
         print(f"[bench_trust_features] {case.case_id}: MAE {features['error'].mean():.1f}", flush=True)
+        if args.cache:
+            save_cache(args.cache, case.case_id, features, volumes[-1])
     single = {
         name: float(np.mean([spearman(c[name], c["error"]) for c in voxels])) for name in voxels[0] if name != "error"
     }
     rows = []
     oracle = ORACLE_CANDIDATES if "oracle_noise_response" in voxels[0] else []
-    for names, bins in CANDIDATES + oracle:
+    for names, bins in [] if args.learned_only else CANDIDATES + oracle:
         row = {"features": list(names), "bins": list(bins), **score(voxels, names, bins)}
         rows.append(row)
         print(f"  {' + '.join(names):60s} {'x'.join(map(str, bins)):>10s}  rho {row['spearman']:.3f}  "
               f"ratio {row['sparsification_ratio']:.3f}", flush=True)  # fmt: skip
+    learned = []
+    candidates = [
+        c for c in LEARNED_CANDIDATES if args.learned is None or f"{c[0]},{c[1]:g},{int(c[2])}" in args.learned
+    ]
+    for target, smooth, on_table in candidates:
+        row = {"target": target, "smooth": smooth, "on_table": on_table, "steps": args.learned_steps,
+               **score_learned(volumes, target, smooth, on_table, args.learned_steps)}  # fmt: skip
+        learned.append(row)
+        name = f"network{' on the table' if on_table else ''}: {target} |error| smoothed {smooth:g}"
+        print(f"  {name:60s} {args.learned_steps:>6d} steps  rho {row['spearman']:.3f}  "
+              f"ratio {row['sparsification_ratio']:.3f}  to oracle {row['sparsification_error_ratio']:.3f}  "
+              f"({row['fit_seconds']:.0f} s a fit)", flush=True)  # fmt: skip
     result = {
         "dataset": args.dataset,
         "cases": [c.case_id for c in cases],
         "mirroring": not args.no_tta,
         "single_feature_spearman": single,
         "candidates": rows,
+        "learned": learned,
     }
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1), encoding="utf-8")
