@@ -30,6 +30,7 @@ def test_stress_test_runs_end_to_end_and_its_calibration_reaches_predictions(tra
     for key in (
         "uncertainty_error_spearman",
         "sparsification_ratio",
+        "sparsification_error_ratio",
         "flag_auroc",
         "interval_coverage",
         "interval_half_width",

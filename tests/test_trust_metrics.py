@@ -24,7 +24,7 @@ from autosr.inference.calibration import (
     conformal_quantile,
     fit_calibration,
     load_calibration,
-    roughness,
+    residual,
     save_calibration,
 )
 
@@ -65,6 +65,26 @@ def test_sparsification_curve_removes_the_most_uncertain_voxels_first():
     assert sparsification(-e, e, steps=5)["ratio"] > 1  # the worst ordering is worse than random
 
 
+def test_sparsification_error_ratio_is_the_area_to_the_oracle_over_random_by_brute_force():
+    u = RNG.permutation(12).astype(float)
+    e = RNG.uniform(0, 3, 12)
+    steps = 4  # remove 0, 3, 6, 9 of the 12 voxels
+
+    def kept_mean(score, removed):  # the voxels with the smallest score kept
+        return np.mean(e[sorted(range(12), key=lambda i: score[i])[: 12 - removed]])
+
+    area = np.mean([kept_mean(u, 3 * k) for k in range(steps)])
+    oracle = np.mean([kept_mean(e, 3 * k) for k in range(steps)])
+    result = sparsification(u, e, steps=steps)
+    assert result["error_ratio"] == pytest.approx((area - oracle) / (e.mean() - oracle))
+    assert result["error_ratio"] == pytest.approx(
+        (result["ratio"] - result["oracle_ratio"]) / (1 - result["oracle_ratio"])
+    )
+    assert sparsification(e, e, steps=steps)["error_ratio"] == pytest.approx(0.0)  # the oracle itself
+    assert sparsification(-e, e, steps=steps)["error_ratio"] > 1  # worse than chance
+    assert sparsification(u, np.ones(12), steps=steps)["error_ratio"] is None  # equal errors: undefined
+
+
 def test_auroc_is_the_fraction_of_correctly_ordered_pairs_ties_half():
     scores = [0.1, 0.4, 0.4, 0.8, 0.3, 0.9]
     positive = [False, True, False, True, False, True]
@@ -98,18 +118,26 @@ def test_error_table_holds_the_mean_error_of_each_cell():
         same_cell = ((a > cut_a) == (point_a > cut_a)) & ((b > cut_b) == (point_b > cut_b))
         value = table.lookup([np.array([point_a]), np.array([point_b])])[0]
         assert value == pytest.approx(error[same_cell].mean(), rel=1e-5)
+    uneven = ErrorTable.fit([a, b], error, bins=(4, 1))  # one bin count per feature: b is not split
+    cuts_a = np.quantile(a, [0.25, 0.5, 0.75])
+    assert len(uneven.means) == 4 and uneven.cuts[1] == ()
+    for quarter in range(4):
+        members = np.searchsorted(cuts_a, a) == quarter
+        assert uneven.means[quarter] == pytest.approx(error[members].mean(), rel=1e-5)
+    with pytest.raises(ValueError):
+        ErrorTable.fit([a, b], error, bins=(4, 2, 2))
 
 
 def test_fit_calibration_covers_the_nominal_fraction_and_round_trips(tmp_path):
     cases = []
-    for _ in range(3):  # 24000 voxels: about 47 per cell of the 8 x 8 x 8 table
+    for _ in range(3):  # 24000 voxels: about 47 per cell of the 32 x 4 x 4 table
         prediction = RNG.uniform(0, 100, 8000)
         error = RNG.normal(0, 1 + prediction / 20)  # the error grows with the intensity
-        edges, rough = RNG.uniform(0, 1, 8000), RNG.uniform(0, 1, 8000)
-        cases.append(CalibrationVoxels(prediction, edges, rough, RNG.uniform(0, 1, 8000), error))
+        edges, local_residual = RNG.uniform(0, 1, 8000), RNG.uniform(-1, 1, 8000)
+        cases.append(CalibrationVoxels(prediction, edges, local_residual, RNG.uniform(0, 1, 8000), error))
     calibration = fit_calibration(cases)
     covered = [
-        np.abs(c.error) <= calibration.half_width(calibration.expected_error(c.prediction, c.edges, c.rough))
+        np.abs(c.error) <= calibration.half_width(calibration.expected_error(c.prediction, c.edges, c.residual))
         for c in cases
     ]
     assert np.mean(np.concatenate(covered)) >= 0.9
@@ -121,11 +149,11 @@ def test_fit_calibration_covers_the_nominal_fraction_and_round_trips(tmp_path):
     assert math.isclose(calibration.scan_expected_error(np.ones(3), 2 * np.full(3, calibration.spread_mean)), 2.0)
 
 
-def test_roughness_is_the_difference_from_the_neighbourhood_mean_by_brute_force():
+def test_residual_is_the_signed_difference_from_the_neighbourhood_mean_by_brute_force():
     image = RNG.normal(0.0, 1.0, (4, 5, 6))
     padded = np.pad(image, 1, mode="symmetric")  # scipy's "reflect": the edge voxel repeated
     expected = np.empty_like(image)
     for z, y, x in itertools.product(*(range(n) for n in image.shape)):
-        expected[z, y, x] = abs(image[z, y, x] - padded[z : z + 3, y : y + 3, x : x + 3].mean())
-    assert np.allclose(roughness(image), expected, atol=1e-6)
-    assert np.allclose(roughness(np.fromfunction(lambda z, y, x: 2 * z + y - x, (5, 5, 5)))[1:-1, 1:-1, 1:-1], 0.0)
+        expected[z, y, x] = image[z, y, x] - padded[z : z + 3, y : y + 3, x : x + 3].mean()
+    assert np.allclose(residual(image), expected, atol=1e-6)
+    assert np.allclose(residual(np.fromfunction(lambda z, y, x: 2 * z + y - x, (5, 5, 5)))[1:-1, 1:-1, 1:-1], 0.0)

@@ -78,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     summary = run_stress_test(raw, model, args.output, prediction, settings, paths)
     print(f"stress test of {len(summary['cases'])} case(s) written to {args.output}")
     for key in (
-        "uncertainty_error_spearman", "sparsification_ratio", "interval_coverage", "interval_coverage_perturbed",
+        "uncertainty_error_spearman", "sparsification_ratio", "sparsification_error_ratio", "interval_coverage",
+        "interval_coverage_perturbed",
         "flag_auroc", "flag_score_auroc", "input_shift_auroc", "expected_error_auroc",
     ):  # fmt: skip
         value = summary.get(key)

@@ -4,15 +4,17 @@ The spread of the fold ensemble (`--uncertainty`: folds x mirrorings, in target 
 can be small where every fold makes the same mistake, and measured on the benchmark datasets it ranks the
 voxels' errors no better than chance (documentation/trust.md). What did rank them there is *where* a voxel
 is and what the output looks like there: a model's error depends on the tissue (the predicted intensity), on
-edges (the prediction's gradient magnitude) and on how rough the output is around the voxel (its difference
-from the mean of its 3 x 3 x 3 neighbourhood: noise the model carried over, fine detail it drew). A
-calibration measured on cases with known targets therefore maps these three features of each voxel, all
-computed from the prediction alone, to its expected error, and that expected error to an interval:
+edges (the prediction's gradient magnitude) and on the output's local *residual* (its signed difference from
+the mean of its 3 x 3 x 3 neighbourhood: noise the model carried over, fine detail it drew; signed, so the
+table can learn that a bright excursion errs differently from a dark one in the same tissue). A calibration
+measured on cases with known targets therefore maps these three features of each voxel, all computed from
+the prediction alone, to its expected error, and that expected error to an interval:
 
 - *expected error* per voxel: an `ErrorTable`, the mean |error| of the calibration voxels in the same cell
-  of a grid of `BINS` quantile bins per feature (predicted intensity, edge strength, roughness); a cell with
-  fewer than `MIN_CELL_VOXELS` calibration voxels holds the overall mean. Roughness replaced the spread as
-  the third feature: measured on both benchmark datasets it ranked the errors better (documentation/trust.md);
+  of a grid of quantile bins per feature (`BINS`: 32 for the predicted intensity, 4 each for the edge
+  strength and the residual); a cell with fewer than `MIN_CELL_VOXELS` calibration voxels holds the overall
+  mean. The features and bins were chosen by leave-one-case-out measurements on both benchmark datasets
+  (documentation/trust.md): most of what ranks the errors is the tissue, so the intensity gets the fine bins;
 - an *interval*: prediction +- half_width with half_width = q x (expected error + offset), where q is the
   split-conformal quantile (Vovk et al. 2005; Angelopoulos & Bates 2021, "A gentle introduction to conformal
   prediction") of |error| / (expected error + offset) over the calibration voxels at the nominal level (0.9:
@@ -44,11 +46,11 @@ from autosr.io import Geometry, read_json, write_image
 from autosr.io.atomic import atomic_write_json
 
 CALIBRATION_NAME = "calibration.json"
-CALIBRATION_VERSION = 2  # 2: roughness instead of the spread as the table's third feature
+CALIBRATION_VERSION = 3  # 2: roughness instead of the spread; 3: signed residual, bins 32 x 4 x 4 (not 8 x 8 x 8)
 NOMINAL_COVERAGE = 0.9
 OFFSET_MULTIPLES = (0.01, 0.1, 0.3, 1.0, 3.0)  # of the median expected error: the offsets tried
-FEATURES = ("prediction", "edges", "roughness")
-BINS = 8  # quantile bins per feature: 512 cells, most with hundreds of voxels from a few held-out scans
+FEATURES = ("prediction", "edges", "residual")
+BINS = (32, 4, 4)  # quantile bins per feature: 512 cells, most with hundreds of voxels from a few held-out scans
 MIN_CELL_VOXELS = 20
 
 
@@ -58,20 +60,20 @@ def edge_strength(image: np.ndarray, spacing_zyx: Sequence[float]) -> np.ndarray
     return np.sqrt(sum(g * g for g in gradients)).astype(np.float32)
 
 
-def roughness(image: np.ndarray) -> np.ndarray:
-    """|image - the mean of its 3 x 3 x 3 neighbourhood| per voxel (mirrored at the borders), image units."""
+def residual(image: np.ndarray) -> np.ndarray:
+    """image - the mean of its 3 x 3 x 3 neighbourhood per voxel (mirrored at the borders), image units, signed."""
     from scipy import ndimage
 
     image = np.asarray(image, dtype=np.float64)
-    return np.abs(image - ndimage.uniform_filter(image, 3, mode="reflect")).astype(np.float32)
+    return (image - ndimage.uniform_filter(image, 3, mode="reflect")).astype(np.float32)
 
 
 @dataclass(frozen=True)
 class ErrorTable:
     """Mean |error| per cell of a grid of quantile bins over `FEATURES` (see the module docstring)."""
 
-    cuts: tuple[tuple[float, ...], ...]  # per feature: the BINS - 1 inner bin edges
-    means: tuple[float, ...]  # BINS ** len(FEATURES) cells, C order
+    cuts: tuple[tuple[float, ...], ...]  # per feature: its bins - 1 inner bin edges
+    means: tuple[float, ...]  # the product of the features' bin counts, C order
 
     def cells(self, features: Sequence[np.ndarray]) -> np.ndarray:
         bins = [
@@ -84,13 +86,19 @@ class ErrorTable:
         return np.asarray(self.means, dtype=np.float32)[self.cells(features)].reshape(shape)
 
     @classmethod
-    def fit(cls, features: Sequence[np.ndarray], error: np.ndarray, bins: int = BINS) -> ErrorTable:
+    def fit(cls, features: Sequence[np.ndarray], error: np.ndarray, bins: int | Sequence[int] = BINS) -> ErrorTable:
+        """Quantile cuts per feature (`bins`: one count for all, or one per feature) and each cell's mean."""
+        counts_per_feature = [bins] * len(features) if isinstance(bins, int) else list(bins)
+        if len(counts_per_feature) != len(features):
+            raise ValueError(f"{len(features)} features but {len(counts_per_feature)} bin counts")
         error = np.abs(np.asarray(error, dtype=np.float64).ravel())
-        inner = np.linspace(0.0, 1.0, bins + 1)[1:-1]
-        cuts = tuple(tuple(float(v) for v in np.quantile(np.asarray(f, dtype=np.float64), inner)) for f in features)
+        cuts = tuple(
+            tuple(float(v) for v in np.quantile(np.asarray(f, dtype=np.float64), np.linspace(0.0, 1.0, b + 1)[1:-1]))
+            for f, b in zip(features, counts_per_feature)
+        )
         table = cls(cuts, ())
         cells = table.cells(features)
-        size = bins ** len(features)
+        size = int(np.prod(counts_per_feature))
         sums, counts = np.bincount(cells, error, size), np.bincount(cells, None, size)
         means = np.where(counts >= MIN_CELL_VOXELS, sums / np.maximum(counts, 1), error.mean())
         return cls(cuts, tuple(float(v) for v in means))
@@ -108,9 +116,9 @@ class Calibration:
     num_cases: int = 0
     num_voxels: int = 0
 
-    def expected_error(self, prediction: np.ndarray, edges: np.ndarray, rough: np.ndarray) -> np.ndarray:
-        """Expected |error| per voxel (arrays of one shape: prediction, its edge strength, its roughness)."""
-        return self.table.lookup([prediction, edges, rough])
+    def expected_error(self, prediction: np.ndarray, edges: np.ndarray, local_residual: np.ndarray) -> np.ndarray:
+        """Expected |error| per voxel (arrays of one shape: prediction, its edge strength, its residual)."""
+        return self.table.lookup([prediction, edges, local_residual])
 
     def half_width(self, expected_error: np.ndarray) -> np.ndarray:
         """Half width of the nominal interval per voxel, from the voxels' expected errors."""
@@ -160,12 +168,12 @@ def conformal_quantile(scores: np.ndarray, coverage: float) -> float:
 
 @dataclass
 class CalibrationVoxels:
-    """One case's voxels inside its subject: prediction, its edge strength and roughness, the spread and the
+    """One case's voxels inside its subject: prediction, its edge strength and residual, the spread and the
     |error|."""
 
     prediction: np.ndarray
     edges: np.ndarray
-    rough: np.ndarray
+    residual: np.ndarray
     spread: np.ndarray
     error: np.ndarray
 
@@ -178,12 +186,13 @@ def fit_calibration(cases: Sequence[CalibrationVoxels], coverage: float = NOMINA
     def joined(name: str) -> np.ndarray:
         return np.concatenate([np.asarray(getattr(c, name), dtype=np.float64).ravel() for c in cases])
 
-    prediction, edges, rough, spread, error = (joined(n) for n in ("prediction", "edges", "rough", "spread", "error"))
+    names = ("prediction", "edges", "residual", "spread", "error")
+    prediction, edges, local_residual, spread, error = (joined(n) for n in names)
     error = np.abs(error)
-    if not prediction.size == edges.size == rough.size == spread.size == error.size or error.size == 0:
-        raise ValueError("every case needs as many prediction, edge, roughness, spread and error values, and voxels")
-    table = ErrorTable.fit([prediction, edges, rough], error)
-    expected = table.lookup([prediction, edges, rough]).astype(np.float64)
+    if not prediction.size == edges.size == local_residual.size == spread.size == error.size or error.size == 0:
+        raise ValueError("every case needs as many prediction, edge, residual, spread and error values, and voxels")
+    table = ErrorTable.fit([prediction, edges, local_residual], error)
+    expected = table.lookup([prediction, edges, local_residual]).astype(np.float64)
     scale = float(np.median(expected)) or float(expected.mean()) or 1.0
     best = None
     for multiple in OFFSET_MULTIPLES:
@@ -232,7 +241,7 @@ def write_interval(
     columns `expected_error` (the scan's) and `interval_half_width` (its mean over the subject, the voxels
     with a non-zero spread)."""
     edges = edge_strength(prediction, geometry.spacing_zyx)
-    expected = calibration.expected_error(prediction, edges, roughness(prediction))
+    expected = calibration.expected_error(prediction, edges, residual(prediction))
     half_width = calibration.half_width(expected)
     subject = spread > 0
     if not subject.any():

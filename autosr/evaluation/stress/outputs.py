@@ -1,7 +1,8 @@
 """What a stress test writes: the per-scan table, the per-lesion table, stress.json's summary and pictures.
 
 The summary's headline numbers (documentation/trust.md defines each):
-`uncertainty_error_spearman`, `sparsification_ratio` (and the oracle's, the best possible) and
+`uncertainty_error_spearman`, `sparsification_ratio` (and the oracle's, the best possible),
+`sparsification_error_ratio` (the area between the curve and the oracle's over a random ordering's) and
 `interval_coverage` are means over the clean cases; `interval_coverage_perturbed` is the mean over the
 perturbed scans with a known truth (acquisition changes and paired lesions); the AUROCs rank all scans with a
 known truth for "error (MAE in the mask) above the worst clean scan's": `flag_auroc` by the yes/no flag,
@@ -147,8 +148,10 @@ def summarize(results, lesion_rows, split: str, predictor, opened) -> dict[str, 
         "members": predictor.num_members,
         "uncertainty_error_spearman": _mean(r["uncertainty_error_spearman"] for r in clean),
         "sparsification_ratio": _mean(r["sparsification_ratio"] for r in clean),
+        "sparsification_error_ratio": _mean(r.get("sparsification_error_ratio") for r in clean),
         "spread_error_spearman": _mean(r["spread_error_spearman"] for r in clean),
         "spread_sparsification_ratio": _mean(r["spread_sparsification_ratio"] for r in clean),
+        "spread_sparsification_error_ratio": _mean(r["spread_sparsification_error_ratio"] for r in clean),
         "oracle_sparsification_ratio": _mean(r["oracle_sparsification_ratio"] for r in clean),
         "interval_coverage": _mean(r.get("interval_coverage") for r in clean),
         "interval_coverage_perturbed": _mean(r.get("interval_coverage") for r in perturbed),

@@ -57,7 +57,8 @@ def save_stress_pictures(
     ax.axhline(curves["random"], color="k", ls="--", lw=0.8, label="random order")
     ax.set_xlabel("fraction of voxels removed")
     ax.set_ylabel("mean |error| of the rest")
-    ax.set_title(f"sparsification ratio {summary['sparsification_ratio'] or float('nan'):.2f}")
+    ratio, to_oracle = (summary.get(k) or float("nan") for k in ("sparsification_ratio", "sparsification_error_ratio"))
+    ax.set_title(f"sparsification ratio {ratio:.2f} (to the oracle {to_oracle:.2f})", fontsize=9)
     ax.legend(fontsize=7)
     names.append(_save(fig, folder / "sparsification.png"))
 

@@ -38,7 +38,9 @@ def stress_section_html(folder: str | Path, title: str) -> str:
         f"spread: {_number(s.get('spread_error_spearman'))}; 1 is a perfect ranking, 0 none).",
         f"Removing the voxels it calls most uncertain lowers the remaining error as measured by a sparsification "
         f"ratio of {_number(s.get('sparsification_ratio'))} (1 = no better than removing voxels at random, "
-        f"{_number(s.get('oracle_sparsification_ratio'))} = removing the true largest errors first).",
+        f"{_number(s.get('oracle_sparsification_ratio'))} = removing the true largest errors first); the area "
+        f"between its curve and the oracle's is {_number(s.get('sparsification_error_ratio'))} of a random "
+        f"ordering's (0 = the oracle, 1 = chance).",
         f"The nominal {nominal:.0%} interval covered {_number(s.get('interval_coverage'), '{:.1%}')} of clean "
         f"voxels and {_number(s.get('interval_coverage_perturbed'), '{:.1%}')} of the voxels of perturbed scans; "
         f"mean half width {_number(s.get('interval_half_width'), '{:.3g}')} target units.",

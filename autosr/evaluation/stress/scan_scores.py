@@ -21,43 +21,43 @@ import numpy as np
 from autosr.evaluation.stress.lesions import Lesion, centre_distance
 from autosr.evaluation.stress.trust_metrics import interval_coverage, sparsification, spearman
 from autosr.evaluation.tissue import dice
-from autosr.inference.calibration import Calibration, CalibrationVoxels, edge_strength, roughness
+from autosr.inference.calibration import Calibration, CalibrationVoxels, edge_strength, residual
 from autosr.io import Geometry
 
 
 @dataclass
 class ScanVoxels:
     """One scan's voxels inside the mask: prediction, target, spread (all target units) and the prediction's
-    edge strength (gradient magnitude per mm) and roughness (calibration.roughness)."""
+    edge strength (gradient magnitude per mm) and signed residual (calibration.residual)."""
 
     prediction: np.ndarray
     target: np.ndarray
     spread: np.ndarray
     edges: np.ndarray
-    rough: np.ndarray
+    residual: np.ndarray
 
     @property
     def error(self) -> np.ndarray:
         return np.abs(self.prediction - self.target)
 
     def for_calibration(self) -> CalibrationVoxels:
-        return CalibrationVoxels(self.prediction, self.edges, self.rough, self.spread, self.error)
+        return CalibrationVoxels(self.prediction, self.edges, self.residual, self.spread, self.error)
 
 
 def scan_voxels(
     prediction: np.ndarray, target: np.ndarray, spread: np.ndarray, mask: np.ndarray, geometry: Geometry
 ) -> ScanVoxels:
     edges = edge_strength(prediction, geometry.spacing_zyx)
-    return ScanVoxels(prediction[mask], target[mask], spread[mask], edges[mask], roughness(prediction)[mask])
+    return ScanVoxels(prediction[mask], target[mask], spread[mask], edges[mask], residual(prediction)[mask])
 
 
 def expected_errors(voxels: ScanVoxels, calibration: Calibration) -> np.ndarray:
-    return calibration.expected_error(voxels.prediction, voxels.edges, voxels.rough)
+    return calibration.expected_error(voxels.prediction, voxels.edges, voxels.residual)
 
 
 def voxel_scores(voxels: ScanVoxels, calibration: Calibration | None) -> dict[str, float]:
     """For one scan: the MAE; how well the raw spread ranks the voxels' errors (`spread_*`); with a
-    calibration, how well its expected error ranks them (`uncertainty_*`, `sparsification_ratio`), the
+    calibration, how well its expected error ranks them (`uncertainty_*`, `sparsification_*`), the
     interval's coverage and mean half width and the scan's expected error."""
     error = voxels.error
     raw = sparsification(voxels.spread, error)
@@ -65,6 +65,7 @@ def voxel_scores(voxels: ScanVoxels, calibration: Calibration | None) -> dict[st
         "mae": float(error.mean()),
         "spread_error_spearman": spearman(voxels.spread, error),
         "spread_sparsification_ratio": raw["ratio"],
+        "spread_sparsification_error_ratio": raw["error_ratio"],
         "oracle_sparsification_ratio": raw["oracle_ratio"],
         "spread_mean": float(voxels.spread.mean()),
     }
@@ -72,7 +73,9 @@ def voxel_scores(voxels: ScanVoxels, calibration: Calibration | None) -> dict[st
         expected = expected_errors(voxels, calibration)
         half_width = calibration.half_width(expected)
         row["uncertainty_error_spearman"] = spearman(expected, error)
-        row["sparsification_ratio"] = sparsification(expected, error)["ratio"]
+        sparsified = sparsification(expected, error)
+        row["sparsification_ratio"] = sparsified["ratio"]
+        row["sparsification_error_ratio"] = sparsified["error_ratio"]
         row["interval_coverage"] = interval_coverage(voxels.prediction, voxels.target, half_width)
         row["interval_half_width"] = float(half_width.mean())
         row["expected_error"] = calibration.scan_expected_error(expected, voxels.spread)

@@ -11,6 +11,10 @@ or lists, so a notebook can score any uncertainty (not only autosr's) against an
   with a random ordering (a flat line at the mean error). `sparsification_ratio` = area(uncertainty) /
   area(random): 1 means the uncertainty ranks errors no better than chance, the oracle's ratio is the best
   possible (Ilg et al., ECCV 2018, "Uncertainty estimates and multi-hypotheses networks for optical flow").
+  `error_ratio` is the literature's normalized reading: the area *between* the uncertainty's curve and the
+  oracle's (AUSE, Ilg et al.) over the same area for a random ordering, i.e. (ratio - oracle_ratio) /
+  (1 - oracle_ratio): 0 is the oracle, 1 chance. An "area against the oracle" can be read either way
+  (documentation/trust.md gives both).
 - `auroc`: the probability that a randomly chosen positive scan scores above a randomly chosen negative one
   (ties count one half; the Mann-Whitney U statistic over the product of the class sizes).
 - `interval_coverage`: the fraction of voxels whose truth lies inside prediction +- half width.
@@ -82,7 +86,10 @@ def sparsification_curve(
 def sparsification(uncertainty: np.ndarray, error: np.ndarray, steps: int = SPARSIFICATION_STEPS) -> dict[str, float]:
     """Areas (mean over the fraction grid) of the sparsification curves of the uncertainty, the oracle
     (|error| itself) and a random ordering (the mean error everywhere), and `ratio` = uncertainty / random,
-    `oracle_ratio` = oracle / random (the best a ratio can be on these voxels)."""
+    `oracle_ratio` = oracle / random (the best a ratio can be on these voxels), `error_ratio` = (uncertainty -
+    oracle) / (random - oracle), the area between the uncertainty's curve and the oracle's relative to a
+    random ordering's (AUSE over its chance level; None when the oracle is no better than random: equal
+    errors)."""
     e = np.abs(np.asarray(error, dtype=np.float64).ravel())
     _, by_uncertainty = sparsification_curve(uncertainty, e, steps)
     _, by_error = sparsification_curve(e, e, steps)
@@ -94,6 +101,7 @@ def sparsification(uncertainty: np.ndarray, error: np.ndarray, steps: int = SPAR
         "random_area": random_area,
         "ratio": area / random_area if random_area > 0 else None,
         "oracle_ratio": oracle / random_area if random_area > 0 else None,
+        "error_ratio": (area - oracle) / (random_area - oracle) if random_area > oracle else None,
     }
 
 
