@@ -9,11 +9,10 @@ import torch
 from scipy import ndimage
 
 from autosr.training.distillation.scanner_shift import (
-    STRENGTH_RANGE,
     ScannerShift,
-    _blur,
     apply_shift,
     bias_slopes,
+    blur,
     measure_shift,
     widening_blur,
 )
@@ -49,7 +48,7 @@ def test_widening_blur_adds_widths_in_quadrature():
     assert sigma[1:] == (0.0, 0.0)
 
 
-def test_measure_shift_null_for_the_same_scanner_and_noise_after_blur():
+def test_measure_shift_null_for_the_same_scanner_and_noise_afterblur():
     training = _volumes()
     assert measure_shift(training, training) == ScannerShift()
     assert measure_shift(training, []) == ScannerShift() == measure_shift([], training)
@@ -81,11 +80,11 @@ def test_bias_slopes_brute_force():
 def test_blur_matches_scipy():
     patch = torch.rand(1, 9, 10, 11, dtype=torch.float64)
     expected = ndimage.gaussian_filter(patch[0].numpy(), 1.0, mode="nearest", truncate=4.0)
-    assert np.allclose(_blur(patch, [1.0])[0].numpy(), expected, atol=1e-10)
+    assert np.allclose(blur(patch, [1.0])[0].numpy(), expected, atol=1e-10)
     along_z = ndimage.gaussian_filter(patch[0].numpy(), (1.5, 0, 0), mode="nearest", truncate=4.0)
-    assert np.allclose(_blur(patch, [1.5, 0.0, 0.0])[0].numpy(), along_z, atol=1e-10)
+    assert np.allclose(blur(patch, [1.5, 0.0, 0.0])[0].numpy(), along_z, atol=1e-10)
     flat = torch.full((2, 6, 7), 3.0)
-    assert torch.allclose(_blur(flat, [1.5]), flat)  # 2D patches, a constant stays constant
+    assert torch.allclose(blur(flat, [1.5]), flat)  # 2D patches, a constant stays constant
 
 
 @pytest.mark.parametrize("spatial", [(8, 8), (8, 8, 8)])
@@ -100,4 +99,3 @@ def test_apply_shift_touches_only_eligible_patches_and_is_seeded(spatial):
     assert not any(c for c, e in zip(changed, eligible) if not e)
     assert 0 < sum(changed) < sum(eligible)  # about half of the eligible ones (SHIFT_SHARE), seeded: 1 to 7 of 8
     assert torch.equal(apply_shift(inputs, ScannerShift(), 1.0, [True] * 16), inputs)
-    assert STRENGTH_RANGE[0] < 1 < STRENGTH_RANGE[1]  # the measured shift lies inside the drawn range

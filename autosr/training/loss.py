@@ -12,10 +12,10 @@ nearest-neighbour subsampling would alias fine detail into the coarse targets).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from autosr.network.blocks import average_pool_to
+from autosr.training.gaussian_blur import gaussian_kernel, separable_blur
 
 # Relative weight of voxels outside the mask in every loss (inside: 1). Chosen among 0, 0.1, 0.5 and 1.0
 # (documentation/training.md, "Loss outside the mask"): best SSIM and MS-SSIM at 0.1.
@@ -38,39 +38,21 @@ def masked_l1(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
     return (diff * weight).sum() / weight.sum().clamp_min(1e-6)
 
 
-def _gaussian_window(sigma: float = 1.5, radius: int = 3, device=None) -> torch.Tensor:
-    x = torch.arange(-radius, radius + 1, dtype=torch.float32, device=device)
-    g = torch.exp(-(x**2) / (2 * sigma**2))
-    return g / g.sum()
-
-
-def _blur(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """Separable Gaussian blur over the spatial axes of (B, 1, *spatial), 'same' size by reflection."""
-    dims = x.ndim - 2
-    radius = (len(g) - 1) // 2
-    conv = {2: F.conv2d, 3: F.conv3d}[dims]
-    for axis in range(dims):
-        shape = [1, 1] + [1] * dims
-        shape[2 + axis] = len(g)
-        pad = [0, 0] * dims
-        pad[2 * (dims - 1 - axis)] = radius
-        pad[2 * (dims - 1 - axis) + 1] = radius
-        mode = "reflect" if x.shape[2 + axis] > radius else "replicate"
-        x = conv(F.pad(x, pad, mode=mode), g.view(shape))
-    return x
-
-
 def masked_ssim(
     prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None, data_range: float = 4.0
 ) -> torch.Tensor:
     """Mean local SSIM (Gaussian window sigma 1.5), weighted like `masked_l1`. `data_range` is in normalized units
     (4 covers about +-2 standard deviations of a z-scored target)."""
     p, t = prediction.float(), target.float()
-    g = _gaussian_window(device=p.device)
-    mu_p, mu_t = _blur(p, g), _blur(t, g)
-    var_p = _blur(p * p, g) - mu_p**2
-    var_t = _blur(t * t, g) - mu_t**2
-    cov = _blur(p * t, g) - mu_p * mu_t
+    window = [gaussian_kernel(1.5, radius=3, device=p.device)] * (p.ndim - 2)
+
+    def local_mean(x: torch.Tensor) -> torch.Tensor:
+        return separable_blur(x, window)
+
+    mu_p, mu_t = local_mean(p), local_mean(t)
+    var_p = local_mean(p * p) - mu_p**2
+    var_t = local_mean(t * t) - mu_t**2
+    cov = local_mean(p * t) - mu_p * mu_t
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     ssim = ((2 * mu_p * mu_t + c1) * (2 * cov + c2)) / ((mu_p**2 + mu_t**2 + c1) * (var_p + var_t + c2))
     if mask is None:

@@ -21,8 +21,7 @@ scans (at most `MAX_CASES` of each kind, a central crop of at most `MAX_CROP` vo
   estimate) to the unpaired scans' (medians; noise levels add in quadrature, and the blur keeps a measured
   share of white noise's level; where it keeps under `MIN_KEPT_NOISE` of it, no noise is added);
 - *bias*: per axis, the slope of the least-squares fit of (x - low) / mean(x - low) inside the mask (low: the
-  level outside it) against
-  a ramp from -1 to 1 over the mask's extent; the shift is the root-mean-square slope the unpaired scans have
+  level outside it) against a ramp from -1 to 1 over the mask's extent; the shift is the root-mean-square slope the unpaired scans have
   beyond the training inputs' (a linear field 1 + slope * ramp per axis, of random sign and size).
 """
 
@@ -35,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from autosr.training.gaussian_blur import gaussian_kernel, separable_blur
 
 MAX_CASES = 8
 MAX_CROP = 96
@@ -51,7 +52,7 @@ class ScannerShift:
     """The unpaired scans' inputs against the training inputs, in normalized input units (module docstring)."""
 
     blur_sigma: tuple[float, ...] = field(default=(0.0, 0.0, 0.0))  # planned voxels, per planned array axis
-    noise_sigma: float = 0.0  # normalized input units, added after the blur
+    noise_sigma: float = 0.0  # normalized input units, added before the blur
     bias_slope: float = 0.0  # root-mean-square slope per axis over the subject's extent
 
     @property
@@ -80,15 +81,6 @@ def _crop(volume: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]
         start = int(np.clip(c - size // 2, 0, n - size))
         index.append(slice(start, start + size))
     return volume[tuple(index)], mask[tuple(index)]
-
-
-def _gaussian_kernel(sigma: float) -> np.ndarray:
-    if sigma <= 0:
-        return np.ones(1)
-    radius = max(1, int(math.ceil(4 * sigma)))
-    x = np.arange(-radius, radius + 1, dtype=np.float64)
-    kernel = np.exp(-0.5 * (x / sigma) ** 2)
-    return kernel / kernel.sum()
 
 
 def widening_blur(
@@ -139,16 +131,16 @@ def measure_shift(
     train = [_crop(np.asarray(v, dtype=np.float64), np.asarray(m, dtype=bool)) for v, m in training[:MAX_CASES]]
     other = [_crop(np.asarray(v, dtype=np.float64), np.asarray(m, dtype=bool)) for v, m in unpaired[:MAX_CASES]]
     blur = tuple(float(b) for b in blur_sigma)
+    kept = 1.0  # the share of white noise's level the blur leaves, measured on the training crops' masks
     if any(blur):
         train_blurred = [(ndimage.gaussian_filter(v, blur, mode="nearest"), m) for v, m in train]
+        rng = np.random.default_rng(0)
+        unit = [ndimage.gaussian_filter(rng.standard_normal(v.shape), blur, mode="nearest") for v, _ in train]
+        kept = float(np.median([noise_level(u, m) for u, (_, m) in zip(unit, train)]))
     else:
         train_blurred = train
     have = float(np.median([noise_level(v, m) for v, m in train_blurred]))
     wanted = float(np.median([noise_level(v, m) for v, m in other]))
-    # the noise level the blur leaves of white noise of unit level, measured on the training crops' masks
-    rng = np.random.default_rng(0)
-    unit = [ndimage.gaussian_filter(rng.standard_normal(v.shape), blur, mode="nearest") for v, _ in train]
-    kept = float(np.median([noise_level(u, m) for u, (_, m) in zip(unit, train)])) if any(blur) else 1.0
     rms = [float(np.sqrt(np.mean([bias_slopes(v, m) ** 2 for v, m in group]))) for group in (train, other)]
     return ScannerShift(
         blur_sigma=blur,
@@ -157,27 +149,25 @@ def measure_shift(
     )
 
 
-def _blur(patch: torch.Tensor, sigma: Sequence[float]) -> torch.Tensor:
-    """Gaussian blur of `patch` (C, *spatial; 2 or 3 spatial axes), `sigma` voxels per spatial axis (one value:
-    every axis), the border replicated."""
-    import torch.nn.functional as F
+def blur(patch: torch.Tensor, sigma: Sequence[float]) -> torch.Tensor:
+    """Gaussian blur of `patch` (C, *spatial), `sigma` voxels per spatial axis (one value: every axis), the
+    border replicated."""
+    sigmas = list(sigma) * (patch.dim() - 1) if len(sigma) == 1 else list(sigma)
+    kernels = [gaussian_kernel(s, dtype=patch.dtype) if s > 0 else None for s in sigmas]
+    return separable_blur(patch.unsqueeze(0), kernels, mode="replicate")[0]
 
-    spatial = patch.dim() - 1
-    sigmas = list(sigma) * spatial if len(sigma) == 1 else list(sigma)
-    conv = F.conv3d if spatial == 3 else F.conv2d
-    x, channels = patch.unsqueeze(0), patch.shape[0]
-    for axis in range(spatial):
-        if sigmas[axis] <= 0:
-            continue
-        kernel = torch.as_tensor(_gaussian_kernel(sigmas[axis]), dtype=patch.dtype, device=patch.device)
-        radius = (kernel.numel() - 1) // 2
-        pad = [0, 0] * spatial  # F.pad lists the last axis first
-        pad[2 * (spatial - 1 - axis)] = pad[2 * (spatial - 1 - axis) + 1] = radius
-        shape = [1] * spatial
-        shape[axis] = kernel.numel()
-        weight = kernel.reshape(1, 1, *shape).expand(channels, 1, *shape)
-        x = conv(F.pad(x, pad, mode="replicate"), weight, groups=channels)
-    return x[0]
+
+def linear_field(slopes: torch.Tensor, spatial: Sequence[int]) -> torch.Tensor:
+    """(B, 1, *spatial): 1 + sum over axes a of slopes[:, a] x a ramp from -1 to 1 along spatial axis a (a linear
+    bias field per patch), on the slopes' device and dtype."""
+    batch, ones = slopes.shape[0], [1] * len(spatial)
+    field = torch.ones((batch, 1, *spatial), device=slopes.device, dtype=slopes.dtype)
+    for axis, size in enumerate(spatial):
+        shape = list(ones)
+        shape[axis] = size
+        ramp = torch.linspace(-1.0, 1.0, size, device=slopes.device, dtype=slopes.dtype).reshape(1, 1, *shape)
+        field = field + slopes[:, axis].reshape(batch, 1, *ones) * ramp
+    return field
 
 
 def standard_normal_like(inputs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -202,30 +192,29 @@ def apply_shift(
     Every patch takes the same number of draws, so the stream does not depend on which patches are eligible."""
     if shift.is_null or not any(eligible):
         return inputs
-    out = inputs.clone()
     spatial = inputs.shape[2:]
     lo, hi = STRENGTH_RANGE
-    draws_all = torch.rand(inputs.shape[0], 3 + len(spatial), generator=generator).tolist()
-    noises = standard_normal_like(inputs, generator)
-    for b, (allowed, draws, noise) in enumerate(zip(eligible, draws_all, noises)):
-        if not allowed or draws[0] >= SHIFT_SHARE:
-            continue
-        strength = lo + (hi - lo) * draws[1]
-        patch = inputs[b]
-        low = patch.amin()
-        bias = torch.ones_like(patch[:1])
-        for axis, size in enumerate(spatial):
-            shape = [1] * len(spatial)
-            shape[axis] = size
-            ramp = torch.linspace(-1.0, 1.0, size, dtype=patch.dtype, device=patch.device).reshape(1, *shape)
-            # uniform in +-sqrt(3) x the measured root-mean-square slope
-            slope = (2 * draws[3 + axis] - 1) * math.sqrt(3) * shift.bias_slope * strength * extent_share
-            bias = bias + slope * ramp
-        patch = low + (patch - low) * bias + shift.noise_sigma * strength * noise
-        if any(shift.blur_sigma):
-            widths = shift.blur_sigma if len(spatial) == len(shift.blur_sigma) else [float(np.mean(shift.blur_sigma))]
-            patch = _blur(patch, [w * (lo + (hi - lo) * draws[2]) for w in widths])
-        out[b] = patch
+    draws = torch.rand(inputs.shape[0], 3 + len(spatial), generator=generator)
+    noise = standard_normal_like(inputs, generator)
+    chosen = [b for b, allowed in enumerate(eligible) if allowed and float(draws[b, 0]) < SHIFT_SHARE]
+    if not chosen:
+        return inputs
+    index = torch.tensor(chosen, device=inputs.device)
+    drawn = draws[chosen].to(device=inputs.device, dtype=inputs.dtype)
+    strength = lo + (hi - lo) * drawn[:, 1]
+    # per axis uniform in +-sqrt(3) x the measured root-mean-square slope
+    slopes = (2 * drawn[:, 3:] - 1) * math.sqrt(3) * shift.bias_slope * strength[:, None] * extent_share
+    patches = inputs[index]
+    low = patches.amin(dim=tuple(range(1, inputs.dim())), keepdim=True)
+    per_patch = strength.reshape(-1, *[1] * (inputs.dim() - 1))
+    patches = low + (patches - low) * linear_field(slopes, spatial) + shift.noise_sigma * per_patch * noise[index]
+    if any(shift.blur_sigma):
+        widths = shift.blur_sigma if len(spatial) == len(shift.blur_sigma) else [float(np.mean(shift.blur_sigma))]
+        patches = torch.stack(
+            [blur(patch, [w * float(lo + (hi - lo) * d[2]) for w in widths]) for patch, d in zip(patches, drawn)]
+        )
+    out = inputs.clone()
+    out[index] = patches
     return out
 
 
@@ -233,8 +222,9 @@ def measure_cached_shift(
     cases_dir: Path, training_ids: Sequence[str], unpaired_ids: Sequence[str], patch_size: Sequence[int]
 ) -> tuple[ScannerShift, float]:
     """(the shift from the cached training inputs to the cached unpaired ones, the patch's size over the training
-    subjects' extent: a patch larger than the subject spreads the measured slope over more voxels); the first input channel, each case's mask (its foreground where it has none),
-    the voxel sizes from each case's recorded input geometry."""
+    subjects' extent: a patch larger than the subject spreads the measured slope over more voxels); the first
+    input channel, each case's mask (its foreground where it has none), the voxel sizes from each case's
+    recorded input geometry."""
     from autosr.io import Geometry
     from autosr.io.orientation import from_world_axes, to_world_axes
     from autosr.preprocessing.case_store import load_case

@@ -32,7 +32,7 @@ from autosr.formats.plans import Plans
 from autosr.io.atomic import atomic_write_json
 from autosr.io.json_file import read_json_file
 from autosr.model_layout import DISTILLED_FOLD, FoldFolder
-from autosr.training.distillation.scanner_shift import ScannerShift, apply_shift, standard_normal_like
+from autosr.training.distillation.scanner_shift import ScannerShift, apply_shift, linear_field, standard_normal_like
 from autosr.training.distillation.teacher import UNPAIRED_PREFIX
 from autosr.training.fold_setup import FoldWording, check_fold_folder, restore_fold
 from autosr.training.trainer import Trainer, TrainingContext
@@ -76,13 +76,8 @@ def perturb_like_another_scanner(inputs: torch.Tensor, generator: torch.Generato
     def uniform(*shape: int) -> torch.Tensor:
         return torch.rand(*shape, generator=generator).to(device=device, dtype=dtype)
 
-    field = torch.ones((batch, 1, *spatial), device=device, dtype=dtype)
-    for axis, size in enumerate(spatial):
-        shape = [1] * len(spatial)
-        shape[axis] = size
-        ramp = torch.linspace(-1.0, 1.0, size, device=device, dtype=dtype).reshape(1, 1, *shape)
-        slope = (uniform(batch) * 2 - 1) * BIAS_SLOPE
-        field = field + slope.reshape(batch, 1, *[1] * len(spatial)) * ramp
+    slopes = torch.stack([(uniform(batch) * 2 - 1) * BIAS_SLOPE for _ in spatial], dim=1)  # drawn axis by axis
+    field = linear_field(slopes, spatial)
     dims = tuple(range(1, inputs.dim()))
     low = inputs.amin(dim=dims, keepdim=True)
     sigma = uniform(batch).reshape(batch, *[1] * (inputs.dim() - 1)) * NOISE_SHARE * inputs.std(dim=dims, keepdim=True)
