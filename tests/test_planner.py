@@ -242,3 +242,43 @@ def test_resolution_enhancement_of_one_contrast_exports_at_the_input_level():
     assert target_export_parameters(target, scan) == {"scheme": "zscore", "mean": 71.0, "std": 20.0}
     dataset_level = {"scheme": "zscore", "mean": 500.0, "std": 200.0}
     assert target_export_parameters({**target, "export_from_input": False}, scan) == dataset_level
+
+
+def test_resolution_enhancement_target_is_normalized_in_its_inputs_units():
+    """With `export_from_input` the training target is z-scored with its input's mean/std, so normalizing and
+    exporting are exact inverses (the sharper target keeps its larger spread); without it, its own."""
+    from autosr.preprocessing.normalization import invert_image, normalize_target, target_export_parameters
+
+    rng = np.random.default_rng(0)
+    target = rng.normal(100.0, 30.0, (4, 5, 6)).astype(np.float32)
+    inputs = [{"scheme": "zscore", "mean": 98.0, "std": 24.0}]
+    entry = {"scheme": "zscore", "export_mean": 500.0, "export_std": 200.0, "export_from_input": True}
+    normalized, params = normalize_target(target, entry, None, inputs)
+    np.testing.assert_allclose(normalized, (target - 98.0) / 24.0, rtol=1e-6)
+    assert normalized.std() > 1.1  # the target's own spread, not rescaled to 1
+    back = invert_image(normalized, target_export_parameters(entry, inputs))
+    np.testing.assert_allclose(back, target, rtol=1e-5)
+    own, own_params = normalize_target(target, {**entry, "export_from_input": False}, None, inputs)
+    assert abs(own_params["mean"] - float(target.mean())) < 1e-3 and abs(float(own.std()) - 1.0) < 1e-3
+
+
+def test_ct_resolution_enhancement_puts_the_target_in_its_inputs_units():
+    """Thick-slice CT -> CT: the target entry takes the input's mean/std (its own clip range stays), so a
+    residual network starts from the identity; CT -> CT at the same resolution keeps the target's own."""
+    ct = {
+        "name": "X",
+        "channel_names": {"0": "CT"},
+        "target_name": "CT",
+        "target_modality": "CT",
+        "file_ending": ".nii.gz",
+    }
+    thick = fingerprint((1.0, 1.0, 1.0), (40, 64, 64), num_cases=6, input_spacing_zyx=(3.0, 1.0, 1.0))
+    thick["intensity_statistics"]["target"] = {"p00_5": -200.0, "p99_5": 1100.0, "mean": 50.0, "std": 180.0}
+    thick["intensity_statistics"]["input_channels"]["0"] = {"p00_5": -150.0, "p99_5": 830.0, "mean": 51.0, "std": 144.0}
+    plans = plan_experiment(thick, parse_dataset_spec(ct), configurations=["2d"]).raw["normalization"]
+    assert (plans["target"]["mean"], plans["target"]["std"]) == (51.0, 144.0)
+    assert (plans["target"]["clip_low"], plans["target"]["clip_high"]) == (-200.0, 1100.0)
+    iso = fingerprint((1.0, 1.0, 1.0), (40, 64, 64), num_cases=6)
+    iso["intensity_statistics"] = thick["intensity_statistics"]
+    own = plan_experiment(iso, parse_dataset_spec(ct), configurations=["2d"]).raw["normalization"]["target"]
+    assert (own["mean"], own["std"]) == (50.0, 180.0)

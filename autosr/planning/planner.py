@@ -287,15 +287,17 @@ def normalization_entries(fingerprint: dict, spec: DatasetSpec, resolution_enhan
     `resolution_enhancement` of one contrast (input channel 0 named like the target, both z-scored): the
     target entry says `export_from_input`, so each prediction is exported at its own input's intensity level
     rather than the dataset's typical one. Held-out real anatomy measured -11 (brain slabs) and -20 (spine)
-    intensity units of bias without it (documentation/benchmark.md, "Super-resolution on real anatomy")."""
+    intensity units of bias without it (documentation/benchmark.md, "Super-resolution on real anatomy").
+    The training target is then normalized in its input's units (`normalize_target`); for CT of one
+    contrast the target entry takes the input's mean/std for the same reason (its own clip range kept)."""
     stats = fingerprint["intensity_statistics"]
     target_scheme = target_scheme_name(spec)
-    export_from_input = (
+    same_contrast = (
         resolution_enhancement
-        and exports_with_dataset_scale(target_scheme)
         and input_scheme_names(spec)[0] == target_scheme
         and spec.channel_names[str(spec.channel_indices[0])] == spec.target_name
     )
+    export_from_input = same_contrast and exports_with_dataset_scale(target_scheme)
 
     def entry(scheme_name: str, channel_stats: dict[str, float], is_target: bool) -> dict[str, Any]:
         if scheme_name not in NORMALIZATION_SCHEMES:
@@ -329,7 +331,12 @@ def normalization_entries(fingerprint: dict, spec: DatasetSpec, resolution_enhan
         entry(name, stats["input_channels"][str(i)], is_target=False)
         for i, name in zip(spec.channel_indices, input_scheme_names(spec))
     ]
-    return {"input": inputs, "target": entry(target_scheme, stats["target"], is_target=True)}
+    target = entry(target_scheme, stats["target"], is_target=True)
+    if same_contrast and target_scheme == "ct":
+        # the target in its input's units (its own clip range kept), as `normalize_target` does per scan for
+        # z-scores: a sharp CT spreads wider than its thick-slice input (std 181 against 144 HU on a spine)
+        target.update(mean=inputs[0]["mean"], std=inputs[0]["std"])
+    return {"input": inputs, "target": target}
 
 
 def plan_experiment(

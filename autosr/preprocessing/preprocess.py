@@ -41,9 +41,11 @@ from autosr.io import Geometry, read_channels, read_image, resample_to_geometry
 from autosr.io.orientation import output_grid, working_grid
 from autosr.paths import ensure_writable_folder
 from autosr.preprocessing.case_store import array_problems, case_paths, is_complete, save_case
-from autosr.preprocessing.normalization import normalize_image, target_export_parameters
+from autosr.preprocessing.normalization import normalize_image, normalize_target, target_export_parameters
 
-PREPROCESSING_VERSION = 2  # bumped when the arrays a plan produces change (here: canonical orientation)
+# bumped when the arrays a plan produces change (2: canonical orientation; 3: resolution-enhancement targets in
+# their input's units, `normalize_target`)
+PREPROCESSING_VERSION = 3
 
 
 def preprocessing_hash(plans: Plans, config_name: str) -> str:
@@ -134,7 +136,9 @@ def preprocess_training_case(
     box = prepared.crop_box_zyx
     target_c = _crop(_resample_clipped(target, target_geometry, grid, orders["target_order"])[None], box)
     mask_c = _crop((resample_to_geometry(mask_raw, mask_geometry, grid, order=orders["mask_order"]) > 0.5)[None], box)
-    target_n, target_params = normalize_image(target_c[0], plans.target_normalization, mask_c[0])
+    target_n, target_params = normalize_target(
+        target_c[0], plans.target_normalization, mask_c[0], prepared.normalization
+    )
     properties = {
         "case_id": case_files.case_id,
         "configuration": config_name,
