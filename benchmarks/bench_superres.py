@@ -87,22 +87,25 @@ def train_and_predict(
     env: dict[str, str],
     percentile_clip: bool = False,
     checkpoint: str = "final",
+    folds: tuple[int, ...] = (0,),
 ) -> dict:
-    """Plan (2d), size for CPU, train fold 0 and predict the test inputs; seconds per stage."""
+    """Plan (2d), size for CPU, train `folds` and predict the test inputs with their ensemble; seconds per
+    stage (training: all folds together)."""
     pre = Path(env["AUTOSR_PREPROCESSED"]) / dataset
     seconds = {"plan": cli("plan", dataset, "-c", "2d", "-np", "1", "--no-preprocess", env=env)}
     planned = size_for_cpu(pre / "plans.json", percentile_clip)
     seconds["plan"] += cli("plan", dataset, "-c", "2d", "-np", "1", env=env)
-    fold = Path(env["AUTOSR_RESULTS"]) / dataset / f"{TRAINER}__autosrPlans__2d" / "fold_0"
-    if checkpoint == "final" and not (fold / "checkpoint_final.pt").is_file():
-        seconds["train"] = cli(
-            "train", dataset, "2d", "0", "--trainer", TRAINER, "--epochs", str(QUICK_EPOCHS),
-            "--iters-per-epoch", str(QUICK_ITERS), "--num-workers", "0", env=env,
-        )  # fmt: skip
+    for f in folds:
+        fold = Path(env["AUTOSR_RESULTS"]) / dataset / f"{TRAINER}__autosrPlans__2d" / f"fold_{f}"
+        if checkpoint == "final" and not (fold / "checkpoint_final.pt").is_file():
+            seconds["train"] = seconds.get("train", 0.0) + cli(
+                "train", dataset, "2d", str(f), "--trainer", TRAINER, "--epochs", str(QUICK_EPOCHS),
+                "--iters-per-epoch", str(QUICK_ITERS), "--num-workers", "0", env=env,
+            )  # fmt: skip
     if out.exists():
         shutil.rmtree(out)
     seconds["predict"] = cli(
-        "predict", "-i", str(test_inputs), "-o", str(out), "-d", dataset, "-c", "2d", "-f", "0",
+        "predict", "-i", str(test_inputs), "-o", str(out), "-d", dataset, "-c", "2d", "-f", *map(str, folds),
         "--trainer", TRAINER, "--num-workers", "0", "--checkpoint", checkpoint, env=env,
     )  # fmt: skip
     plan = {k: planned[k] for k in ("patch_size", "batch_size", "slice_axes")}
@@ -197,13 +200,17 @@ def bench_dataset(dataset: str, args: argparse.Namespace, env: dict[str, str]) -
     # autosr paired, then self-supervised from the thick inputs of every case
     paired = train_and_predict(dataset, raw / "imagesTs", out / "autosr_paired", env, checkpoint=args.checkpoint)
     runs = {"autosr_paired": paired}
+    if args.ensemble_folds:
+        runs["autosr_paired_ensemble"] = train_and_predict(
+            dataset, raw / "imagesTs", out / "autosr_paired_ensemble", env, folds=tuple(args.ensemble_folds)
+        )
     if args.percentile_clip_variant and modality == "CT":
         variant_env = {**env, "AUTOSR_PREPROCESSED": env["AUTOSR_PREPROCESSED"] + "_clip",
                        "AUTOSR_RESULTS": env["AUTOSR_RESULTS"] + "_clip"}  # fmt: skip
         runs["autosr_paired_percentile_clip"] = train_and_predict(
             dataset, raw / "imagesTs", out / "autosr_paired_percentile_clip", variant_env, percentile_clip=True
         )
-    if args.no_selfsup:
+    if args.no_selfsup and not args.mix_selfsup:
         return finish(dataset, args, raw, spec, out, params, fit_seconds, cases, runs, result)
     thick = out / "thick_inputs"
     if thick.exists():
@@ -217,8 +224,34 @@ def bench_dataset(dataset: str, args: argparse.Namespace, env: dict[str, str]) -
         "--no-reference", "--slabs", str(args.selfsup_slabs), "--target-modality", spec["target_modality"],
         "--overwrite", env=env,
     )  # fmt: skip
-    runs["autosr_selfsup"] = train_and_predict(ss_name, raw / "imagesTs", out / "autosr_selfsup", env)
+    if not args.no_selfsup:
+        runs["autosr_selfsup"] = train_and_predict(ss_name, raw / "imagesTs", out / "autosr_selfsup", env)
+    if args.mix_selfsup:
+        mixed = mixed_dataset(raw, Path(env["AUTOSR_RAW"]) / ss_name, int(dataset[7:10]) + 200)
+        runs["autosr_paired_mixed"] = train_and_predict(mixed, raw / "imagesTs", out / "autosr_paired_mixed", env)
     return finish(dataset, args, raw, spec, out, params, fit_seconds, cases, runs, result)
+
+
+def mixed_dataset(paired: Path, selfsup: Path, dataset_id: int) -> str:
+    """A raw dataset holding the paired training cases and the self-supervised pairs (prefixed `self_`):
+    paired training with the thick scans' own in-plane resolution as extra pairs. Returns its name."""
+    name = f"Dataset{dataset_id:03d}_{paired.name[11:]}Mixed"
+    folder = paired.parent / name
+    if folder.exists():
+        shutil.rmtree(folder)
+    for split in ("imagesTr", "targetsTr"):
+        (folder / split).mkdir(parents=True)
+        for f in (paired / split).iterdir():
+            shutil.copy2(f, folder / split / f.name)
+        for f in (selfsup / split).iterdir():
+            shutil.copy2(f, folder / split / f"self_{f.name}")
+    spec = json.loads((paired / "dataset.json").read_text())
+    spec["name"] = name[11:]
+    spec["numTraining"] = len(list((folder / "targetsTr").iterdir()))
+    spec["numTest"] = 0
+    spec["description"] = f"{paired.name} training pairs and the self-supervised pairs of {selfsup.name}"
+    (folder / "dataset.json").write_text(json.dumps(spec, indent=1))
+    return name
 
 
 def finish(dataset, args, raw, spec, out, params, fit_seconds, cases, runs, result) -> dict:
@@ -291,6 +324,14 @@ def main() -> None:
     parser.add_argument("--eclare-patches", type=int, default=1024, help="ECLARE training patches (default 1024)")
     parser.add_argument("--out", help="JSON file of the results")
     parser.add_argument("--no-selfsup", action="store_true", help="leave out autosr self-supervised (CPU time)")
+    parser.add_argument(
+        "--mix-selfsup", action="store_true",
+        help="also train autosr paired with the self-supervised pairs added to the training cases",
+    )  # fmt: skip
+    parser.add_argument(
+        "--ensemble-folds", nargs="+", type=int,
+        help="also score autosr paired as the ensemble of these folds (each trained on the same schedule)",
+    )  # fmt: skip
     parser.add_argument("--selfsup-slabs", type=int, default=3, help="slabs per self-supervised pair (default 3)")
     parser.add_argument(
         "--percentile-clip-variant", action="store_true",
@@ -325,7 +366,15 @@ def main() -> None:
     print(markdown(results))
 
 
-METHODS = ("interpolation", "eclare", "autosr_paired", "autosr_paired_percentile_clip", "autosr_selfsup")
+METHODS = (
+    "interpolation",
+    "eclare",
+    "autosr_paired",
+    "autosr_paired_ensemble",
+    "autosr_paired_percentile_clip",
+    "autosr_paired_mixed",
+    "autosr_selfsup",
+)
 
 
 def markdown(results: list[dict]) -> str:

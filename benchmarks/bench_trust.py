@@ -8,7 +8,9 @@ Per dataset: generate it (`make_phantom_dataset`: 12+4 ellipsoid heads on a 40^3
 `demo` extra), plan the 2d configuration sized for a CPU as the quick demo does (features halved and capped
 at 32, batch at most 8), train `--folds` for `--epochs` x `--iters` iterations each, then run the stress test
 (`run_stress_test`, what `autosr stress-test` calls) on at most `--max-cases` held-out test scans, with
-test-time mirroring unless `--no-tta` names the dataset. Every stage that is already done in `--workdir` is reused (delete it to start over).
+test-time mirroring unless `--no-tta` names the dataset. `--raw-dataset FOLDER` stresses an existing raw
+dataset instead (e.g. a real thick-slice set of `autosr convert thick-slices`; its kind in the results is its
+folder name), planned, sized and trained the same way. Every stage that is already done in `--workdir` is reused (delete it to start over).
 Writes the stress test's folders under WORKDIR/stress/<dataset>/ and the headline figures of both datasets
 to `--out`; documentation/benchmark.md ("Trust") quotes them.
 """
@@ -26,12 +28,20 @@ TRAINER = "Trainer"
 CONFIGURATION = "2d"
 
 
+def dataset_name(kind: str) -> str:
+    """The dataset folder name of a generated kind, or `kind` itself for an existing raw dataset."""
+    if kind in DATASETS:
+        dataset_id, name = DATASETS[kind]
+        return f"Dataset{dataset_id:03d}_{name}"
+    return kind
+
+
 def make_dataset(kind: str, raw_root: Path) -> Path:
     """The raw dataset of `kind` under `raw_root` (generated once)."""
-    dataset_id, name = DATASETS[kind]
-    folder = raw_root / f"Dataset{dataset_id:03d}_{name}"
+    folder = raw_root / dataset_name(kind)
     if (folder / "dataset.json").is_file():
         return folder
+    dataset_id, name = DATASETS[kind]
     if kind == "phantom":
         from autosr.dataset_conversion.phantom import PhantomSettings, make_phantom_dataset
 
@@ -51,8 +61,7 @@ def train(kind: str, paths, folds: list[int], epochs: int, iters: int) -> Path:
     from autosr.planning.api import plan_dataset
     from autosr.training.run import train_fold
 
-    dataset_id, name = DATASETS[kind]
-    dataset = f"Dataset{dataset_id:03d}_{name}"
+    dataset = dataset_name(kind)
     plans_path = paths.preprocessed / dataset / "plans.json"
     if not plans_path.is_file():
         plan_dataset(dataset, paths, configurations=[CONFIGURATION], num_processes=1, progress=False)
@@ -72,11 +81,10 @@ def stress(kind: str, paths, model_dir: Path, folds: list[int], max_cases: int, 
     from autosr.evaluation.stress.api import StressSettings, run_stress_test
     from autosr.inference.settings import ModelSource, PredictionSettings
 
-    dataset_id, name = DATASETS[kind]
     out = workdir / "stress" / kind
     t0 = time.perf_counter()
     result = run_stress_test(
-        paths.raw / f"Dataset{dataset_id:03d}_{name}",
+        paths.raw / dataset_name(kind),
         ModelSource(model_dir=model_dir, folds=tuple(folds)),
         out,
         PredictionSettings(device="cpu", use_mirroring=tta),
@@ -97,6 +105,7 @@ def main() -> None:
     parser.add_argument(
         "--no-tta", nargs="*", default=[], choices=sorted(DATASETS), help="datasets stressed without mirroring"
     )
+    parser.add_argument("--raw-dataset", default=None, help="stress this existing raw dataset folder instead")
     parser.add_argument("--prepare-only", action="store_true", help="generate and train, no stress test")
     parser.add_argument("--out", default=None, help="write the headline figures here (JSON)")
     args = parser.parse_args()
@@ -111,7 +120,13 @@ def main() -> None:
     for root in (paths.raw, paths.preprocessed, paths.results):
         root.mkdir(parents=True, exist_ok=True)
     results = {}
-    for kind in args.datasets:
+    kinds = args.datasets
+    if args.raw_dataset:
+        source = Path(args.raw_dataset).resolve()
+        kinds = [source.name]
+        if not (paths.raw / source.name).exists():
+            (paths.raw / source.name).symlink_to(source, target_is_directory=True)
+    for kind in kinds:
         make_dataset(kind, paths.raw)
         model_dir = train(kind, paths, args.folds, args.epochs, args.iters)
         if args.prepare_only:
